@@ -1,0 +1,375 @@
+//! The frame loop: render -> convert -> encode -> sink, paced against absolute deadlines on a
+//! monotonic clock, with signals, pipeline errors and the sink's fate arriving as events.
+//!
+//! Threads: this one owns the EGL context and renders; GStreamer runs the encoder in its own
+//! threads; a writer thread moves access units from the appsink to stdout; a bus thread forwards
+//! pipeline errors; a signal thread forwards SIGTERM/SIGINT/SIGUSR1.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use log::{debug, info, warn};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+
+use crate::config::Config;
+use crate::convert::{self, Plan};
+use crate::encode::pipeline::{self, Encoder, Input, Push, Setup};
+use crate::encode::select;
+use crate::exit::{Exit, fail};
+use crate::render::{Gpu, Renderer};
+use crate::sink::{self, SinkEnd, SinkStats};
+
+/// How long the encoder may take to drain after the last frame (--frames / --duration).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long SIGTERM waits for the access unit being written.
+const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an unpaced run waits for room in the encoder's queue before calling it stuck.
+const ENCODER_STALL: Duration = Duration::from_secs(10);
+const STATS_EVERY: Duration = Duration::from_secs(10);
+
+/// Something that happened outside the frame loop.
+#[derive(Debug)]
+pub enum Event {
+    /// SIGTERM or SIGINT (the first one; a second exits in the signal thread).
+    Stop(i32),
+    /// SIGUSR1: next frame is an IDR.
+    Keyframe,
+    /// The writer thread ended.
+    Sink(SinkEnd),
+    /// A pipeline error, as one line.
+    Pipeline(String),
+}
+
+/// What the loop does after an event.
+enum Control {
+    Continue,
+    /// Stop rendering; `drain` = let the encoder finish queued frames (limits), else stop now.
+    Finish { drain: bool },
+    /// The reader left: exit 0 at once.
+    ReaderGone,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    rendered: u64,
+    encoded: u64,
+    /// Deadlines passed over because the loop was late.
+    late: u64,
+    /// Rendered frames the encoder had no room for.
+    encoder_busy: u64,
+}
+
+/// Installs the signal thread. The first SIGTERM/SIGINT becomes an event; a second one exits at
+/// once with 128+signal.
+pub fn watch_signals(tx: Sender<Event>) -> anyhow::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGUSR1]).context("installing signal handlers")?;
+    thread::Builder::new().name("signals".into()).spawn(move || {
+        let mut stopping = false;
+        for sig in signals.forever() {
+            match sig {
+                SIGUSR1 => {
+                    let _ = tx.send(Event::Keyframe);
+                }
+                _ if stopping => {
+                    eprintln!("agentcast: second signal {sig}, exiting now");
+                    signal_hook::low_level::exit(128 + sig);
+                }
+                _ => {
+                    stopping = true;
+                    let _ = tx.send(Event::Stop(sig));
+                }
+            }
+        }
+    })?;
+    Ok(())
+}
+
+/// Streams until a limit, a signal, the reader leaving, or a failure.
+pub fn run(cfg: &Config) -> anyhow::Result<()> {
+    let (tx, rx) = mpsc::channel();
+    watch_signals(tx.clone())?;
+    let mut out = sink::stdout::open()?;
+
+    pipeline::init()?;
+    let backend =
+        select::choose(cfg.encoder, pipeline::element_installed).map_err(|e| fail(Exit::Unavailable, e))?;
+    info!("encoder: {backend}{}", if cfg.encoder == crate::cli::EncoderArg::Auto { " (first installed)" } else { "" });
+
+    let gpu = Gpu::open(cfg.egl_device)?;
+    let (plan, why) =
+        convert::choose(cfg.convert, gpu.info.software, &gpu.info.renderer, backend.raw_formats(), cfg.width, cfg.height)
+            .map_err(|e| fail(Exit::Usage, e))?;
+    info!("convert: {plan} ({why}); {} bytes read back per frame", plan.readback_bytes(cfg.width, cfg.height));
+    let mut renderer = Renderer::new(gpu, cfg, plan)?;
+
+    let input = match plan {
+        Plan::Gpu(f) => Input::Yuv(f),
+        Plan::Cpu(f) => Input::Rgba(f),
+    };
+    let setup =
+        Setup { width: cfg.width, height: cfg.height, fps: cfg.fps, input, backend, settings: cfg.encoder_settings };
+    let encoder = Encoder::new(&setup)?;
+    encoder.start()?;
+
+    let stop_threads = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(SinkStats::default());
+    spawn_bus_watch(encoder.bus(), tx.clone(), stop_threads.clone())?;
+    {
+        let (appsink, stop, stats, tx) = (encoder.appsink(), stop_threads.clone(), stats.clone(), tx.clone());
+        thread::Builder::new().name("sink".into()).spawn(move || {
+            let end = sink::run_writer(&appsink, &mut out, &stop, &stats);
+            let _ = tx.send(Event::Sink(end));
+        })?;
+    }
+
+    let mut counters = Counters::default();
+    let started = Instant::now();
+    let outcome = frame_loop(cfg, &mut renderer, &encoder, &rx, &mut counters, &stats);
+    let result = match outcome {
+        Ok(Control::Finish { drain: true }) => {
+            let r = drain(&mut renderer, &encoder, &rx, &mut counters);
+            stop_threads.store(true, Ordering::Release);
+            r
+        }
+        Ok(Control::Finish { drain: false }) => {
+            stop_threads.store(true, Ordering::Release);
+            wait_for_sink(&rx, STOP_TIMEOUT);
+            Ok(())
+        }
+        Ok(Control::ReaderGone) => {
+            info!("the reader closed the stream");
+            Ok(())
+        }
+        Ok(Control::Continue) => unreachable!("the loop only returns to stop"),
+        Err(e) => Err(e),
+    };
+    stop_threads.store(true, Ordering::Release);
+    encoder.stop();
+    log_stats("done", started, &counters, &stats);
+    result
+}
+
+fn spawn_bus_watch(bus: gst::Bus, tx: Sender<Event>, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    thread::Builder::new().name("bus".into()).spawn(move || {
+        while !stop.load(Ordering::Acquire) {
+            let types = [gst::MessageType::Error, gst::MessageType::Warning];
+            let Some(msg) = bus.timed_pop_filtered(gst::ClockTime::from_mseconds(100), &types) else { continue };
+            match msg.view() {
+                gst::MessageView::Error(e) => {
+                    let _ = tx.send(Event::Pipeline(pipeline::bus_error_line(&msg, e)));
+                    return;
+                }
+                gst::MessageView::Warning(w) => {
+                    let src = msg.src().map(|s| s.name().to_string()).unwrap_or_default();
+                    warn!("{src}: {}", w.error());
+                }
+                _ => {}
+            }
+        }
+    })?;
+    Ok(())
+}
+
+fn handle(ev: Event, encoder: &Encoder) -> anyhow::Result<Control> {
+    match ev {
+        Event::Stop(sig) => {
+            info!("signal {sig}: finishing the current access unit and stopping");
+            Ok(Control::Finish { drain: false })
+        }
+        Event::Keyframe => {
+            info!("SIGUSR1: forcing an IDR");
+            encoder.force_keyframe();
+            Ok(Control::Continue)
+        }
+        Event::Sink(SinkEnd::ReaderGone) => Ok(Control::ReaderGone),
+        Event::Sink(SinkEnd::Failed(e)) => Err(e),
+        Event::Sink(SinkEnd::Eos | SinkEnd::Stopped) => Err(fail(Exit::Software, "the encoder ended the stream unexpectedly")),
+        Event::Pipeline(line) => Err(fail(Exit::Software, format!("encoder pipeline: {line}"))),
+    }
+}
+
+fn frame_loop(
+    cfg: &Config,
+    renderer: &mut Renderer,
+    encoder: &Encoder,
+    rx: &Receiver<Event>,
+    c: &mut Counters,
+    stats: &SinkStats,
+) -> anyhow::Result<Control> {
+    let start = Instant::now();
+    let index_limit = cfg.stop.duration.map(|d| (d.as_secs_f64() * f64::from(cfg.fps)).round().max(1.0) as u64);
+    let mut index: u64 = 0;
+    let mut next_stats = start + STATS_EVERY;
+    loop {
+        if cfg.stop.frames.is_some_and(|n| c.encoded + renderer.in_flight() as u64 >= n)
+            || index_limit.is_some_and(|n| index >= n)
+        {
+            return Ok(Control::Finish { drain: true });
+        }
+        if cfg.pace {
+            let deadline = start + stream_time(index, cfg.fps);
+            loop {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                match rx.recv_timeout(deadline - now) {
+                    Ok(ev) => match handle(ev, encoder)? {
+                        Control::Continue => {}
+                        other => return Ok(other),
+                    },
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => unreachable!("run() holds a sender"),
+                }
+            }
+            // More than a whole interval late: skip to the current deadline instead of queueing.
+            let due = (start.elapsed().as_nanos() * u128::from(cfg.fps) / 1_000_000_000) as u64;
+            if due > index {
+                c.late += due - index;
+                debug!("late by {} frame(s); skipping to frame {due}", due - index);
+                index = due;
+            }
+        } else {
+            while let Ok(ev) = rx.try_recv() {
+                match handle(ev, encoder)? {
+                    Control::Continue => {}
+                    other => return Ok(other),
+                }
+            }
+            if let Some(ctl) = wait_for_room(encoder, rx)? {
+                return Ok(ctl);
+            }
+        }
+        renderer.render(index)?;
+        c.rendered += 1;
+        renderer.collect_ready(|frame, bytes| offer(encoder, frame, bytes, c))?;
+        index += 1;
+        if Instant::now() >= next_stats {
+            next_stats += STATS_EVERY;
+            log_stats("streaming", start, c, stats);
+        }
+    }
+}
+
+/// When frame `index` is due, from the start of the stream (exact, no accumulated rounding).
+pub fn stream_time(index: u64, fps: u32) -> Duration {
+    Duration::from_nanos((u128::from(index) * 1_000_000_000 / u128::from(fps)) as u64)
+}
+
+fn offer(encoder: &Encoder, frame: u64, bytes: &[u8], c: &mut Counters) -> anyhow::Result<()> {
+    match encoder.push(frame, bytes)? {
+        Push::Queued => c.encoded += 1,
+        Push::Full => {
+            c.encoder_busy += 1;
+            debug!("encoder busy: dropped raw frame {frame}");
+        }
+    }
+    Ok(())
+}
+
+/// Unpaced runs wait for the encoder instead of dropping frames.
+fn wait_for_room(encoder: &Encoder, rx: &Receiver<Event>) -> anyhow::Result<Option<Control>> {
+    let since = Instant::now();
+    while !encoder.has_room() {
+        match rx.recv_timeout(Duration::from_millis(1)) {
+            Ok(ev) => match handle(ev, encoder)? {
+                Control::Continue => {}
+                other => return Ok(Some(other)),
+            },
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => unreachable!("run() holds a sender"),
+        }
+        if since.elapsed() > ENCODER_STALL {
+            return Err(fail(Exit::Software, format!("the encoder took no frame for {ENCODER_STALL:?}")));
+        }
+    }
+    Ok(None)
+}
+
+/// After the last frame: hand over what is still being read back, end the stream, and wait until
+/// the writer has written everything.
+fn drain(renderer: &mut Renderer, encoder: &Encoder, rx: &Receiver<Event>, c: &mut Counters) -> anyhow::Result<()> {
+    let mut early: Option<Control> = None;
+    renderer.collect(0, |frame, bytes| {
+        if early.is_none() {
+            early = wait_for_room(encoder, rx)?;
+        }
+        if early.is_none() {
+            offer(encoder, frame, bytes, c)?;
+        }
+        Ok(())
+    })?;
+    match early {
+        Some(Control::ReaderGone) | Some(Control::Finish { .. }) => return Ok(()),
+        _ => {}
+    }
+    encoder.end_of_stream();
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(Event::Sink(SinkEnd::Eos)) => return Ok(()),
+            Ok(ev) => match handle(ev, encoder)? {
+                Control::Continue => {}
+                _ => return Ok(()),
+            },
+            Err(_) => return Err(fail(Exit::Software, format!("the encoder did not drain within {DRAIN_TIMEOUT:?}"))),
+        }
+    }
+}
+
+/// Waits for the writer to report that it stopped (after the stop flag).
+fn wait_for_sink(rx: &Receiver<Event>, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(Event::Sink(end)) => {
+                debug!("sink ended: {end:?}");
+                return;
+            }
+            Ok(_) => {}
+            Err(_) => {
+                warn!("the writer did not finish its access unit within {timeout:?}; exiting anyway");
+                return;
+            }
+        }
+    }
+}
+
+fn log_stats(when: &str, start: Instant, c: &Counters, s: &SinkStats) {
+    let secs = start.elapsed().as_secs_f64().max(1e-9);
+    let bytes = s.bytes.load(Ordering::Relaxed);
+    let aus = s.access_units.load(Ordering::Relaxed);
+    info!(
+        "{when}: {:.1} s, rendered {} ({:.1} fps), encoded {}, written {} ({} IDR, {:.0} kbit/s), late-skipped {}, encoder-busy drops {}, repaired {}",
+        secs,
+        c.rendered,
+        c.rendered as f64 / secs,
+        c.encoded,
+        aus,
+        s.idr.load(Ordering::Relaxed),
+        bytes as f64 * 8.0 / 1000.0 / secs,
+        c.late,
+        c.encoder_busy,
+        s.repaired.load(Ordering::Relaxed),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_time_does_not_drift() {
+        assert_eq!(stream_time(30, 30), Duration::from_secs(1));
+        assert_eq!(stream_time(3_000_000, 30), Duration::from_secs(100_000));
+        assert_eq!(stream_time(1, 30), Duration::from_nanos(33_333_333));
+    }
+}

@@ -1,0 +1,226 @@
+//! Command-line definitions (clap derive). Raw values only: `config.rs` turns them into a validated
+//! [`crate::config::Config`]. Every flag also reads an `AGENTCAST_*` environment variable, which is
+//! how docker and go2rtc configs usually set them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub const DEFAULT_WIDTH: u32 = 1280;
+pub const DEFAULT_HEIGHT: u32 = 720;
+pub const DEFAULT_FPS: u32 = 30;
+/// kbit/s; enough for the demo scene at 720p30 without visible banding.
+pub const DEFAULT_BITRATE: u32 = 4000;
+/// Highest quantiser the encoder may use; above about 34 smooth gradients band visibly.
+pub const DEFAULT_QP_MAX: u32 = 34;
+
+const ABOUT: &str = "Render a headless EGL scene and stream go2rtc-ready H.264 (Annex-B) on stdout";
+
+const LONG_ABOUT: &str = "\
+Render a headless EGL scene and stream go2rtc-ready H.264 (Annex-B) on stdout.
+
+agentcast is the per-agent producer for go2rtc's exec: source. It renders through EGL (NVIDIA's
+device platform, Mesa's surfaceless platform, or a pbuffer), encodes low-latency CBR H.264 with one
+slice per picture and no B-frames, and writes each access unit whole and flushed, paced in real time.
+Logs go to stderr only.";
+
+const AFTER_HELP: &str = concat!(
+    "\
+go2rtc (go2rtc.yaml):
+  streams:
+    agent_01: exec:/usr/local/bin/agentcast --fps 30#killsignal=15#killtimeout=5
+
+  Without #killsignal=15 go2rtc stops the producer with SIGKILL. go2rtc cuts the command at the
+  first '#', so no argument may contain one.
+
+By hand, into MPEG-TS:
+  agentcast --frames 300 | ffmpeg -f h264 -i - -c copy -f mpegts out.ts
+
+Check any H.264 stream against go2rtc's rules:
+  agentcast --frames 90 > out.h264 && agentcast check out.h264
+
+Signals: SIGTERM/SIGINT finish the current access unit and exit 0 (a second one exits at once);
+SIGUSR1 makes the next frame an IDR with SPS/PPS.
+
+Logging: --log-level or AGENTCAST_LOG_LEVEL, else RUST_LOG, else info.
+
+",
+    exit_codes_text!()
+);
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "agentcast",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub stream: StreamArgs,
+
+    /// Log filter: error, warn, info, debug, trace, or env_logger syntax (agentcast=debug,...).
+    #[arg(long, global = true, env = "AGENTCAST_LOG_LEVEL", value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check an Annex-B H.264 stream (ours, ffmpeg's, a camera's) against go2rtc's rules.
+    ///
+    /// Reports every violation with its byte offset: stream start, SPS/PPS in the first 256 bytes,
+    /// 4-byte start codes, SPS+PPS before every IDR, one slice per picture, no B slices, one SPS.
+    /// Exits 1 when the stream breaks a rule, 66 when FILE cannot be read.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The stream to read; '-' reads standard input.
+    #[arg(value_name = "FILE|-", default_value = "-")]
+    pub input: PathBuf,
+}
+
+/// Which scene to render.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SceneArg {
+    /// Moving shapes over a slowly animated full-range gradient (where banding shows).
+    Demo,
+    /// Smooth gradients only, for quality work.
+    Gradient,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EncoderArg {
+    /// The first installed of x264, openh264.
+    Auto,
+    /// GStreamer's x264enc (gstreamer1.0-plugins-ugly).
+    X264,
+    /// GStreamer's openh264enc (gstreamer1.0-plugins-bad).
+    Openh264,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConvertArg {
+    /// cpu on software renderers (llvmpipe), gpu on real GPUs.
+    Auto,
+    /// A shader packs RGBA into I420/NV12; 1.5 bytes per pixel are read back.
+    Gpu,
+    /// RGBA is read back and GStreamer's videoconvert converts it on all cores.
+    Cpu,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProfileArg {
+    /// Constrained baseline: every decoder, including WebRTC's OpenH264.
+    Baseline,
+    Main,
+    /// Best quality per bit; all browsers decode it through MSE.
+    High,
+}
+
+/// The streaming options (the default command).
+#[derive(Debug, Args)]
+pub struct StreamArgs {
+    /// Picture width in pixels (even).
+    #[arg(long, env = "AGENTCAST_WIDTH", default_value_t = DEFAULT_WIDTH)]
+    pub width: u32,
+
+    /// Picture height in pixels (even).
+    #[arg(long, env = "AGENTCAST_HEIGHT", default_value_t = DEFAULT_HEIGHT)]
+    pub height: u32,
+
+    /// Frames per second; output is paced in real time at this rate.
+    #[arg(long, env = "AGENTCAST_FPS", default_value_t = DEFAULT_FPS,
+          value_parser = clap::value_parser!(u32).range(1..=240))]
+    pub fps: u32,
+
+    /// Target bitrate in kbit/s (CBR).
+    #[arg(long, env = "AGENTCAST_BITRATE", default_value_t = DEFAULT_BITRATE,
+          value_parser = clap::value_parser!(u32).range(64..=500_000))]
+    pub bitrate: u32,
+
+    /// Keyframe interval in frames [default: one second of frames, i.e. --fps].
+    #[arg(long, env = "AGENTCAST_GOP", value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub gop: Option<u32>,
+
+    /// Upper bound on the quantiser, against banding in smooth gradients (1-51).
+    #[arg(long, env = "AGENTCAST_QP_MAX", default_value_t = DEFAULT_QP_MAX,
+          value_parser = clap::value_parser!(u32).range(1..=51))]
+    pub qp_max: u32,
+
+    /// H.264 profile.
+    #[arg(long, env = "AGENTCAST_PROFILE", value_enum, default_value_t = ProfileArg::High)]
+    pub profile: ProfileArg,
+
+    /// Encoder backend.
+    #[arg(long, env = "AGENTCAST_ENCODER", value_enum, default_value_t = EncoderArg::Auto)]
+    pub encoder: EncoderArg,
+
+    /// Where RGBA becomes YUV.
+    #[arg(long, env = "AGENTCAST_CONVERT", value_enum, default_value_t = ConvertArg::Auto)]
+    pub convert: ConvertArg,
+
+    /// Built-in scene.
+    #[arg(long, env = "AGENTCAST_SCENE", value_enum, default_value_t = SceneArg::Demo)]
+    pub scene: SceneArg,
+
+    /// Render a Shadertoy-style fragment shader instead of a built-in scene: it defines
+    /// `void mainImage(out vec4 fragColor, in vec2 fragCoord)` and may use iTime, iResolution,
+    /// iFrame, iTimeDelta and iFrameRate (GLSL ES 3.00).
+    #[arg(long, env = "AGENTCAST_SHADER", value_name = "FILE", conflicts_with = "scene")]
+    pub shader: Option<PathBuf>,
+
+    /// Leave out the frame-number stamp (the row of black and white blocks near the top).
+    #[arg(long, env = "AGENTCAST_NO_STAMP")]
+    pub no_stamp: bool,
+
+    /// Stop cleanly after this many frames have been encoded.
+    #[arg(long, env = "AGENTCAST_FRAMES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub frames: Option<u64>,
+
+    /// Stop cleanly after this many seconds of stream (fractions allowed).
+    #[arg(long, env = "AGENTCAST_DURATION", value_name = "SECONDS")]
+    pub duration: Option<f64>,
+
+    /// Render and encode as fast as possible instead of pacing at --fps (benchmarks, files).
+    #[arg(long, env = "AGENTCAST_NO_PACE")]
+    pub no_pace: bool,
+
+    /// Render on this EGL device (index into eglQueryDevicesEXT; see --log-level debug).
+    #[arg(long, env = "AGENTCAST_EGL_DEVICE", value_name = "N")]
+    pub egl_device: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn after_help_lists_the_documented_exit_codes() {
+        assert!(AFTER_HELP.ends_with(crate::exit::EXIT_CODES_HELP));
+    }
+
+    #[test]
+    fn subcommand_and_flags() {
+        let cli = Cli::try_parse_from(["agentcast", "check", "x.h264"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Check(ref a)) if a.input == PathBuf::from("x.h264")));
+        let cli = Cli::try_parse_from(["agentcast", "--fps", "60", "--encoder", "openh264"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!((cli.stream.fps, cli.stream.encoder), (60, EncoderArg::Openh264));
+        assert!(Cli::try_parse_from(["agentcast", "--fps", "0"]).is_err());
+        assert!(Cli::try_parse_from(["agentcast", "--encoder", "vp8"]).is_err());
+    }
+}

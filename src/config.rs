@@ -1,0 +1,173 @@
+//! Validated settings, built once at start-up from the raw [`StreamArgs`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cli::{ConvertArg, EncoderArg, ProfileArg, SceneArg, StreamArgs};
+use crate::encode::settings::EncoderSettings;
+use crate::stamp::StampLayout;
+
+/// Largest picture edge we accept; H.264 level 5.2 allows 4096 pixels on a side at most in practice.
+pub const MAX_EDGE: u32 = 4096;
+pub const MIN_EDGE: u32 = 32;
+/// H.264 level 5.2 limit on macroblocks per picture (MaxFS), the highest level x264 and openh264
+/// encode and browsers decode.
+pub const MAX_MACROBLOCKS: u32 = 36_864;
+
+/// What to render.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SceneSource {
+    Builtin(SceneArg),
+    Shader(PathBuf),
+}
+
+/// When to stop on our own; none set means run until a signal or the reader leaves.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StopAfter {
+    pub frames: Option<u64>,
+    pub duration: Option<Duration>,
+}
+
+/// Everything the stream needs, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub encoder: EncoderArg,
+    pub encoder_settings: EncoderSettings,
+    pub convert: ConvertArg,
+    pub scene: SceneSource,
+    pub stamp: bool,
+    pub stop: StopAfter,
+    pub pace: bool,
+    pub egl_device: Option<u32>,
+}
+
+impl Config {
+    pub fn frame_interval(&self) -> Duration {
+        Duration::from_nanos(1_000_000_000 / u64::from(self.fps))
+    }
+
+    /// Validates the raw arguments. The error is one line that names the flag.
+    pub fn from_args(a: &StreamArgs) -> Result<Config, String> {
+        for (flag, v) in [("--width", a.width), ("--height", a.height)] {
+            if !(MIN_EDGE..=MAX_EDGE).contains(&v) {
+                return Err(format!("{flag} must be between {MIN_EDGE} and {MAX_EDGE}, got {v}"));
+            }
+            if v % 2 != 0 {
+                return Err(format!("{flag} must be even (4:2:0 chroma needs pixel pairs), got {v}"));
+            }
+        }
+        let mbs = a.width.div_ceil(16) * a.height.div_ceil(16);
+        if mbs > MAX_MACROBLOCKS {
+            return Err(format!(
+                "--width {} x --height {} is {mbs} macroblocks, more than H.264 level 5.2 allows ({MAX_MACROBLOCKS})",
+                a.width, a.height
+            ));
+        }
+        if !a.no_stamp && StampLayout::for_size(a.width, a.height).is_none() {
+            return Err(format!(
+                "--width {} x --height {} is too small for the frame stamp (needs at least {} pixels wide); add --no-stamp",
+                a.width,
+                a.height,
+                StampLayout::min_width()
+            ));
+        }
+        let duration = match a.duration {
+            None => None,
+            Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Some(Duration::from_secs_f64(s)),
+            Some(s) => return Err(format!("--duration must be a positive number of seconds, got {s}")),
+        };
+        let gop = a.gop.unwrap_or(a.fps);
+        let scene = match &a.shader {
+            Some(path) => SceneSource::Shader(path.clone()),
+            None => SceneSource::Builtin(a.scene),
+        };
+        Ok(Config {
+            width: a.width,
+            height: a.height,
+            fps: a.fps,
+            encoder: a.encoder,
+            encoder_settings: EncoderSettings::new(a.bitrate, a.fps, gop, a.qp_max, profile(a.profile)),
+            convert: a.convert,
+            scene,
+            stamp: !a.no_stamp,
+            stop: StopAfter { frames: a.frames, duration },
+            pace: !a.no_pace,
+            egl_device: a.egl_device,
+        })
+    }
+}
+
+fn profile(p: ProfileArg) -> crate::encode::settings::Profile {
+    use crate::encode::settings::Profile;
+    match p {
+        ProfileArg::Baseline => Profile::ConstrainedBaseline,
+        ProfileArg::Main => Profile::Main,
+        ProfileArg::High => Profile::High,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let mut v = vec!["agentcast"];
+        v.extend_from_slice(args);
+        Config::from_args(&Cli::try_parse_from(v).unwrap().stream)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&[]).unwrap();
+        assert_eq!((c.width, c.height, c.fps), (1280, 720, 30));
+        assert_eq!(c.encoder_settings.gop, 30);
+        assert_eq!(c.encoder_settings.bitrate_kbps, 4000);
+        assert!(c.stamp && c.pace);
+        assert_eq!(c.scene, SceneSource::Builtin(SceneArg::Demo));
+        assert_eq!(c.frame_interval(), Duration::from_nanos(33_333_333));
+    }
+
+    #[test]
+    fn gop_defaults_to_one_second_of_frames() {
+        assert_eq!(parse(&["--fps", "60"]).unwrap().encoder_settings.gop, 60);
+        assert_eq!(parse(&["--fps", "60", "--gop", "15"]).unwrap().encoder_settings.gop, 15);
+    }
+
+    #[test]
+    fn rejects_odd_and_out_of_range_sizes() {
+        let e = parse(&["--width", "1281"]).unwrap_err();
+        assert!(e.starts_with("--width must be even"), "{e}");
+        let e = parse(&["--height", "721"]).unwrap_err();
+        assert!(e.starts_with("--height must be even"), "{e}");
+        assert!(parse(&["--width", "8192"]).unwrap_err().starts_with("--width must be between"));
+        let e = parse(&["--width", "4096", "--height", "4096"]).unwrap_err();
+        assert!(e.contains("macroblocks"), "{e}");
+        assert!(parse(&["--width", "3840", "--height", "2160"]).is_ok());
+    }
+
+    #[test]
+    fn small_sizes_need_no_stamp() {
+        let e = parse(&["--width", "320", "--height", "240"]).unwrap_err();
+        assert!(e.contains("--no-stamp"), "{e}");
+        assert!(parse(&["--width", "320", "--height", "240", "--no-stamp"]).is_ok());
+    }
+
+    #[test]
+    fn duration_must_be_positive() {
+        assert!(parse(&["--duration", "0"]).is_err());
+        assert!(parse(&["--duration", "-1"]).is_err());
+        assert!(parse(&["--duration", "NaN"]).is_err());
+        assert_eq!(parse(&["--duration", "1.5"]).unwrap().stop.duration, Some(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn shader_replaces_the_scene() {
+        let c = parse(&["--shader", "x.glsl"]).unwrap();
+        assert_eq!(c.scene, SceneSource::Shader("x.glsl".into()));
+    }
+}

@@ -1,0 +1,312 @@
+//! The GStreamer pipeline:
+//!
+//! ```text
+//! appsrc (live, TIME, explicit PTS) -> [videoconvert -> capsfilter] -> queue -> encoder
+//!   -> capsfilter (profile) -> h264parse (SPS/PPS before every IDR) -> capsfilter (byte-stream, au)
+//!   -> appsink
+//! ```
+//!
+//! Every queue is bounded. Raw frames are dropped (and counted) before the encoder when it falls
+//! behind; encoded access units are never dropped here (appsink `drop=false`): only the sink may drop
+//! them, and only whole, resuming at an IDR.
+
+use anyhow::{Context as _, anyhow};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
+use log::{debug, info, warn};
+
+use crate::encode::settings::{self, Backend, EncoderSettings, RawFormat};
+use crate::exit::{Exit, ExitExt, fail};
+
+/// Raw frames queued in appsrc before new ones are dropped.
+pub const APPSRC_MAX_BUFFERS: u64 = 2;
+/// Raw frames between conversion and the encoder.
+const QUEUE_MAX_BUFFERS: u32 = 2;
+/// Encoded access units waiting for the sink thread.
+pub const APPSINK_MAX_BUFFERS: u32 = 8;
+
+/// What the render stage hands the encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    /// RGBA, converted by videoconvert into the given layout.
+    Rgba(RawFormat),
+    /// Already YUV in this layout (the GPU packed it).
+    Yuv(RawFormat),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Setup {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub input: Input,
+    pub backend: Backend,
+    pub settings: EncoderSettings,
+}
+
+/// Initialises GStreamer once; a failure means the libraries are broken or missing.
+pub fn init() -> anyhow::Result<()> {
+    gst::init().context("initialising GStreamer").exit(Exit::Unavailable)
+}
+
+pub fn element_installed(name: &str) -> bool {
+    gst::ElementFactory::find(name).is_some()
+}
+
+fn make(factory: &str, package: &str) -> anyhow::Result<gst::Element> {
+    gst::ElementFactory::make(factory)
+        .build()
+        .with_context(|| format!("creating GStreamer element {factory} (is {package} installed?)"))
+        .exit(Exit::Unavailable)
+}
+
+/// Applies the settings table to an encoder element. Properties the installed element lacks are
+/// logged, never silently skipped; a value the element rejects is an error.
+pub fn apply_properties(element: &gst::Element, props: &[settings::Prop]) -> anyhow::Result<()> {
+    let factory = element.factory().map(|f| f.name().to_string()).unwrap_or_default();
+    for (name, value) in props {
+        let Some(pspec) = element.find_property(name) else {
+            warn!("{factory} has no property '{name}' (wanted {value}); this GStreamer version ignores that setting");
+            continue;
+        };
+        let v = gst::glib::Value::deserialize_with_pspec(value, &pspec)
+            .map_err(|e| anyhow!("{factory}: property {name}={value}: {e}"))?;
+        element.set_property_from_value(name, &v);
+        debug!("{factory}: {name}={value}");
+    }
+    Ok(())
+}
+
+fn raw_caps(format: &str, s: &Setup, colorimetry: &str) -> gst::Caps {
+    gst::Caps::builder("video/x-raw")
+        .field("format", format)
+        .field("width", s.width as i32)
+        .field("height", s.height as i32)
+        .field("framerate", gst::Fraction::new(s.fps as i32, 1))
+        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+        .field("interlace-mode", "progressive")
+        .field("colorimetry", colorimetry)
+        .build()
+}
+
+/// The running pipeline.
+pub struct Encoder {
+    pipeline: gst::Pipeline,
+    appsrc: gst_app::AppSrc,
+    appsink: gst_app::AppSink,
+    frame_bytes: usize,
+    frame_duration: gst::ClockTime,
+    fps: u32,
+}
+
+/// Result of offering a frame to the encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    Queued,
+    /// The encoder is behind and its input queue is full; the frame was not taken.
+    Full,
+}
+
+impl Encoder {
+    pub fn new(s: &Setup) -> anyhow::Result<Encoder> {
+        let base = "gstreamer1.0-plugins-base";
+        let bad = "gstreamer1.0-plugins-bad";
+        let yuv = match s.input {
+            Input::Rgba(f) | Input::Yuv(f) => f,
+        };
+        // BT.709 limited range: what the GPU pass writes and what videoconvert is told to write.
+        let yuv_caps = raw_caps(yuv.caps_name(), s, "bt709");
+        let src_caps = match s.input {
+            Input::Rgba(_) => raw_caps("RGBA", s, "sRGB"),
+            Input::Yuv(_) => yuv_caps.clone(),
+        };
+        let info = gst_video::VideoInfo::from_caps(&src_caps).context("input caps")?;
+        let frame_bytes = info.size();
+        if let Input::Yuv(_) = s.input {
+            // The GPU pass writes tightly packed planes; GStreamer's default layout must agree.
+            let packed = s.width as usize * s.height as usize * 3 / 2;
+            if frame_bytes != packed || info.stride()[0] != s.width as i32 {
+                return Err(anyhow!(
+                    "{} {}x{}: GStreamer's layout ({frame_bytes} bytes, stride {}) is not tightly packed",
+                    yuv.caps_name(), s.width, s.height, info.stride()[0]
+                ));
+            }
+        }
+
+        let appsrc = gst_app::AppSrc::builder()
+            .name("frames")
+            .caps(&src_caps)
+            .is_live(true)
+            .format(gst::Format::Time)
+            .do_timestamp(false)
+            .block(false)
+            .max_buffers(APPSRC_MAX_BUFFERS)
+            .max_bytes(0)
+            .build();
+        let mut chain: Vec<gst::Element> = vec![appsrc.clone().upcast()];
+        if let Input::Rgba(_) = s.input {
+            let convert = make("videoconvert", base)?;
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+            convert.set_property("n-threads", threads);
+            let filter = make("capsfilter", "gstreamer1.0 core")?;
+            filter.set_property("caps", &yuv_caps);
+            chain.push(convert);
+            chain.push(filter);
+        }
+        let queue = make("queue", "gstreamer1.0 core")?;
+        queue.set_property("max-size-buffers", QUEUE_MAX_BUFFERS);
+        queue.set_property("max-size-bytes", 0u32);
+        queue.set_property("max-size-time", 0u64);
+        chain.push(queue);
+
+        let encoder = make(s.backend.element(), s.backend.package())?;
+        apply_properties(&encoder, &settings::properties(s.backend, &s.settings)).exit(Exit::Unavailable)?;
+        chain.push(encoder);
+        let profile = make("capsfilter", "gstreamer1.0 core")?;
+        profile.set_property(
+            "caps",
+            gst::Caps::builder("video/x-h264").field("profile", s.settings.profile.caps_name()).build(),
+        );
+        chain.push(profile);
+        let parse = make("h264parse", bad)?;
+        parse.set_property("config-interval", -1i32);
+        chain.push(parse);
+        let out = make("capsfilter", "gstreamer1.0 core")?;
+        out.set_property(
+            "caps",
+            gst::Caps::builder("video/x-h264").field("stream-format", "byte-stream").field("alignment", "au").build(),
+        );
+        chain.push(out);
+        let appsink = gst_app::AppSink::builder()
+            .name("stream")
+            .sync(false)
+            .max_buffers(APPSINK_MAX_BUFFERS)
+            .drop(false)
+            .enable_last_sample(false)
+            .build();
+        chain.push(appsink.clone().upcast());
+
+        let pipeline = gst::Pipeline::with_name("agentcast");
+        pipeline.add_many(&chain).context("building the pipeline")?;
+        gst::Element::link_many(&chain).context("linking the pipeline (caps did not negotiate)")?;
+        info!(
+            "pipeline: appsrc {} -> {}{} -> h264parse -> appsink ({} kbit/s CBR, GOP {}, VBV {} ms, qp-max {}, profile {})",
+            src_caps.structure(0).and_then(|st| st.get::<&str>("format").ok()).unwrap_or("?"),
+            if matches!(s.input, Input::Rgba(_)) { format!("videoconvert -> {} -> ", yuv.caps_name()) } else { String::new() },
+            s.backend.element(),
+            s.settings.bitrate_kbps,
+            s.settings.gop,
+            s.settings.vbv_ms(),
+            s.settings.qp_max,
+            s.settings.profile.caps_name()
+        );
+        let frame_duration = gst::ClockTime::from_nseconds(1_000_000_000 / u64::from(s.fps));
+        Ok(Encoder { pipeline, appsrc, appsink, frame_bytes, frame_duration, fps: s.fps })
+    }
+
+    /// Starts the pipeline. Errors from elements that fail to open arrive here or on the bus.
+    pub fn start(&self) -> anyhow::Result<()> {
+        self.pipeline
+            .set_state(gst::State::Playing)
+            .map(|_| ())
+            .map_err(|_| match self.pending_error() {
+                Some(e) => fail(Exit::Software, e),
+                None => fail(Exit::Software, "the pipeline failed to start"),
+            })
+    }
+
+    /// An error already posted on the bus, if any, as one line.
+    pub fn pending_error(&self) -> Option<String> {
+        let bus = self.pipeline.bus()?;
+        let msg = bus.pop_filtered(&[gst::MessageType::Error])?;
+        match msg.view() {
+            gst::MessageView::Error(e) => Some(bus_error_line(&msg, e)),
+            _ => None,
+        }
+    }
+
+    pub fn bus(&self) -> gst::Bus {
+        self.pipeline.bus().expect("a pipeline always has a bus")
+    }
+
+    pub fn appsink(&self) -> gst_app::AppSink {
+        self.appsink.clone()
+    }
+
+    pub fn frame_bytes(&self) -> usize {
+        self.frame_bytes
+    }
+
+    /// PTS of stream frame `index`, from the frame clock.
+    pub fn pts(&self, index: u64) -> gst::ClockTime {
+        gst::ClockTime::from_nseconds((u128::from(index) * 1_000_000_000 / u128::from(self.fps)) as u64)
+    }
+
+    /// Whether the input queue has room for another frame.
+    pub fn has_room(&self) -> bool {
+        self.appsrc.current_level_buffers() < APPSRC_MAX_BUFFERS
+    }
+
+    /// Offers a frame (stream index `index`, bytes in the input layout) without blocking.
+    pub fn push(&self, index: u64, bytes: &[u8]) -> anyhow::Result<Push> {
+        if bytes.len() != self.frame_bytes {
+            return Err(anyhow!("frame of {} bytes, the caps need {}", bytes.len(), self.frame_bytes));
+        }
+        if !self.has_room() {
+            return Ok(Push::Full);
+        }
+        let mut buffer = gst::Buffer::with_size(bytes.len()).context("allocating a frame buffer")?;
+        {
+            let b = buffer.get_mut().expect("a new buffer is writable");
+            b.set_pts(self.pts(index));
+            b.set_duration(self.frame_duration);
+            b.map_writable().context("mapping a frame buffer")?.copy_from_slice(bytes);
+        }
+        self.appsrc
+            .push_buffer(buffer)
+            .map_err(|e| fail(Exit::Software, format!("pushing a frame into the encoder: {e:?}")))?;
+        Ok(Push::Queued)
+    }
+
+    /// Makes the next frame an IDR with SPS/PPS in front.
+    pub fn force_keyframe(&self) {
+        let event = gst_video::DownstreamForceKeyUnitEvent::builder().all_headers(true).build();
+        if !self.appsrc.send_event(event) {
+            warn!("the encoder did not accept a force-key-unit event");
+        }
+    }
+
+    /// No more frames: the encoder drains and the appsink reaches EOS.
+    pub fn end_of_stream(&self) {
+        if let Err(e) = self.appsrc.end_of_stream() {
+            debug!("appsrc end_of_stream: {e:?}");
+        }
+    }
+
+    /// Stops the pipeline; unblocks every streaming thread.
+    pub fn stop(&self) {
+        if let Err(e) = self.pipeline.set_state(gst::State::Null) {
+            warn!("stopping the pipeline: {e}");
+        }
+    }
+}
+
+impl Drop for Encoder {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// One line for a bus error: `element: message (debug)`.
+pub fn bus_error_line(msg: &gst::Message, e: &gst::message::Error) -> String {
+    let src = msg.src().map(|s| s.name().to_string()).unwrap_or_else(|| "pipeline".into());
+    let debug = e.debug().map(|d| d.to_string()).unwrap_or_default();
+    let debug = debug.lines().next().unwrap_or_default().to_string();
+    if debug.is_empty() {
+        format!("{src}: {}", e.error())
+    } else {
+        format!("{src}: {} ({debug})", e.error())
+    }
+}

@@ -1,0 +1,36 @@
+//! agentcast: a per-agent producer that renders headless through EGL and writes go2rtc-ready H.264.
+//!
+//! The modules follow the data: `render` (EGL, scenes, readback) -> `convert` (RGBA -> YUV) ->
+//! `encode` (backend choice, the settings table, the GStreamer pipeline) -> `sink` (normalised
+//! access units to stdout). `app` runs the frame loop; `annexb` and `check` are the pure byte-stream
+//! logic behind the sink and `agentcast check`; `stamp` is the machine-readable frame number.
+#![deny(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+/// The exit-code table, shared by `--help` and [`exit::EXIT_CODES_HELP`].
+macro_rules! exit_codes_text {
+    () => {
+        "Exit codes:
+  0   done: --frames/--duration reached, SIGTERM/SIGINT, or the reader left (BrokenPipe)
+  1   check: the stream breaks go2rtc's rules
+  2   usage: bad flag, value or AGENTCAST_* variable
+  65  the shader does not compile or link (the driver's log is printed)
+  66  an input file (--shader, check FILE) is missing or unreadable
+  69  unavailable: no libEGL or EGL display, or a GStreamer element/encoder is not installed
+  70  internal, GPU or encoder failure while running
+  74  I/O error writing the output
+  128+N  a second SIGTERM/SIGINT (N = signal number) exits at once"
+    };
+}
+
+pub mod annexb;
+pub mod app;
+pub mod check;
+pub mod cli;
+pub mod config;
+pub mod convert;
+pub mod encode;
+pub mod exit;
+pub mod render;
+pub mod sink;
+pub mod stamp;

@@ -1,0 +1,79 @@
+//! Start-up and exit codes only: parse, set up logging, run, map the outcome to an exit code.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+
+use agentcast::check;
+use agentcast::cli::{CheckArgs, Cli, Command};
+use agentcast::config::Config;
+use agentcast::exit::{self, Exit, ExitExt, fail};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return clap_exit(e),
+    };
+    init_logging(cli.log_level.as_deref());
+    let result = match &cli.command {
+        Some(Command::Check(args)) => run_check(args),
+        None => Config::from_args(&cli.stream)
+            .map_err(|e| fail(Exit::Usage, e))
+            .and_then(|cfg| agentcast::app::run(&cfg).map(|()| Exit::Ok)),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code.code()),
+        Err(err) => {
+            let code = exit::classify(&err);
+            if code != Exit::Ok {
+                eprintln!("agentcast: {err:#}");
+            }
+            ExitCode::from(code.code())
+        }
+    }
+}
+
+/// Help and version go to stdout as usual; errors become one line on stderr with exit code 2.
+fn clap_exit(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    let text = e.render().to_string();
+    let line: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information") && !l.starts_with("Usage:"))
+        .collect();
+    eprintln!("agentcast: {} (see --help)", line.join(" ").trim_start_matches("error: "));
+    ExitCode::from(Exit::Usage.code())
+}
+
+fn init_logging(level: Option<&str>) {
+    let mut builder = env_logger::Builder::new();
+    match level {
+        Some(spec) => builder.parse_filters(spec),
+        None => match std::env::var("RUST_LOG") {
+            Ok(spec) if !spec.is_empty() => builder.parse_filters(&spec),
+            _ => builder.filter_level(log::LevelFilter::Info),
+        },
+    };
+    builder.target(env_logger::Target::Stderr).format_timestamp_millis().init();
+}
+
+fn run_check(args: &CheckArgs) -> anyhow::Result<Exit> {
+    let mut buf = Vec::new();
+    let name = args.input.display().to_string();
+    if name == "-" {
+        std::io::stdin().read_to_end(&mut buf).context("reading standard input").exit(Exit::NoInput)?;
+    } else {
+        buf = std::fs::read(&args.input).with_context(|| format!("reading {name}")).exit(Exit::NoInput)?;
+    }
+    let report = check::check_stream(&buf);
+    println!("{name}:");
+    println!("{report}");
+    Ok(if report.ok() { Exit::Ok } else { Exit::CheckFailed })
+}

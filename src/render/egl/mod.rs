@@ -1,0 +1,407 @@
+//! Headless EGL: loads libEGL at run time, picks a platform, creates an OpenGL ES 3 context and makes
+//! it current on the calling thread.
+//!
+//! All of the crate's EGL and GL `unsafe` lives under this module (`gl.rs` holds the GL object
+//! wrappers); the rest of the renderer uses the safe types exported here.
+//!
+//! Platforms are tried in order, and the reason each one was passed over is logged:
+//! 1. `EGL_EXT_platform_device`: a real GPU (NVIDIA's EGL device platform); Mesa's software device
+//!    is skipped unless `--egl-device` names it;
+//! 2. `EGL_MESA_platform_surfaceless`: Mesa, llvmpipe on machines without a GPU;
+//! 3. the default display with a pbuffer surface, as a last resort.
+#![allow(unsafe_code)]
+
+pub mod gl;
+
+use std::ffi::{CStr, c_char, c_void};
+use std::fmt;
+use std::rc::Rc;
+
+use anyhow::{Context as _, anyhow, bail};
+use khronos_egl as egl;
+use log::{debug, info, warn};
+
+use crate::exit::{Exit, ExitExt, fail};
+
+type Instance = egl::DynamicInstance<egl::EGL1_4>;
+
+const PLATFORM_DEVICE_EXT: egl::Enum = 0x313F;
+const PLATFORM_SURFACELESS_MESA: egl::Enum = 0x31DD;
+const DRM_DEVICE_FILE_EXT: egl::Int = 0x3233;
+
+type QueryDevicesExt = unsafe extern "system" fn(egl::Int, *mut *mut c_void, *mut egl::Int) -> egl::Boolean;
+type QueryDeviceStringExt = unsafe extern "system" fn(*mut c_void, egl::Int) -> *const c_char;
+type GetPlatformDisplayExt = unsafe extern "system" fn(egl::Enum, *mut c_void, *const egl::Int) -> egl::EGLDisplay;
+
+/// Which platform the display came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Platform {
+    /// `EGL_EXT_platform_device`, device index and a description.
+    Device { index: usize, description: String, software: bool },
+    /// `EGL_MESA_platform_surfaceless`.
+    Surfaceless,
+    /// `eglGetDisplay(EGL_DEFAULT_DISPLAY)` with a pbuffer.
+    Default,
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Platform::Device { index, description, .. } => write!(f, "EGL device {index} ({description})"),
+            Platform::Surfaceless => write!(f, "Mesa surfaceless platform"),
+            Platform::Default => write!(f, "default EGL display"),
+        }
+    }
+}
+
+/// An initialised EGL display. Terminated when the last reference (the contexts hold one) goes.
+pub struct Display {
+    egl: Instance,
+    raw: egl::Display,
+    pub platform: Platform,
+    pub version: (i32, i32),
+    extensions: String,
+}
+
+impl Drop for Display {
+    fn drop(&mut self) {
+        if let Err(e) = self.egl.terminate(self.raw) {
+            warn!("eglTerminate failed: {e}");
+        }
+    }
+}
+
+fn has_ext(list: &str, name: &str) -> bool {
+    list.split_ascii_whitespace().any(|e| e == name)
+}
+
+/// Reads a proc address as a typed function pointer.
+fn proc<F: Copy>(egl: &Instance, name: &str) -> Option<F> {
+    assert_eq!(std::mem::size_of::<F>(), std::mem::size_of::<extern "system" fn()>());
+    let f = egl.get_proc_address(name)?;
+    // SAFETY: F is one of the extension function pointer types declared above, whose signatures
+    // match the Khronos registry for `name`; a function pointer has the same size and ABI whatever
+    // its signature (asserted above).
+    Some(unsafe { std::mem::transmute_copy::<extern "system" fn(), F>(&f) })
+}
+
+/// One EGL device as enumerated by `eglQueryDevicesEXT`.
+struct DeviceInfo {
+    raw: *mut c_void,
+    extensions: String,
+    drm_file: Option<String>,
+}
+
+impl DeviceInfo {
+    fn software(&self) -> bool {
+        has_ext(&self.extensions, "EGL_MESA_device_software")
+    }
+
+    fn describe(&self) -> String {
+        let kind = if has_ext(&self.extensions, "EGL_NV_device_cuda") {
+            "NVIDIA"
+        } else if self.software() {
+            "Mesa software"
+        } else {
+            "GPU"
+        };
+        match &self.drm_file {
+            Some(f) => format!("{kind}, {f}"),
+            None => kind.to_string(),
+        }
+    }
+}
+
+fn query_devices(egl: &Instance) -> anyhow::Result<Vec<DeviceInfo>> {
+    let query: QueryDevicesExt = proc(egl, "eglQueryDevicesEXT").context("no eglQueryDevicesEXT")?;
+    let query_string: Option<QueryDeviceStringExt> = proc(egl, "eglQueryDeviceStringEXT");
+    let mut count: egl::Int = 0;
+    // SAFETY: a null device array asks only for the count, written to `count`.
+    if unsafe { query(0, std::ptr::null_mut(), &mut count) } != egl::TRUE {
+        bail!("eglQueryDevicesEXT failed");
+    }
+    let mut raw = vec![std::ptr::null_mut(); usize::try_from(count).unwrap_or(0)];
+    // SAFETY: `raw` has room for `count` device handles.
+    if unsafe { query(count, raw.as_mut_ptr(), &mut count) } != egl::TRUE {
+        bail!("eglQueryDevicesEXT failed");
+    }
+    raw.truncate(usize::try_from(count).unwrap_or(0));
+    let string = |dev: *mut c_void, name: egl::Int| -> Option<String> {
+        let f = query_string?;
+        // SAFETY: `dev` came from eglQueryDevicesEXT; the returned string is owned by EGL and
+        // copied out at once.
+        let s = unsafe { f(dev, name) };
+        // SAFETY: non-null results are NUL-terminated strings (EGL_EXT_device_query).
+        (!s.is_null()).then(|| unsafe { CStr::from_ptr(s) }.to_string_lossy().into_owned())
+    };
+    Ok(raw
+        .into_iter()
+        .map(|dev| DeviceInfo {
+            raw: dev,
+            extensions: string(dev, egl::EXTENSIONS).unwrap_or_default(),
+            drm_file: string(dev, DRM_DEVICE_FILE_EXT),
+        })
+        .collect())
+}
+
+impl Display {
+    /// Loads libEGL and opens the first platform that works (see the module docs).
+    pub fn open(requested_device: Option<u32>) -> anyhow::Result<Rc<Display>> {
+        // SAFETY: loading libEGL runs its initialisers; it is the system's EGL loader (glvnd or
+        // Mesa), which is made to be loaded this way.
+        let egl = unsafe { Instance::load_required() }
+            .map_err(|e| anyhow!("{e}"))
+            .context("loading libEGL.so.1 (install libegl1 and libegl-mesa0, or the NVIDIA driver)")
+            .exit(Exit::Unavailable)?;
+        let client = egl.query_string(None, egl::EXTENSIONS).map(|s| s.to_string_lossy().into_owned());
+        let client = client.unwrap_or_default();
+        debug!("EGL client extensions: {client}");
+        let get_platform_display: Option<GetPlatformDisplayExt> = if has_ext(&client, "EGL_EXT_platform_base") {
+            proc(&egl, "eglGetPlatformDisplayEXT")
+        } else {
+            None
+        };
+
+        let mut passed_over: Vec<String> = Vec::new();
+
+        // 1. Device platform.
+        let device_ok = has_ext(&client, "EGL_EXT_platform_device")
+            && (has_ext(&client, "EGL_EXT_device_enumeration") || has_ext(&client, "EGL_EXT_device_base"));
+        match (device_ok, get_platform_display) {
+            (true, Some(gpd)) => match query_devices(&egl) {
+                Ok(devices) => {
+                    for (i, d) in devices.iter().enumerate() {
+                        debug!("EGL device {i}: {} [{}]", d.describe(), d.extensions);
+                    }
+                    let pick = match requested_device {
+                        Some(n) => {
+                            let n = n as usize;
+                            if n >= devices.len() {
+                                let list: Vec<String> =
+                                    devices.iter().enumerate().map(|(i, d)| format!("{i}: {}", d.describe())).collect();
+                                return Err(fail(
+                                    Exit::Unavailable,
+                                    format!(
+                                        "--egl-device {n}: there are {} EGL devices ({})",
+                                        devices.len(),
+                                        list.join("; ")
+                                    ),
+                                ));
+                            }
+                            Some(n)
+                        }
+                        None => devices.iter().position(|d| !d.software()),
+                    };
+                    match pick {
+                        Some(index) => {
+                            let dev = &devices[index];
+                            let platform = Platform::Device {
+                                index,
+                                description: dev.describe(),
+                                software: dev.software(),
+                            };
+                            // SAFETY: `dev.raw` is a device handle from eglQueryDevicesEXT, the
+                            // attribute list is empty (NULL is allowed).
+                            let raw = unsafe { gpd(PLATFORM_DEVICE_EXT, dev.raw, std::ptr::null()) };
+                            match Self::init(&egl, raw, platform) {
+                                Ok(d) => return Ok(d.finish(egl, &passed_over)),
+                                Err(e) if requested_device.is_some() => {
+                                    return Err(e.context(format!("--egl-device {index}"))).exit(Exit::Unavailable);
+                                }
+                                Err(e) => passed_over.push(format!("EGL device {index}: {e:#}")),
+                            }
+                        }
+                        None if devices.is_empty() => passed_over.push("device platform: no EGL devices".into()),
+                        None => passed_over.push(format!(
+                            "device platform: only Mesa's software device ({} device(s)); surfaceless is preferred for it",
+                            devices.len()
+                        )),
+                    }
+                }
+                Err(e) => passed_over.push(format!("device platform: {e:#}")),
+            },
+            _ => passed_over.push("device platform: EGL_EXT_platform_device is not supported".into()),
+        }
+        if requested_device.is_some() {
+            return Err(fail(
+                Exit::Unavailable,
+                format!("--egl-device needs EGL_EXT_platform_device, which is unavailable ({})", passed_over.join("; ")),
+            ));
+        }
+
+        // 2. Mesa surfaceless.
+        match (has_ext(&client, "EGL_MESA_platform_surfaceless"), get_platform_display) {
+            (true, Some(gpd)) => {
+                // SAFETY: the surfaceless platform takes EGL_DEFAULT_DISPLAY as its native display.
+                let raw = unsafe { gpd(PLATFORM_SURFACELESS_MESA, egl::DEFAULT_DISPLAY, std::ptr::null()) };
+                match Self::init(&egl, raw, Platform::Surfaceless) {
+                    Ok(d) => return Ok(d.finish(egl, &passed_over)),
+                    Err(e) => passed_over.push(format!("surfaceless: {e:#}")),
+                }
+            }
+            _ => passed_over.push("surfaceless: EGL_MESA_platform_surfaceless is not supported".into()),
+        }
+
+        // 3. Default display.
+        // SAFETY: EGL_DEFAULT_DISPLAY is always a valid argument to eglGetDisplay.
+        let raw = unsafe { egl.get_display(egl::DEFAULT_DISPLAY) };
+        match raw.map(|d| Self::init(&egl, d.as_ptr(), Platform::Default)) {
+            Some(Ok(d)) => Ok(d.finish(egl, &passed_over)),
+            Some(Err(e)) => {
+                passed_over.push(format!("default display: {e:#}"));
+                Err(fail(Exit::Unavailable, format!("no usable EGL display: {}", passed_over.join("; "))))
+            }
+            None => {
+                passed_over.push("default display: eglGetDisplay returned EGL_NO_DISPLAY".into());
+                Err(fail(Exit::Unavailable, format!("no usable EGL display: {}", passed_over.join("; "))))
+            }
+        }
+    }
+
+    fn init(egl: &Instance, raw: egl::EGLDisplay, platform: Platform) -> anyhow::Result<PendingDisplay> {
+        if raw.is_null() {
+            bail!("eglGetPlatformDisplay returned EGL_NO_DISPLAY ({:?})", egl.get_error());
+        }
+        // SAFETY: non-null display handle returned by eglGet(Platform)Display.
+        let display = unsafe { egl::Display::from_ptr(raw) };
+        let version = egl.initialize(display).map_err(|e| anyhow!("eglInitialize: {e}"))?;
+        let extensions = egl.query_string(Some(display), egl::EXTENSIONS).map(|s| s.to_string_lossy().into_owned());
+        Ok(PendingDisplay { raw: display, platform, version, extensions: extensions.unwrap_or_default() })
+    }
+
+    pub fn has_extension(&self, name: &str) -> bool {
+        has_ext(&self.extensions, name)
+    }
+}
+
+/// An initialised display not yet wrapped (so the instance can move into it).
+struct PendingDisplay {
+    raw: egl::Display,
+    platform: Platform,
+    version: (i32, i32),
+    extensions: String,
+}
+
+impl PendingDisplay {
+    fn finish(self, egl: Instance, passed_over: &[String]) -> Rc<Display> {
+        for why in passed_over {
+            info!("EGL: passed over {why}");
+        }
+        info!("EGL: using the {} (EGL {}.{})", self.platform, self.version.0, self.version.1);
+        debug!("EGL display extensions: {}", self.extensions);
+        Rc::new(Display {
+            egl,
+            raw: self.raw,
+            platform: self.platform,
+            version: self.version,
+            extensions: self.extensions,
+        })
+    }
+}
+
+/// An OpenGL ES 3 context, current on the thread that created it for as long as it lives.
+pub struct Context {
+    display: Rc<Display>,
+    raw: egl::Context,
+    surface: Option<egl::Surface>,
+    /// The GL function table; GL objects hold clones and must be dropped before the context.
+    pub gl: Rc<gl::Gl>,
+}
+
+impl Context {
+    /// Creates the context and makes it current: surfaceless where the display supports
+    /// EGL_KHR_surfaceless_context, else with a small pbuffer.
+    pub fn new(display: Rc<Display>) -> anyhow::Result<Context> {
+        let egl = &display.egl;
+        egl.bind_api(egl::OPENGL_ES_API).map_err(|e| anyhow!("eglBindAPI(OpenGL ES): {e}"))?;
+        let surfaceless = display.has_extension("EGL_KHR_surfaceless_context");
+        let base = [
+            egl::RED_SIZE,
+            8,
+            egl::GREEN_SIZE,
+            8,
+            egl::BLUE_SIZE,
+            8,
+            egl::ALPHA_SIZE,
+            8,
+            egl::RENDERABLE_TYPE,
+            egl::OPENGL_ES3_BIT,
+        ];
+        let choose = |surface_type: egl::Int| {
+            let mut attrs = base.to_vec();
+            attrs.extend_from_slice(&[egl::SURFACE_TYPE, surface_type, egl::NONE]);
+            egl.choose_first_config(display.raw, &attrs).ok().flatten()
+        };
+        let config = choose(egl::PBUFFER_BIT)
+            .or_else(|| if surfaceless { choose(0) } else { None })
+            .ok_or_else(|| anyhow!("no EGL config with 8-bit RGBA and OpenGL ES 3 on the {}", display.platform))?;
+        let attrs = [egl::CONTEXT_MAJOR_VERSION, 3, egl::NONE];
+        let raw = egl
+            .create_context(display.raw, config, None, &attrs)
+            .map_err(|e| anyhow!("eglCreateContext (OpenGL ES 3): {e}"))?;
+        let surface = if surfaceless {
+            None
+        } else {
+            info!("EGL: no EGL_KHR_surfaceless_context, rendering with a pbuffer surface bound");
+            let attrs = [egl::WIDTH, 16, egl::HEIGHT, 16, egl::NONE];
+            match egl.create_pbuffer_surface(display.raw, config, &attrs) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    let _ = egl.destroy_context(display.raw, raw);
+                    bail!("eglCreatePbufferSurface: {e}");
+                }
+            }
+        };
+        if let Err(e) = egl.make_current(display.raw, surface, surface, Some(raw)) {
+            if let Some(s) = surface {
+                let _ = egl.destroy_surface(display.raw, s);
+            }
+            let _ = egl.destroy_context(display.raw, raw);
+            bail!("eglMakeCurrent: {e}");
+        }
+        let loader = |name: &str| egl.get_proc_address(name).map_or(std::ptr::null(), |f| f as *const c_void);
+        // SAFETY: the context was just made current on this thread, and the loader returns entry
+        // points of that context's client API (EGL 1.5 / EGL_KHR_get_all_proc_addresses).
+        let table = unsafe { glow::Context::from_loader_function(loader) };
+        let gl = Rc::new(gl::Gl::new(table));
+        Ok(Context { display, raw, surface, gl })
+    }
+
+    pub fn platform(&self) -> &Platform {
+        &self.display.platform
+    }
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        if Rc::strong_count(&self.gl) > 1 {
+            warn!("GL objects outlive their EGL context; they are released with it");
+        }
+        self.gl.release();
+        let egl = &self.display.egl;
+        if let Err(e) = egl.make_current(self.display.raw, None, None, None) {
+            warn!("eglMakeCurrent(none) failed: {e}");
+        }
+        if let Some(s) = self.surface.take() {
+            if let Err(e) = egl.destroy_surface(self.display.raw, s) {
+                warn!("eglDestroySurface failed: {e}");
+            }
+        }
+        if let Err(e) = egl.destroy_context(self.display.raw, self.raw) {
+            warn!("eglDestroyContext failed: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extension_lists_match_whole_words() {
+        let list = "EGL_EXT_platform_base EGL_EXT_platform_device EGL_MESA_platform_surfaceless";
+        assert!(has_ext(list, "EGL_EXT_platform_device"));
+        assert!(!has_ext(list, "EGL_EXT_platform"));
+        assert!(!has_ext("", "EGL_EXT_platform_base"));
+    }
+}

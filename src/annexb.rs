@@ -294,7 +294,8 @@ impl Normalizer {
                 _ => {}
             }
         }
-        let mut inserted = false;
+        let missing_params = !(have_sps && have_pps);
+        let mut first_idr_seen = false;
         for nal in &list {
             if nal.start_code_len == 3 {
                 info.short_start_codes += 1;
@@ -306,16 +307,17 @@ impl Normalizer {
                 }
                 if nal.nal_type() == nal_type::IDR {
                     info.idr = true;
-                    if !inserted && !(have_sps && have_pps) {
-                        if let (Some(sps), Some(pps)) = (&self.sps, &self.pps) {
-                            for ps in [sps, pps] {
-                                out.extend_from_slice(&START_CODE);
-                                out.extend_from_slice(ps);
-                            }
-                            info.inserted_parameter_sets = true;
+                    if missing_params
+                        && !first_idr_seen
+                        && let (Some(sps), Some(pps)) = (&self.sps, &self.pps)
+                    {
+                        for ps in [sps, pps] {
+                            out.extend_from_slice(&START_CODE);
+                            out.extend_from_slice(ps);
                         }
+                        info.inserted_parameter_sets = true;
                     }
-                    inserted = true;
+                    first_idr_seen = true;
                 }
             }
             out.extend_from_slice(&START_CODE);

@@ -50,7 +50,9 @@ pub enum Event {
 enum Control {
     Continue,
     /// Stop rendering; `drain` = let the encoder finish queued frames (limits), else stop now.
-    Finish { drain: bool },
+    Finish {
+        drain: bool,
+    },
     /// The reader left: exit 0 at once.
     ReaderGone,
 }
@@ -68,7 +70,8 @@ struct Counters {
 /// Installs the signal thread. The first SIGTERM/SIGINT becomes an event; a second one exits at
 /// once with 128+signal.
 pub fn watch_signals(tx: Sender<Event>) -> anyhow::Result<()> {
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGUSR1]).context("installing signal handlers")?;
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGUSR1]).context("installing signal handlers")?;
     thread::Builder::new().name("signals".into()).spawn(move || {
         let mut stopping = false;
         for sig in signals.forever() {
@@ -97,14 +100,19 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
     let mut out = sink::stdout::open()?;
 
     pipeline::init()?;
-    let backend =
-        select::choose(cfg.encoder, pipeline::element_installed).map_err(|e| fail(Exit::Unavailable, e))?;
+    let backend = select::choose(cfg.encoder, pipeline::element_installed).map_err(|e| fail(Exit::Unavailable, e))?;
     info!("encoder: {backend}{}", if cfg.encoder == crate::cli::EncoderArg::Auto { " (first installed)" } else { "" });
 
     let gpu = Gpu::open(cfg.egl_device)?;
-    let (plan, why) =
-        convert::choose(cfg.convert, gpu.info.software, &gpu.info.renderer, backend.raw_formats(), cfg.width, cfg.height)
-            .map_err(|e| fail(Exit::Usage, e))?;
+    let (plan, why) = convert::choose(
+        cfg.convert,
+        gpu.info.software,
+        &gpu.info.renderer,
+        backend.raw_formats(),
+        cfg.width,
+        cfg.height,
+    )
+    .map_err(|e| fail(Exit::Usage, e))?;
     info!("convert: {plan} ({why}); {} bytes read back per frame", plan.readback_bytes(cfg.width, cfg.height));
     let mut renderer = Renderer::new(gpu, cfg, plan)?;
 
@@ -189,7 +197,9 @@ fn handle(ev: Event, encoder: &Encoder) -> anyhow::Result<Control> {
         }
         Event::Sink(SinkEnd::ReaderGone) => Ok(Control::ReaderGone),
         Event::Sink(SinkEnd::Failed(e)) => Err(e),
-        Event::Sink(SinkEnd::Eos | SinkEnd::Stopped) => Err(fail(Exit::Software, "the encoder ended the stream unexpectedly")),
+        Event::Sink(SinkEnd::Eos | SinkEnd::Stopped) => {
+            Err(fail(Exit::Software, "the encoder ended the stream unexpectedly"))
+        }
         Event::Pipeline(line) => Err(fail(Exit::Software, format!("encoder pipeline: {line}"))),
     }
 }

@@ -146,14 +146,14 @@ pub fn check_stream(buf: &[u8]) -> Report {
 
     // The first 256 bytes, as go2rtc's probe sees them.
     let framed: Vec<&Nal<'_>> = list.iter().filter(|n| n.start_code_len > 0).collect();
-    if let Some(first) = framed.iter().find(|n| n.nal_type() != nal_type::AUD) {
-        if first.header() != 0x67 {
-            v(
-                Rule::FirstNal,
-                first.offset,
-                format!("first NAL after AUDs has header 0x{:02x}, not an SPS with 0x67", first.header()),
-            );
-        }
+    if let Some(first) = framed.iter().find(|n| n.nal_type() != nal_type::AUD)
+        && first.header() != 0x67
+    {
+        v(
+            Rule::FirstNal,
+            first.offset,
+            format!("first NAL after AUDs has header 0x{:02x}, not an SPS with 0x67", first.header()),
+        );
     }
     let complete_in_probe = |t: u8| {
         framed.iter().any(|n| {

@@ -160,7 +160,7 @@ mod tests {
     #[test]
     fn duration_must_be_positive() {
         assert!(parse(&["--duration", "0"]).is_err());
-        assert!(parse(&["--duration", "-1"]).is_err());
+        assert!(parse(&["--duration=-1"]).is_err());
         assert!(parse(&["--duration", "NaN"]).is_err());
         assert_eq!(parse(&["--duration", "1.5"]).unwrap().stop.duration, Some(Duration::from_millis(1500)));
     }

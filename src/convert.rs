@@ -54,10 +54,10 @@ impl fmt::Display for Plan {
 /// Whether the shader pass can pack this size into this layout: it writes four bytes per texel,
 /// so every plane row must be a multiple of four bytes.
 pub fn gpu_packs(format: RawFormat, width: u32, height: u32) -> bool {
-    height % 2 == 0
+    height.is_multiple_of(2)
         && match format {
-            RawFormat::Nv12 => width % 4 == 0,
-            RawFormat::I420 => width % 8 == 0,
+            RawFormat::Nv12 => width.is_multiple_of(4),
+            RawFormat::I420 => width.is_multiple_of(8),
         }
 }
 

@@ -83,16 +83,16 @@ pub fn fail(exit: Exit, msg: impl fmt::Display) -> anyhow::Error {
 /// error carries its own code, anything else is an internal failure (70).
 pub fn classify(err: &anyhow::Error) -> Exit {
     for cause in err.chain() {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::BrokenPipe {
-                return Exit::Ok;
-            }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::BrokenPipe
+        {
+            return Exit::Ok;
         }
         if let Some(coded) = cause.downcast_ref::<Coded>() {
-            if let Some(io) = coded.error.downcast_ref::<std::io::Error>() {
-                if io.kind() == std::io::ErrorKind::BrokenPipe {
-                    return Exit::Ok;
-                }
+            if let Some(io) = coded.error.downcast_ref::<std::io::Error>()
+                && io.kind() == std::io::ErrorKind::BrokenPipe
+            {
+                return Exit::Ok;
             }
             return coded.exit;
         }

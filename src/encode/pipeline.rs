@@ -130,7 +130,10 @@ impl Encoder {
             if frame_bytes != packed || info.stride()[0] != s.width as i32 {
                 return Err(anyhow!(
                     "{} {}x{}: GStreamer's layout ({frame_bytes} bytes, stride {}) is not tightly packed",
-                    yuv.caps_name(), s.width, s.height, info.stride()[0]
+                    yuv.caps_name(),
+                    s.width,
+                    s.height,
+                    info.stride()[0]
                 ));
             }
         }
@@ -194,7 +197,11 @@ impl Encoder {
         info!(
             "pipeline: appsrc {} -> {}{} -> h264parse -> appsink ({} kbit/s CBR, GOP {}, VBV {} ms, qp-max {}, profile {})",
             src_caps.structure(0).and_then(|st| st.get::<&str>("format").ok()).unwrap_or("?"),
-            if matches!(s.input, Input::Rgba(_)) { format!("videoconvert -> {} -> ", yuv.caps_name()) } else { String::new() },
+            if matches!(s.input, Input::Rgba(_)) {
+                format!("videoconvert -> {} -> ", yuv.caps_name())
+            } else {
+                String::new()
+            },
             s.backend.element(),
             s.settings.bitrate_kbps,
             s.settings.gop,
@@ -208,13 +215,10 @@ impl Encoder {
 
     /// Starts the pipeline. Errors from elements that fail to open arrive here or on the bus.
     pub fn start(&self) -> anyhow::Result<()> {
-        self.pipeline
-            .set_state(gst::State::Playing)
-            .map(|_| ())
-            .map_err(|_| match self.pending_error() {
-                Some(e) => fail(Exit::Software, e),
-                None => fail(Exit::Software, "the pipeline failed to start"),
-            })
+        self.pipeline.set_state(gst::State::Playing).map(|_| ()).map_err(|_| match self.pending_error() {
+            Some(e) => fail(Exit::Software, e),
+            None => fail(Exit::Software, "the pipeline failed to start"),
+        })
     }
 
     /// An error already posted on the bus, if any, as one line.
@@ -304,9 +308,5 @@ pub fn bus_error_line(msg: &gst::Message, e: &gst::message::Error) -> String {
     let src = msg.src().map(|s| s.name().to_string()).unwrap_or_else(|| "pipeline".into());
     let debug = e.debug().map(|d| d.to_string()).unwrap_or_default();
     let debug = debug.lines().next().unwrap_or_default().to_string();
-    if debug.is_empty() {
-        format!("{src}: {}", e.error())
-    } else {
-        format!("{src}: {} ({debug})", e.error())
-    }
+    if debug.is_empty() { format!("{src}: {}", e.error()) } else { format!("{src}: {} ({debug})", e.error()) }
 }

@@ -48,13 +48,8 @@ impl Gpu {
         let platform = ctx.platform();
         let software = convert::is_software_renderer(&renderer)
             || matches!(platform, egl::Platform::Device { software: true, .. });
-        let info = GpuInfo {
-            platform: platform.to_string(),
-            version: gl.version(),
-            vendor: gl.vendor(),
-            software,
-            renderer,
-        };
+        let info =
+            GpuInfo { platform: platform.to_string(), version: gl.version(), vendor: gl.vendor(), software, renderer };
         info!(
             "GL_RENDERER: {}; GL_VERSION: {}; GL_VENDOR: {}{}",
             info.renderer,
@@ -166,5 +161,4 @@ impl Renderer {
     pub fn collect_ready(&mut self, f: impl FnMut(u64, &[u8]) -> anyhow::Result<()>) -> anyhow::Result<()> {
         self.collect(READBACK_SLOTS - 1, f)
     }
-
 }

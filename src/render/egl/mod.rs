@@ -156,11 +156,8 @@ impl Display {
         let client = egl.query_string(None, egl::EXTENSIONS).map(|s| s.to_string_lossy().into_owned());
         let client = client.unwrap_or_default();
         debug!("EGL client extensions: {client}");
-        let get_platform_display: Option<GetPlatformDisplayExt> = if has_ext(&client, "EGL_EXT_platform_base") {
-            proc(&egl, "eglGetPlatformDisplayEXT")
-        } else {
-            None
-        };
+        let get_platform_display: Option<GetPlatformDisplayExt> =
+            if has_ext(&client, "EGL_EXT_platform_base") { proc(&egl, "eglGetPlatformDisplayEXT") } else { None };
 
         let mut passed_over: Vec<String> = Vec::new();
 
@@ -225,7 +222,10 @@ impl Display {
         if requested_device.is_some() {
             return Err(fail(
                 Exit::Unavailable,
-                format!("--egl-device needs EGL_EXT_platform_device, which is unavailable ({})", passed_over.join("; ")),
+                format!(
+                    "--egl-device needs EGL_EXT_platform_device, which is unavailable ({})",
+                    passed_over.join("; ")
+                ),
             ));
         }
 
@@ -382,10 +382,10 @@ impl Drop for Context {
         if let Err(e) = egl.make_current(self.display.raw, None, None, None) {
             warn!("eglMakeCurrent(none) failed: {e}");
         }
-        if let Some(s) = self.surface.take() {
-            if let Err(e) = egl.destroy_surface(self.display.raw, s) {
-                warn!("eglDestroySurface failed: {e}");
-            }
+        if let Some(s) = self.surface.take()
+            && let Err(e) = egl.destroy_surface(self.display.raw, s)
+        {
+            warn!("eglDestroySurface failed: {e}");
         }
         if let Err(e) = egl.destroy_context(self.display.raw, self.raw) {
             warn!("eglDestroyContext failed: {e}");

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what agentcast needs to build, run and test on Debian 12 (bookworm) or newer, and
+# nothing that is already there. Safe to run again. Needs root or sudo for apt-get.
+set -euo pipefail
+
+packages=(
+    # build
+    pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
+    # run: GStreamer core elements, videoconvert/appsrc (base), h264parse + openh264enc (bad),
+    # x264enc (ugly), gst-launch-1.0 for the baseline benchmark (tools)
+    gstreamer1.0-plugins-base gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-tools
+    # run: EGL loader, Mesa's EGL and llvmpipe for machines without an NVIDIA GPU, GLES entry points
+    libegl1 libegl-mesa0 libgl1-mesa-dri libgles2
+    # tests: real decoders
+    ffmpeg
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$p")
+    fi
+done
+
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}" >&2
+    sudo=()
+    if [[ $(id -u) -ne 0 ]]; then
+        command -v sudo >/dev/null || { echo "setup: need root or sudo to install ${missing[*]}" >&2; exit 1; }
+        sudo=(sudo)
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo[@]}" apt-get update -qq
+    "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+    echo "setup: system packages already installed" >&2
+fi
+
+if ! command -v cargo >/dev/null; then
+    echo "setup: cargo not found; install Rust 1.95 or newer with rustup (https://rustup.rs)" >&2
+    exit 1
+fi

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Sets up and runs every test: formatting, lints, unit tests, and the integration tests that run the
+# real binary and check its bytes with ffmpeg/ffprobe. No GPU needed (Mesa llvmpipe renders).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cargo fmt --check
+cargo clippy --locked --all-targets -- -D warnings
+# The integration tests each run a real encoder on every core; one at a time keeps them honest on
+# small machines.
+cargo test --locked -- --test-threads=1

@@ -1,0 +1,408 @@
+//! Integration tests: run the real binary (Mesa llvmpipe renders where there is no GPU) and check
+//! its bytes with real decoders.
+
+mod util;
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use agentcast::annexb::{self, nal_type};
+use agentcast::stamp;
+use util::*;
+
+/// Slices per picture, from the crate's parser (the check command uses the same rules).
+fn slices_per_picture(buf: &[u8]) -> Vec<usize> {
+    let nals: Vec<_> = annexb::nals(buf).collect();
+    annexb::access_units(&nals).into_iter().map(|r| nals[r].iter().filter(|n| n.is_vcl()).count()).collect()
+}
+
+fn check_ok(path: &std::path::Path) {
+    let out = run(&["check", path.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "agentcast check failed:\n{text}");
+    assert!(text.contains("OK: the stream follows go2rtc's raw H.264 rules"), "{text}");
+}
+
+/// The go2rtc byte rules, checked here independently of `agentcast check`.
+fn assert_go2rtc_bytes(buf: &[u8]) {
+    assert!(buf.len() > 256, "stream too short");
+    assert_eq!(&buf[..4], &[0, 0, 0, 1], "stream must start with a 4-byte start code");
+    let codes = start_codes(buf);
+    assert!(codes.iter().all(|(_, four)| *four), "3-byte start code at {:?}", codes.iter().find(|c| !c.1));
+    // First NAL after AUDs is an SPS with header 0x67; SPS and PPS complete within 256 bytes.
+    let headers: Vec<(usize, u8)> = codes.iter().map(|(off, _)| (*off, buf[off + 3])).collect();
+    let first = headers.iter().find(|(_, h)| h & 0x1f != nal_type::AUD).unwrap();
+    assert_eq!(first.1, 0x67, "first NAL after AUDs must be an SPS with header 0x67");
+    let pps = headers.iter().position(|(_, h)| h & 0x1f == nal_type::PPS).unwrap();
+    let after_pps = headers.get(pps + 1).map_or(buf.len(), |(off, _)| *off - 1);
+    assert!(after_pps <= 256, "SPS+PPS end at byte {after_pps}, beyond go2rtc's 256-byte probe");
+    // SPS and PPS before every IDR, inside its access unit (SEI may sit between them).
+    for (i, (off, h)) in headers.iter().enumerate() {
+        if h & 0x1f == nal_type::IDR {
+            let before: Vec<u8> =
+                headers[..i].iter().rev().map(|(_, h)| h & 0x1f).take_while(|t| !(1..=5).contains(t)).collect();
+            assert!(
+                before.contains(&nal_type::SPS) && before.contains(&nal_type::PPS),
+                "IDR at byte {off} lacks SPS+PPS before it (NAL types before it: {before:?})"
+            );
+        }
+    }
+    let slices = slices_per_picture(buf);
+    assert!(slices.iter().all(|&n| n == 1), "pictures with several slices: {slices:?}");
+}
+
+#[test]
+fn stream_decodes_with_the_right_codec_size_frames_and_gop() {
+    let dir = tempdir();
+    let buf = stream(&["--frames", "45", "--gop", "15", "--no-pace"]);
+    let path = write(dir.path(), "out.h264", &buf);
+    let p = probe(&path);
+    assert_eq!((p.codec.as_str(), p.width, p.height), ("h264", 1280, 720));
+    assert_eq!(p.profile, "High");
+    assert_eq!(p.has_b_frames, 0);
+    assert_eq!(p.frames.len(), 45, "exactly --frames pictures");
+    assert!(p.frames.iter().all(|(t, _)| t != "B"), "B-frames in {:?}", p.frames);
+    let keys: Vec<usize> = p.frames.iter().enumerate().filter(|(_, f)| f.1).map(|(i, _)| i).collect();
+    assert_eq!(keys, vec![0, 15, 30], "an IDR every --gop frames");
+    assert_eq!(decode_errors(&path), "");
+}
+
+#[test]
+fn go2rtc_rules_hold_at_the_default_size() {
+    let dir = tempdir();
+    let buf = stream(&["--frames", "40", "--no-pace"]);
+    assert_go2rtc_bytes(&buf);
+    check_ok(&write(dir.path(), "out.h264", &buf));
+}
+
+#[test]
+fn go2rtc_rules_hold_at_1080p() {
+    let dir = tempdir();
+    let buf = stream(&["--width", "1920", "--height", "1080", "--frames", "35", "--no-pace"]);
+    assert_go2rtc_bytes(&buf);
+    let path = write(dir.path(), "out.h264", &buf);
+    check_ok(&path);
+    let p = probe(&path);
+    assert_eq!((p.width, p.height, p.frames.len()), (1920, 1080, 35));
+}
+
+#[test]
+fn openh264_follows_the_go2rtc_rules_too() {
+    let dir = tempdir();
+    let buf = stream(&["--encoder", "openh264", "--frames", "35", "--no-pace"]);
+    assert_go2rtc_bytes(&buf);
+    let path = write(dir.path(), "out.h264", &buf);
+    check_ok(&path);
+    assert_eq!(probe(&path).frames.len(), 35);
+    assert_eq!(decode_errors(&path), "");
+}
+
+#[test]
+fn decoded_pictures_carry_their_frame_stamps_in_order_and_move() {
+    let dir = tempdir();
+    let path = write(dir.path(), "out.h264", &stream(&["--frames", "60", "--no-pace"]));
+    let frames = decode_luma(&path, 1280, 720);
+    assert_eq!(frames.len(), 60);
+    let stamps: Vec<Option<u32>> = frames.iter().map(|f| stamp::decode(f, 1280, 1280, 720)).collect();
+    let expected: Vec<Option<u32>> = (0..60).map(Some).collect();
+    assert_eq!(stamps, expected);
+    // The scene moves: compare the picture below the stamp row.
+    let below = |f: &Vec<u8>| f[1280 * 100..].to_vec();
+    let diff = mean_abs_diff(&below(&frames[0]), &below(&frames[30]));
+    assert!(diff > 2.0, "frames 0 and 30 are nearly identical (mean difference {diff:.2})");
+}
+
+#[test]
+fn no_stamp_leaves_the_stamp_out() {
+    let dir = tempdir();
+    let path = write(dir.path(), "out.h264", &stream(&["--frames", "5", "--no-pace", "--no-stamp"]));
+    let frames = decode_luma(&path, 1280, 720);
+    assert!(frames.iter().all(|f| stamp::decode(f, 1280, 1280, 720).is_none()));
+}
+
+/// The GPU packing pass (NV12 for x264, I420 for openh264) must give the same picture as
+/// videoconvert: same stamps, and colours within coding noise.
+#[test]
+fn gpu_and_cpu_conversion_agree() {
+    let dir = tempdir();
+    let mut pictures = Vec::new();
+    for (encoder, convert) in [("x264", "cpu"), ("x264", "gpu"), ("openh264", "gpu")] {
+        let args = ["--frames", "6", "--no-pace", "--encoder", encoder, "--convert", convert, "--scene", "gradient"];
+        let path = write(dir.path(), &format!("{encoder}-{convert}.h264"), &stream(&args));
+        let luma = decode_luma(&path, 1280, 720);
+        let stamps: Vec<_> = luma.iter().map(|f| stamp::decode(f, 1280, 1280, 720)).collect();
+        assert_eq!(stamps, (0..6).map(Some).collect::<Vec<_>>(), "{encoder} --convert {convert}");
+        pictures.push((format!("{encoder}/{convert}"), decode_rgb(&path, 1280, 720).swap_remove(5)));
+    }
+    for (name, rgb) in &pictures[1..] {
+        let diff = mean_abs_diff(&pictures[0].1, rgb);
+        assert!(diff < 3.0, "{name} differs from x264/cpu by {diff:.2} per channel on average");
+    }
+}
+
+#[test]
+fn cbr_bitrate_is_within_15_percent_over_10_seconds() {
+    let buf = stream(&["--frames", "300", "--no-pace"]);
+    let kbps = buf.len() as f64 * 8.0 / 10.0 / 1000.0;
+    eprintln!("measured {kbps:.0} kbit/s for --bitrate 4000");
+    assert!((3400.0..=4600.0).contains(&kbps), "measured {kbps:.0} kbit/s, want 4000 +-15%");
+}
+
+#[test]
+fn duration_stops_after_that_much_stream() {
+    let dir = tempdir();
+    let path = write(dir.path(), "out.h264", &stream(&["--duration", "0.5", "--no-pace"]));
+    assert_eq!(probe(&path).frames.len(), 15);
+}
+
+#[test]
+fn environment_variables_set_flags() {
+    let out = agentcast(&["--frames", "3", "--no-pace", "--no-stamp"])
+        .env("AGENTCAST_WIDTH", "640")
+        .env("AGENTCAST_HEIGHT", "360")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dir = tempdir();
+    let p = probe(&write(dir.path(), "out.h264", &out.stdout));
+    assert_eq!((p.width, p.height), (640, 360));
+}
+
+#[test]
+fn broken_pipe_exits_zero_without_a_panic() {
+    let mut child = spawn(&[]);
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = vec![0u8; 100_000];
+    stdout.read_exact(&mut first).expect("reading the first 100000 bytes");
+    assert_eq!(&first[..4], &[0, 0, 0, 1]);
+    drop(stdout);
+    let gone = Instant::now();
+    let status = wait_bounded(&mut child, Duration::from_secs(10));
+    eprintln!("exited {:?} after the reader left", gone.elapsed());
+    let err = stderr_of(&mut child);
+    assert_eq!(status.code(), Some(0), "stderr:\n{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn broken_pipe_through_head_exits_zero() {
+    let script = format!("'{BIN}' | head -c 100000 > /dev/null; echo \"${{PIPESTATUS[0]}}\"");
+    let out = std::process::Command::new("bash").arg("-c").arg(&script).env_remove("RUST_LOG").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0", "stderr:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Reads a child's stdout on a thread until EOF.
+fn collect_stdout(child: &mut std::process::Child) -> std::thread::JoinHandle<Vec<u8>> {
+    let mut stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        stdout.read_to_end(&mut buf).unwrap();
+        buf
+    })
+}
+
+#[test]
+fn sigterm_mid_stream_exits_zero_on_a_complete_access_unit() {
+    let mut child = spawn(&[]);
+    let reader = collect_stdout(&mut child);
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(&child, "TERM");
+    let status = wait_bounded(&mut child, Duration::from_secs(10));
+    let err = stderr_of(&mut child);
+    assert_eq!(status.code(), Some(0), "stderr:\n{err}");
+    let buf = reader.join().unwrap();
+    let dir = tempdir();
+    let path = write(dir.path(), "out.h264", &buf);
+    assert_eq!(decode_errors(&path), "", "the stream must end on a whole access unit");
+    check_ok(&path);
+    // Every access unit we wrote decodes to a picture: nothing was cut off.
+    assert_eq!(probe(&path).frames.len(), slices_per_picture(&buf).len());
+    assert!(slices_per_picture(&buf).len() >= 10, "expected some stream before SIGTERM");
+}
+
+#[test]
+fn sigusr1_forces_an_idr() {
+    let mut child = spawn(&["--gop", "3000"]);
+    let reader = collect_stdout(&mut child);
+    std::thread::sleep(Duration::from_millis(1200));
+    signal(&child, "USR1");
+    std::thread::sleep(Duration::from_millis(600));
+    signal(&child, "TERM");
+    assert_eq!(wait_bounded(&mut child, Duration::from_secs(10)).code(), Some(0));
+    let buf = reader.join().unwrap();
+    let idrs = annexb::nals(&buf).filter(|n| n.nal_type() == nal_type::IDR).count();
+    assert_eq!(idrs, 2, "one IDR at the start and one for SIGUSR1 (GOP 3000)");
+    assert_go2rtc_bytes(&buf);
+}
+
+/// Asserts a bad invocation fails with `code`, one `agentcast:` error line naming `needle`, and no
+/// stream bytes.
+fn assert_usage_error(out: &std::process::Output, code: i32, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "stderr:\n{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("agentcast:")).collect();
+    assert_eq!(lines.len(), 1, "want one error line, got:\n{err}");
+    assert!(lines[0].contains(needle), "error line {:?} does not name {needle:?}", lines[0]);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.stdout.is_empty(), "no stream bytes on failure");
+}
+
+#[test]
+fn odd_width_is_a_usage_error() {
+    assert_usage_error(&run(&["--width", "1281"]), 2, "--width");
+}
+
+#[test]
+fn zero_fps_is_a_usage_error() {
+    assert_usage_error(&run(&["--fps", "0"]), 2, "--fps");
+}
+
+#[test]
+fn unknown_encoder_is_a_usage_error() {
+    assert_usage_error(&run(&["--encoder", "vp8"]), 2, "--encoder");
+}
+
+#[test]
+fn missing_shader_file_is_no_input() {
+    assert_usage_error(&run(&["--shader", "/nonexistent/scene.glsl"]), 66, "--shader /nonexistent/scene.glsl");
+}
+
+#[test]
+fn shader_syntax_error_gives_the_driver_log_with_line_numbers() {
+    let dir = tempdir();
+    let path = write(dir.path(), "bad.glsl", b"void mainImage(out vec4 c, in vec2 p) {\n    c = vec4(1.0)\n}\n");
+    let out = run(&["--shader", path.to_str().unwrap(), "--frames", "1"]);
+    assert_usage_error(&out, 65, "bad.glsl");
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Mesa reports "0:LINE(COL): error: ..."; the missing ';' is found on line 3 of the user's file.
+    assert!(err.contains("0:3("), "the log should point into the user's file:\n{err}");
+}
+
+#[test]
+fn a_valid_user_shader_renders() {
+    let dir = tempdir();
+    let path = write(
+        dir.path(),
+        "ok.glsl",
+        b"void mainImage(out vec4 c, in vec2 p) { c = vec4(p / iResolution.xy, 0.5 + 0.5 * sin(iTime), 1.0); }\n",
+    );
+    let buf = stream(&["--shader", path.to_str().unwrap(), "--frames", "10", "--no-pace"]);
+    let out = write(dir.path(), "out.h264", &buf);
+    let frames = decode_luma(&out, 1280, 720);
+    assert_eq!(stamp::decode(&frames[9], 1280, 1280, 720), Some(9));
+}
+
+/// A plugin directory with every system plugin except x264, so "not installed" is real.
+fn plugins_without_x264() -> tempfile::TempDir {
+    let out =
+        std::process::Command::new("pkg-config").args(["--variable=pluginsdir", "gstreamer-1.0"]).output().unwrap();
+    let system = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let dir = tempdir();
+    for entry in std::fs::read_dir(&system).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "libgstx264.so" {
+            std::os::unix::fs::symlink(entry.path(), dir.path().join(entry.file_name())).unwrap();
+        }
+    }
+    dir
+}
+
+#[test]
+fn a_forced_encoder_that_is_not_installed_is_unavailable_and_auto_falls_back() {
+    let plugins = plugins_without_x264();
+    let with_env = |args: &[&str]| {
+        agentcast(args)
+            .env("GST_PLUGIN_SYSTEM_PATH_1_0", plugins.path())
+            .env("GST_PLUGIN_PATH_1_0", "")
+            .env("GST_REGISTRY_1_0", plugins.path().join("registry.bin"))
+            .output()
+            .unwrap()
+    };
+    assert_usage_error(&with_env(&["--encoder", "x264", "--frames", "1"]), 69, "x264enc");
+    let out = with_env(&["--frames", "10", "--no-pace"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("encoder: openh264"), "auto should fall back to openh264:\n{err}");
+    assert_go2rtc_bytes(&out.stdout);
+}
+
+#[test]
+fn help_teaches_go2rtc_use_env_vars_and_exit_codes() {
+    let out = run(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in ["exec:/usr/local/bin/agentcast", "#killsignal=15#killtimeout=5", "AGENTCAST_FPS", "Exit codes", "65"]
+    {
+        assert!(help.contains(needle), "--help lacks {needle:?}");
+    }
+}
+
+// `agentcast check` on streams that break the rules.
+
+fn check_fails_with(bytes: &[u8], rule: &str) {
+    let dir = tempdir();
+    let path = write(dir.path(), "bad.h264", bytes);
+    let out = run(&["check", path.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains(&format!("[{rule}]")), "want [{rule}] in:\n{text}");
+}
+
+fn our_stream() -> Vec<u8> {
+    stream(&["--frames", "20", "--gop", "10", "--no-pace", "--width", "640", "--height", "360", "--no-stamp"])
+}
+
+/// Offsets (of the start codes) of NALs with a type.
+fn offsets(buf: &[u8], t: u8) -> Vec<usize> {
+    annexb::nals(buf).filter(|n| n.nal_type() == t).map(|n| n.offset).collect()
+}
+
+#[test]
+fn check_flags_a_three_byte_start_code_at_the_start() {
+    check_fails_with(&our_stream()[1..], "start");
+}
+
+#[test]
+fn check_flags_pps_first() {
+    let buf = our_stream();
+    let (sps, pps, idr) = (offsets(&buf, 7)[0], offsets(&buf, 8)[0], offsets(&buf, 5)[0]);
+    let mut bad = buf[pps..idr].to_vec();
+    bad.extend_from_slice(&buf[sps..pps]);
+    bad.extend_from_slice(&buf[idr..]);
+    check_fails_with(&bad, "first-nal");
+}
+
+#[test]
+fn check_flags_an_idr_without_sps() {
+    let buf = our_stream();
+    let (sps2, pps2) = (offsets(&buf, 7)[1], offsets(&buf, 8)[1]);
+    let after_pps2 = annexb::nals(&buf).find(|n| n.offset > pps2).unwrap().offset;
+    let mut bad = buf[..sps2].to_vec();
+    bad.extend_from_slice(&buf[after_pps2..]);
+    check_fails_with(&bad, "idr-params");
+}
+
+#[test]
+fn check_flags_two_slices_per_picture_and_b_slices_from_ffmpeg() {
+    let dir = tempdir();
+    let sliced = ffmpeg_x264(dir.path(), "sliced.h264", "slices=2:repeat-headers=1", 0);
+    check_fails_with(&std::fs::read(sliced).unwrap(), "one-slice");
+    let bframes = ffmpeg_x264(dir.path(), "b.h264", "repeat-headers=1", 2);
+    check_fails_with(&std::fs::read(bframes).unwrap(), "b-slice");
+}
+
+#[test]
+fn check_reads_stdin_and_reports_missing_files() {
+    let mut child = agentcast(&["check", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &our_stream()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = run(&["check", "/nonexistent.h264"]);
+    assert_eq!(out.status.code(), Some(66));
+}

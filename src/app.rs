@@ -212,7 +212,7 @@ fn frame_loop(
     c: &mut Counters,
     stats: &SinkStats,
 ) -> anyhow::Result<Control> {
-    let start = Instant::now();
+    let mut start = Instant::now();
     let index_limit = cfg.stop.duration.map(|d| (d.as_secs_f64() * f64::from(cfg.fps)).round().max(1.0) as u64);
     let mut index: u64 = 0;
     let mut next_stats = start + STATS_EVERY;
@@ -257,6 +257,11 @@ fn frame_loop(
             }
         }
         renderer.render(index)?;
+        if index == 0 {
+            // The first draw compiles shaders and warms caches; the clock starts once it is done,
+            // so frame 1 is not already late.
+            start = Instant::now();
+        }
         c.rendered += 1;
         renderer.collect_ready(|frame, bytes| offer(encoder, frame, bytes, c))?;
         index += 1;

@@ -329,6 +329,24 @@ fn a_forced_encoder_that_is_not_installed_is_unavailable_and_auto_falls_back() {
 }
 
 #[test]
+fn no_egl_vendor_is_unavailable() {
+    let out =
+        agentcast(&["--frames", "1"]).env("__EGL_VENDOR_LIBRARY_FILENAMES", "/nonexistent/egl_vendor.json").output();
+    assert_usage_error(&out.unwrap(), 69, "no usable EGL display");
+}
+
+#[test]
+fn output_is_paced_in_real_time() {
+    // 30 frames at 30 fps: the last frame is due 29/30 s after the first. Only a lower bound is
+    // checked; how close to real time it stays under load is a benchmark question.
+    let start = Instant::now();
+    let buf = stream(&["--frames", "30", "--fps", "30"]);
+    let elapsed = start.elapsed();
+    assert!(elapsed >= Duration::from_millis(960), "30 frames at 30 fps took only {elapsed:?}");
+    assert_eq!(slices_per_picture(&buf).len(), 30);
+}
+
+#[test]
 fn help_teaches_go2rtc_use_env_vars_and_exit_codes() {
     let out = run(&["--help"]);
     assert!(out.status.success());

@@ -144,6 +144,10 @@ fn query_devices(egl: &Instance) -> anyhow::Result<Vec<DeviceInfo>> {
         .collect())
 }
 
+fn no_display(passed_over: &[String]) -> String {
+    format!("no usable EGL display (is libegl-mesa0 or the NVIDIA driver installed?): {}", passed_over.join("; "))
+}
+
 impl Display {
     /// Loads libEGL and opens the first platform that works (see the module docs).
     pub fn open(requested_device: Option<u32>) -> anyhow::Result<Rc<Display>> {
@@ -179,7 +183,7 @@ impl Display {
                                 return Err(fail(
                                     Exit::Unavailable,
                                     format!(
-                                        "--egl-device {n}: there are {} EGL devices ({})",
+                                        "--egl-device {n}: there are {} EGL device(s) ({})",
                                         devices.len(),
                                         list.join("; ")
                                     ),
@@ -249,11 +253,11 @@ impl Display {
             Some(Ok(d)) => Ok(d.finish(egl, &passed_over)),
             Some(Err(e)) => {
                 passed_over.push(format!("default display: {e:#}"));
-                Err(fail(Exit::Unavailable, format!("no usable EGL display: {}", passed_over.join("; "))))
+                Err(fail(Exit::Unavailable, no_display(&passed_over)))
             }
             None => {
                 passed_over.push("default display: eglGetDisplay returned EGL_NO_DISPLAY".into());
-                Err(fail(Exit::Unavailable, format!("no usable EGL display: {}", passed_over.join("; "))))
+                Err(fail(Exit::Unavailable, no_display(&passed_over)))
             }
         }
     }

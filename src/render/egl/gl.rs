@@ -10,7 +10,6 @@
 #![allow(unsafe_code)]
 
 use std::cell::Cell;
-use std::fmt;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -89,19 +88,12 @@ impl Gl {
 }
 
 /// Which shader stage failed, with the driver's log.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{stage} failed: {}", .log.trim_end())]
 pub struct ShaderError {
     pub stage: &'static str,
     pub log: String,
 }
-
-impl fmt::Display for ShaderError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} failed: {}", self.stage, self.log.trim_end())
-    }
-}
-
-impl std::error::Error for ShaderError {}
 
 /// A uniform value.
 #[derive(Debug, Clone, Copy)]

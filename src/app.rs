@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -46,13 +46,10 @@ pub enum Event {
     Pipeline(String),
 }
 
-/// What the loop does after an event.
-enum Control {
-    Continue,
+/// Why the frame loop stops.
+enum Stop {
     /// Stop rendering; `drain` = let the encoder finish queued frames (limits), else stop now.
-    Finish {
-        drain: bool,
-    },
+    Finish { drain: bool },
     /// The reader left: exit 0 at once.
     ReaderGone,
 }
@@ -140,21 +137,20 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
     let started = Instant::now();
     let outcome = frame_loop(cfg, &mut renderer, &encoder, &rx, &mut counters, &stats);
     let result = match outcome {
-        Ok(Control::Finish { drain: true }) => {
+        Ok(Stop::Finish { drain: true }) => {
             let r = drain(&mut renderer, &encoder, &rx, &mut counters);
             stop_threads.store(true, Ordering::Release);
             r
         }
-        Ok(Control::Finish { drain: false }) => {
+        Ok(Stop::Finish { drain: false }) => {
             stop_threads.store(true, Ordering::Release);
             wait_for_sink(&rx, STOP_TIMEOUT);
             Ok(())
         }
-        Ok(Control::ReaderGone) => {
+        Ok(Stop::ReaderGone) => {
             info!("the reader closed the stream");
             Ok(())
         }
-        Ok(Control::Continue) => unreachable!("the loop only returns to stop"),
         Err(e) => Err(e),
     };
     stop_threads.store(true, Ordering::Release);
@@ -184,18 +180,19 @@ fn spawn_bus_watch(bus: gst::Bus, tx: Sender<Event>, stop: Arc<AtomicBool>) -> a
     Ok(())
 }
 
-fn handle(ev: Event, encoder: &Encoder) -> anyhow::Result<Control> {
+/// Acts on an event; `Some` means the loop must stop.
+fn handle(ev: Event, encoder: &Encoder) -> anyhow::Result<Option<Stop>> {
     match ev {
         Event::Stop(sig) => {
             info!("signal {sig}: finishing the current access unit and stopping");
-            Ok(Control::Finish { drain: false })
+            Ok(Some(Stop::Finish { drain: false }))
         }
         Event::Keyframe => {
             info!("SIGUSR1: forcing an IDR");
             encoder.force_keyframe();
-            Ok(Control::Continue)
+            Ok(None)
         }
-        Event::Sink(SinkEnd::ReaderGone) => Ok(Control::ReaderGone),
+        Event::Sink(SinkEnd::ReaderGone) => Ok(Some(Stop::ReaderGone)),
         Event::Sink(SinkEnd::Failed(e)) => Err(e),
         Event::Sink(SinkEnd::Eos | SinkEnd::Stopped) => {
             Err(fail(Exit::Software, "the encoder ended the stream unexpectedly"))
@@ -211,7 +208,7 @@ fn frame_loop(
     rx: &Receiver<Event>,
     c: &mut Counters,
     stats: &SinkStats,
-) -> anyhow::Result<Control> {
+) -> anyhow::Result<Stop> {
     let mut start = Instant::now();
     let index_limit = cfg.stop.duration.map(|d| (d.as_secs_f64() * f64::from(cfg.fps)).round().max(1.0) as u64);
     let mut index: u64 = 0;
@@ -220,7 +217,7 @@ fn frame_loop(
         if cfg.stop.frames.is_some_and(|n| c.encoded + renderer.in_flight() as u64 >= n)
             || index_limit.is_some_and(|n| index >= n)
         {
-            return Ok(Control::Finish { drain: true });
+            return Ok(Stop::Finish { drain: true });
         }
         if cfg.pace {
             let deadline = start + stream_time(index, cfg.fps);
@@ -230,12 +227,13 @@ fn frame_loop(
                     break;
                 }
                 match rx.recv_timeout(deadline - now) {
-                    Ok(ev) => match handle(ev, encoder)? {
-                        Control::Continue => {}
-                        other => return Ok(other),
-                    },
-                    Err(RecvTimeoutError::Timeout) => break,
-                    Err(RecvTimeoutError::Disconnected) => unreachable!("run() holds a sender"),
+                    Ok(ev) => {
+                        if let Some(stop) = handle(ev, encoder)? {
+                            return Ok(stop);
+                        }
+                    }
+                    // run() holds a sender, so the channel never disconnects.
+                    Err(_) => break,
                 }
             }
             // More than a whole interval late: skip to the current deadline instead of queueing.
@@ -247,13 +245,12 @@ fn frame_loop(
             }
         } else {
             while let Ok(ev) = rx.try_recv() {
-                match handle(ev, encoder)? {
-                    Control::Continue => {}
-                    other => return Ok(other),
+                if let Some(stop) = handle(ev, encoder)? {
+                    return Ok(stop);
                 }
             }
-            if let Some(ctl) = wait_for_room(encoder, rx)? {
-                return Ok(ctl);
+            if let Some(stop) = wait_for_room(encoder, rx)? {
+                return Ok(stop);
             }
         }
         renderer.render(index)?;
@@ -289,16 +286,13 @@ fn offer(encoder: &Encoder, frame: u64, bytes: &[u8], c: &mut Counters) -> anyho
 }
 
 /// Unpaced runs wait for the encoder instead of dropping frames.
-fn wait_for_room(encoder: &Encoder, rx: &Receiver<Event>) -> anyhow::Result<Option<Control>> {
+fn wait_for_room(encoder: &Encoder, rx: &Receiver<Event>) -> anyhow::Result<Option<Stop>> {
     let since = Instant::now();
     while !encoder.has_room() {
-        match rx.recv_timeout(Duration::from_millis(1)) {
-            Ok(ev) => match handle(ev, encoder)? {
-                Control::Continue => {}
-                other => return Ok(Some(other)),
-            },
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => unreachable!("run() holds a sender"),
+        if let Ok(ev) = rx.recv_timeout(Duration::from_millis(1))
+            && let Some(stop) = handle(ev, encoder)?
+        {
+            return Ok(Some(stop));
         }
         if since.elapsed() > ENCODER_STALL {
             return Err(fail(Exit::Software, format!("the encoder took no frame for {ENCODER_STALL:?}")));
@@ -310,7 +304,7 @@ fn wait_for_room(encoder: &Encoder, rx: &Receiver<Event>) -> anyhow::Result<Opti
 /// After the last frame: hand over what is still being read back, end the stream, and wait until
 /// the writer has written everything.
 fn drain(renderer: &mut Renderer, encoder: &Encoder, rx: &Receiver<Event>, c: &mut Counters) -> anyhow::Result<()> {
-    let mut early: Option<Control> = None;
+    let mut early: Option<Stop> = None;
     renderer.collect(0, |frame, bytes| {
         if early.is_none() {
             early = wait_for_room(encoder, rx)?;
@@ -320,9 +314,8 @@ fn drain(renderer: &mut Renderer, encoder: &Encoder, rx: &Receiver<Event>, c: &m
         }
         Ok(())
     })?;
-    match early {
-        Some(Control::ReaderGone) | Some(Control::Finish { .. }) => return Ok(()),
-        _ => {}
+    if early.is_some() {
+        return Ok(()); // a signal or the reader leaving ends the drain early
     }
     encoder.end_of_stream();
     let deadline = Instant::now() + DRAIN_TIMEOUT;
@@ -330,10 +323,11 @@ fn drain(renderer: &mut Renderer, encoder: &Encoder, rx: &Receiver<Event>, c: &m
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(Event::Sink(SinkEnd::Eos)) => return Ok(()),
-            Ok(ev) => match handle(ev, encoder)? {
-                Control::Continue => {}
-                _ => return Ok(()),
-            },
+            Ok(ev) => {
+                if handle(ev, encoder)?.is_some() {
+                    return Ok(());
+                }
+            }
             Err(_) => return Err(fail(Exit::Software, format!("the encoder did not drain within {DRAIN_TIMEOUT:?}"))),
         }
     }

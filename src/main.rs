@@ -46,7 +46,8 @@ fn clap_exit(e: clap::Error) -> ExitCode {
     let line: Vec<&str> = text
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("For more information") && !l.starts_with("Usage:"))
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
         .collect();
     eprintln!("agentcast: {} (see --help)", line.join(" ").trim_start_matches("error: "));
     ExitCode::from(Exit::Usage.code())

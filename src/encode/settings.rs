@@ -145,9 +145,9 @@ pub fn properties(backend: Backend, s: &EncoderSettings) -> Vec<Prop> {
             p("byte-stream", &true),
             p("aud", &false),
             p("insert-vui", &true),
-            // Applied last by x264 itself: one slice, no sliced threads, and HRD filler so the
-            // stream really is constant bitrate.
-            p("option-string", &"sliced-threads=0:slices=1:nal-hrd=cbr:filler=1"),
+            // Applied last by x264 itself: one slice, no sliced threads, HRD filler so the stream
+            // really is constant bitrate, and no scene-cut keyframes so IDRs come every --gop frames.
+            p("option-string", &"sliced-threads=0:slices=1:nal-hrd=cbr:filler=1:scenecut=0"),
         ],
         Backend::OpenH264 => vec![
             p("rate-control", &"bitrate"),

@@ -36,6 +36,11 @@ impl Nal<'_> {
         self.data.first().copied().unwrap_or(0)
     }
 
+    /// Byte offset just past this NAL's data in the scanned buffer.
+    pub fn end(&self) -> usize {
+        self.offset + self.start_code_len + self.data.len()
+    }
+
     pub fn nal_type(&self) -> u8 {
         self.header() & 0x1f
     }

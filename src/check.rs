@@ -155,12 +155,7 @@ pub fn check_stream(buf: &[u8]) -> Report {
             format!("first NAL after AUDs has header 0x{:02x}, not an SPS with 0x67", first.header()),
         );
     }
-    let complete_in_probe = |t: u8| {
-        framed.iter().any(|n| {
-            let end = n.data.as_ptr() as usize - buf.as_ptr() as usize + n.data.len();
-            n.nal_type() == t && end < PROBE_BYTES
-        })
-    };
+    let complete_in_probe = |t: u8| framed.iter().any(|n| n.nal_type() == t && n.end() <= PROBE_BYTES);
     if !(complete_in_probe(nal_type::SPS) && complete_in_probe(nal_type::PPS)) {
         v(Rule::Probe, 0, "SPS and PPS are not both complete within the first 256 bytes".into());
     }
@@ -411,5 +406,45 @@ mod tests {
         }
         let text = check_stream(&stream(&parts)).to_string();
         assert!(text.contains("... and 10 more [start-code]"), "{text}");
+    }
+
+    // Real encoder output (tests/data/README.md says how each file was made).
+    const OURS: &[u8] = include_bytes!("../tests/data/agentcast-x264-96x64.h264");
+    const FFMPEG: &[u8] = include_bytes!("../tests/data/ffmpeg-x264-2slices-bframes.h264");
+
+    #[test]
+    fn real_agentcast_output_passes() {
+        let r = check_stream(OURS);
+        assert!(r.ok(), "{r}");
+        assert_eq!((r.summary.pictures, r.summary.idr_pictures, r.summary.max_slices_per_picture), (10, 1, 1));
+    }
+
+    #[test]
+    fn real_ffmpeg_x264_output_with_slices_and_b_frames_fails_on_each_rule() {
+        let r = check_stream(FFMPEG);
+        assert_eq!(r.summary.pictures, 6);
+        assert_eq!(r.summary.max_slices_per_picture, 2);
+        assert_eq!(r.count(Rule::Slices), 6, "{r}");
+        assert_eq!(r.count(Rule::BSlice), r.summary.b_slices);
+        assert!(r.summary.b_slices >= 2, "{r}");
+        // x264 writes 3-byte start codes for every NAL after the first of an access unit.
+        assert!(r.count(Rule::StartCode) >= 6, "{r}");
+        assert_eq!(r.count(Rule::Start) + r.count(Rule::FirstNal) + r.count(Rule::Probe), 0, "{r}");
+    }
+
+    #[test]
+    fn normalised_ffmpeg_output_has_only_four_byte_start_codes() {
+        let list: Vec<_> = annexb::nals(FFMPEG).collect();
+        let mut normalizer = annexb::Normalizer::new();
+        let (mut out, mut au) = (Vec::new(), Vec::new());
+        for unit in annexb::access_units(&list) {
+            let nals = &list[unit];
+            let (start, end) = (nals[0].offset, nals[nals.len() - 1].end());
+            normalizer.normalize(&FFMPEG[start..end], &mut au);
+            out.extend_from_slice(&au);
+        }
+        let r = check_stream(&out);
+        assert_eq!(r.count(Rule::StartCode), 0, "{r}");
+        assert_eq!(r.summary.nals, list.len());
     }
 }

@@ -193,11 +193,13 @@ fn broken_pipe_through_head_exits_zero() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-/// Reads a child's stdout on a thread until EOF.
-fn collect_stdout(child: &mut std::process::Child) -> std::thread::JoinHandle<Vec<u8>> {
+/// Reads a child's stdout: the first `first` bytes now (so the stream is known to be flowing), the
+/// rest on a thread until EOF. The handle returns everything.
+fn collect_stdout(child: &mut std::process::Child, first: usize) -> std::thread::JoinHandle<Vec<u8>> {
     let mut stdout = child.stdout.take().unwrap();
+    let mut buf = vec![0u8; first];
+    stdout.read_exact(&mut buf).expect("reading the start of the stream");
     std::thread::spawn(move || {
-        let mut buf = Vec::new();
         stdout.read_to_end(&mut buf).unwrap();
         buf
     })
@@ -206,8 +208,8 @@ fn collect_stdout(child: &mut std::process::Child) -> std::thread::JoinHandle<Ve
 #[test]
 fn sigterm_mid_stream_exits_zero_on_a_complete_access_unit() {
     let mut child = spawn(&[]);
-    let reader = collect_stdout(&mut child);
-    std::thread::sleep(Duration::from_millis(1500));
+    let reader = collect_stdout(&mut child, 50_000);
+    std::thread::sleep(Duration::from_millis(1000));
     signal(&child, "TERM");
     let status = wait_bounded(&mut child, Duration::from_secs(10));
     let err = stderr_of(&mut child);
@@ -225,8 +227,8 @@ fn sigterm_mid_stream_exits_zero_on_a_complete_access_unit() {
 #[test]
 fn sigusr1_forces_an_idr() {
     let mut child = spawn(&["--gop", "3000"]);
-    let reader = collect_stdout(&mut child);
-    std::thread::sleep(Duration::from_millis(1200));
+    let reader = collect_stdout(&mut child, 50_000);
+    std::thread::sleep(Duration::from_millis(300));
     signal(&child, "USR1");
     std::thread::sleep(Duration::from_millis(600));
     signal(&child, "TERM");

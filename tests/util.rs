@@ -147,30 +147,27 @@ pub fn decode_errors(path: &Path) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
-/// Decodes every picture to 8-bit luma planes.
-pub fn decode_luma(path: &Path, width: u32, height: u32) -> Vec<Vec<u8>> {
+/// Decodes every picture with ffmpeg into raw `pix_fmt` pictures of `bytes_per_picture` each.
+fn decode_raw(path: &Path, pix_fmt: &str, bytes_per_picture: usize) -> Vec<Vec<u8>> {
     let out = tool("ffmpeg")
         .args(["-v", "error", "-f", "h264", "-i"])
         .arg(path)
-        .args(["-f", "rawvideo", "-pix_fmt", "gray", "-"])
+        .args(["-f", "rawvideo", "-pix_fmt", pix_fmt, "-"])
         .output()
         .unwrap();
     assert!(out.status.success(), "ffmpeg failed: {}", String::from_utf8_lossy(&out.stderr));
-    let size = (width * height) as usize;
-    assert_eq!(out.stdout.len() % size, 0, "decoded size is not a whole number of {width}x{height} pictures");
-    out.stdout.chunks(size).map(<[u8]>::to_vec).collect()
+    assert_eq!(out.stdout.len() % bytes_per_picture, 0, "decoded size is not a whole number of pictures");
+    out.stdout.chunks(bytes_per_picture).map(<[u8]>::to_vec).collect()
+}
+
+/// Decodes every picture to 8-bit luma planes.
+pub fn decode_luma(path: &Path, width: u32, height: u32) -> Vec<Vec<u8>> {
+    decode_raw(path, "gray", (width * height) as usize)
 }
 
 /// Decodes every picture as RGB24.
 pub fn decode_rgb(path: &Path, width: u32, height: u32) -> Vec<Vec<u8>> {
-    let out = tool("ffmpeg")
-        .args(["-v", "error", "-f", "h264", "-i"])
-        .arg(path)
-        .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "ffmpeg failed: {}", String::from_utf8_lossy(&out.stderr));
-    out.stdout.chunks((width * height * 3) as usize).map(<[u8]>::to_vec).collect()
+    decode_raw(path, "rgb24", (width * height * 3) as usize)
 }
 
 /// A stream from ffmpeg's own libx264, for checking `agentcast check` against a foreign encoder.

@@ -17,18 +17,24 @@ use gstreamer::prelude::*;
 use log::{debug, info, warn};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 
+use crate::cli::IdleArg;
 use crate::config::Config;
 use crate::convert::{self, Plan};
 use crate::encode::pipeline::{self, Encoder, Input, Push, Setup};
 use crate::encode::select;
 use crate::exit::{Exit, fail};
 use crate::render::{Gpu, Renderer};
-use crate::sink::{self, SinkEnd, SinkStats};
+use crate::sink::fifo::Fifo;
+use crate::sink::output::Output;
+use crate::sink::tcp::Tcp;
+use crate::sink::{self, DemandSettings, Endpoint, Note, SinkEnd, SinkStats};
 
 /// How long the encoder may take to drain after the last frame (--frames / --duration).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long SIGTERM waits for the access unit being written.
-const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long SIGTERM waits for the access unit being written (the whole stop stays under 1 s).
+const STOP_TIMEOUT: Duration = Duration::from_millis(700);
+/// Least time between two IDR requests for a FIFO/TCP reader that fell behind.
+const LAG_KEYFRAME_EVERY: Duration = Duration::from_secs(1);
 /// How long an unpaced run waits for room in the encoder's queue before calling it stuck.
 const ENCODER_STALL: Duration = Duration::from_secs(10);
 const STATS_EVERY: Duration = Duration::from_secs(10);
@@ -44,6 +50,8 @@ pub enum Event {
     Sink(SinkEnd),
     /// A pipeline error, as one line.
     Pipeline(String),
+    /// FIFO/TCP: a reader attached, left, or needs an IDR.
+    Reader(Note),
 }
 
 /// Why the frame loop stops.
@@ -54,6 +62,20 @@ enum Stop {
     ReaderGone,
 }
 
+/// What the frame loop knows about the world outside it.
+struct LoopState {
+    /// Someone reads the stream (always, on stdout).
+    reader: bool,
+    /// The sink thread has ended and said so.
+    sink_done: bool,
+}
+
+/// Where the stream goes, opened before anything heavy so path and port errors come first.
+enum Destination {
+    Stdout(std::fs::File),
+    Demand(Box<dyn Endpoint>),
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     rendered: u64,
@@ -62,6 +84,8 @@ struct Counters {
     late: u64,
     /// Rendered frames the encoder had no room for.
     encoder_busy: u64,
+    /// Frame slots passed while no reader was attached (FIFO/TCP).
+    idle: u64,
 }
 
 /// Installs the signal thread. The first SIGTERM/SIGINT becomes an event; a second one exits at
@@ -94,7 +118,11 @@ pub fn watch_signals(tx: Sender<Event>) -> anyhow::Result<()> {
 pub fn run(cfg: &Config) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel();
     watch_signals(tx.clone())?;
-    let mut out = sink::stdout::open()?;
+    let destination = match &cfg.output {
+        Output::Stdout => Destination::Stdout(sink::stdout::open()?),
+        Output::Fifo(path) => Destination::Demand(Box::new(Fifo::prepare(path)?)),
+        Output::Tcp(addr) => Destination::Demand(Box::new(Tcp::bind(*addr)?)),
+    };
 
     pipeline::init()?;
     let backend = select::choose(cfg.encoder, pipeline::element_installed).map_err(|e| fail(Exit::Unavailable, e))?;
@@ -125,38 +153,62 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
     let stop_threads = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(SinkStats::default());
     spawn_bus_watch(encoder.bus(), tx.clone(), stop_threads.clone())?;
-    {
-        let (appsink, stop, stats, tx) = (encoder.appsink(), stop_threads.clone(), stats.clone(), tx.clone());
-        thread::Builder::new().name("sink".into()).spawn(move || {
-            let end = sink::run_writer(&appsink, &mut out, &stop, &stats);
-            let _ = tx.send(Event::Sink(end));
-        })?;
-    }
+    let demand = matches!(destination, Destination::Demand(_));
+    spawn_sink(cfg, destination, &encoder, &tx, &stop_threads, &stats)?;
 
     let mut counters = Counters::default();
+    let mut state = LoopState { reader: !demand, sink_done: false };
     let started = Instant::now();
-    let outcome = frame_loop(cfg, &mut renderer, &encoder, &rx, &mut counters, &stats);
+    let outcome = frame_loop(cfg, &mut renderer, &encoder, &rx, &mut state, &mut counters, &stats);
     let result = match outcome {
         Ok(Stop::Finish { drain: true }) => {
-            let r = drain(&mut renderer, &encoder, &rx, &mut counters);
+            let r = drain(&mut renderer, &encoder, &rx, &mut state, &mut counters);
             stop_threads.store(true, Ordering::Release);
             r
         }
-        Ok(Stop::Finish { drain: false }) => {
-            stop_threads.store(true, Ordering::Release);
-            wait_for_sink(&rx, STOP_TIMEOUT);
-            Ok(())
-        }
+        Ok(Stop::Finish { drain: false }) => Ok(()),
         Ok(Stop::ReaderGone) => {
             info!("the reader closed the stream");
             Ok(())
         }
         Err(e) => Err(e),
     };
+    // Let the sink finish the access unit it is writing (and remove a FIFO it created).
     stop_threads.store(true, Ordering::Release);
+    if !state.sink_done {
+        wait_for_sink(&rx, STOP_TIMEOUT);
+    }
     encoder.stop();
     log_stats("done", started, &counters, &stats);
     result
+}
+
+fn spawn_sink(
+    cfg: &Config,
+    destination: Destination,
+    encoder: &Encoder,
+    tx: &Sender<Event>,
+    stop: &Arc<AtomicBool>,
+    stats: &Arc<SinkStats>,
+) -> anyhow::Result<()> {
+    let (appsink, stop, stats, tx) = (encoder.appsink(), stop.clone(), stats.clone(), tx.clone());
+    let settings = DemandSettings { budget_aus: cfg.max_lag_frames(), keyframe_every: LAG_KEYFRAME_EVERY };
+    thread::Builder::new().name("sink".into()).spawn(move || {
+        let end = match destination {
+            Destination::Stdout(mut out) => sink::run_writer(&appsink, &mut out, &stop, &stats),
+            Destination::Demand(mut endpoint) => {
+                let notes = tx.clone();
+                let notify = move |n: Note| {
+                    let _ = notes.send(Event::Reader(n));
+                };
+                let end = sink::run_demand(&appsink, endpoint.as_mut(), settings, &stop, &stats, &notify);
+                drop(endpoint); // removes a FIFO we created, before the process may exit
+                end
+            }
+        };
+        let _ = tx.send(Event::Sink(end));
+    })?;
+    Ok(())
 }
 
 fn spawn_bus_watch(bus: gst::Bus, tx: Sender<Event>, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
@@ -181,7 +233,10 @@ fn spawn_bus_watch(bus: gst::Bus, tx: Sender<Event>, stop: Arc<AtomicBool>) -> a
 }
 
 /// Acts on an event; `Some` means the loop must stop.
-fn handle(ev: Event, encoder: &Encoder) -> anyhow::Result<Option<Stop>> {
+fn handle(ev: Event, encoder: &Encoder, state: &mut LoopState) -> anyhow::Result<Option<Stop>> {
+    if matches!(ev, Event::Sink(_)) {
+        state.sink_done = true;
+    }
     match ev {
         Event::Stop(sig) => {
             info!("signal {sig}: finishing the current access unit and stopping");
@@ -198,6 +253,19 @@ fn handle(ev: Event, encoder: &Encoder) -> anyhow::Result<Option<Stop>> {
             Err(fail(Exit::Software, "the encoder ended the stream unexpectedly"))
         }
         Event::Pipeline(line) => Err(fail(Exit::Software, format!("encoder pipeline: {line}"))),
+        Event::Reader(Note::Attached) => {
+            state.reader = true;
+            encoder.force_keyframe();
+            Ok(None)
+        }
+        Event::Reader(Note::Detached) => {
+            state.reader = false;
+            Ok(None)
+        }
+        Event::Reader(Note::NeedKeyframe) => {
+            encoder.force_keyframe();
+            Ok(None)
+        }
     }
 }
 
@@ -206,11 +274,14 @@ fn frame_loop(
     renderer: &mut Renderer,
     encoder: &Encoder,
     rx: &Receiver<Event>,
+    state: &mut LoopState,
     c: &mut Counters,
     stats: &SinkStats,
 ) -> anyhow::Result<Stop> {
+    let fps = cfg.fps;
     let mut start = Instant::now();
-    let index_limit = cfg.stop.duration.map(|d| (d.as_secs_f64() * f64::from(cfg.fps)).round().max(1.0) as u64);
+    let index_limit = cfg.stop.duration.map(|d| (d.as_secs_f64() * f64::from(fps)).round().max(1.0) as u64);
+    let due = |start: Instant| (start.elapsed().as_nanos() * u128::from(fps) / 1_000_000_000) as u64;
     let mut index: u64 = 0;
     let mut next_stats = start + STATS_EVERY;
     loop {
@@ -219,52 +290,94 @@ fn frame_loop(
         {
             return Ok(Stop::Finish { drain: true });
         }
+        if !state.reader && cfg.idle == IdleArg::Pause {
+            // Nobody reads: neither render nor encode until a reader attaches (or a limit or signal).
+            let mut wake = Instant::now() + Duration::from_secs(1);
+            if let Some(n) = index_limit.filter(|_| cfg.pace) {
+                wake = wake.min(start + stream_time(n, fps));
+            }
+            if let Some(stop) = wait_events(rx, encoder, state, wake)? {
+                return Ok(stop);
+            }
+            if cfg.pace {
+                let now = due(start).max(index);
+                c.idle += now - index;
+                index = now;
+            }
+            continue;
+        }
         if cfg.pace {
-            let deadline = start + stream_time(index, cfg.fps);
-            loop {
-                let now = Instant::now();
-                if now >= deadline {
-                    break;
-                }
-                match rx.recv_timeout(deadline - now) {
-                    Ok(ev) => {
-                        if let Some(stop) = handle(ev, encoder)? {
-                            return Ok(stop);
-                        }
-                    }
-                    // run() holds a sender, so the channel never disconnects.
-                    Err(_) => break,
-                }
+            if let Some(stop) = wait_events(rx, encoder, state, start + stream_time(index, fps))? {
+                return Ok(stop);
             }
             // More than a whole interval late: skip to the current deadline instead of queueing.
-            let due = (start.elapsed().as_nanos() * u128::from(cfg.fps) / 1_000_000_000) as u64;
-            if due > index {
-                c.late += due - index;
-                debug!("late by {} frame(s); skipping to frame {due}", due - index);
-                index = due;
+            let now = due(start);
+            if now > index {
+                c.late += now - index;
+                debug!("late by {} frame(s); skipping to frame {now}", now - index);
+                index = now;
             }
         } else {
             while let Ok(ev) = rx.try_recv() {
-                if let Some(stop) = handle(ev, encoder)? {
+                if let Some(stop) = handle(ev, encoder, state)? {
                     return Ok(stop);
                 }
             }
-            if let Some(stop) = wait_for_room(encoder, rx)? {
+            if let Some(stop) = wait_for_room(encoder, rx, state)? {
                 return Ok(stop);
             }
         }
+        if !state.reader && cfg.idle == IdleArg::Pause {
+            continue; // the reader left while we waited
+        }
         renderer.render(index)?;
-        if index == 0 {
-            // The first draw compiles shaders and warms caches; the clock starts once it is done,
-            // so frame 1 is not already late.
-            start = Instant::now();
+        if c.rendered == 0 {
+            // The first draw compiles shaders and warms caches; the clock restarts once it is done,
+            // so the next frame is not already late.
+            start = Instant::now() - stream_time(index, fps);
         }
         c.rendered += 1;
-        renderer.collect_ready(|frame, bytes| offer(encoder, frame, bytes, c))?;
+        if state.reader {
+            renderer.collect_ready(|frame, bytes| offer(encoder, frame, bytes, c))?;
+        } else {
+            // --idle render: the frame loop runs for the agent's sake; nothing is encoded.
+            renderer.collect_ready(|_, _| {
+                c.idle += 1;
+                Ok(())
+            })?;
+        }
         index += 1;
         if Instant::now() >= next_stats {
             next_stats += STATS_EVERY;
             log_stats("streaming", start, c, stats);
+        }
+    }
+}
+
+/// Acts on events until `deadline`; `Some` when one of them stops the loop.
+fn wait_events(
+    rx: &Receiver<Event>,
+    encoder: &Encoder,
+    state: &mut LoopState,
+    deadline: Instant,
+) -> anyhow::Result<Option<Stop>> {
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(None);
+        }
+        let was_reading = state.reader;
+        match rx.recv_timeout(deadline - now) {
+            Ok(ev) => {
+                if let Some(stop) = handle(ev, encoder, state)? {
+                    return Ok(Some(stop));
+                }
+                if state.reader != was_reading {
+                    return Ok(None); // a reader came or went: the loop decides what to do
+                }
+            }
+            // run() holds a sender, so the channel never disconnects.
+            Err(_) => return Ok(None),
         }
     }
 }
@@ -286,11 +399,11 @@ fn offer(encoder: &Encoder, frame: u64, bytes: &[u8], c: &mut Counters) -> anyho
 }
 
 /// Unpaced runs wait for the encoder instead of dropping frames.
-fn wait_for_room(encoder: &Encoder, rx: &Receiver<Event>) -> anyhow::Result<Option<Stop>> {
+fn wait_for_room(encoder: &Encoder, rx: &Receiver<Event>, state: &mut LoopState) -> anyhow::Result<Option<Stop>> {
     let since = Instant::now();
     while !encoder.has_room() {
         if let Ok(ev) = rx.recv_timeout(Duration::from_millis(1))
-            && let Some(stop) = handle(ev, encoder)?
+            && let Some(stop) = handle(ev, encoder, state)?
         {
             return Ok(Some(stop));
         }
@@ -303,11 +416,17 @@ fn wait_for_room(encoder: &Encoder, rx: &Receiver<Event>) -> anyhow::Result<Opti
 
 /// After the last frame: hand over what is still being read back, end the stream, and wait until
 /// the writer has written everything.
-fn drain(renderer: &mut Renderer, encoder: &Encoder, rx: &Receiver<Event>, c: &mut Counters) -> anyhow::Result<()> {
+fn drain(
+    renderer: &mut Renderer,
+    encoder: &Encoder,
+    rx: &Receiver<Event>,
+    state: &mut LoopState,
+    c: &mut Counters,
+) -> anyhow::Result<()> {
     let mut early: Option<Stop> = None;
     renderer.collect(0, |frame, bytes| {
         if early.is_none() {
-            early = wait_for_room(encoder, rx)?;
+            early = wait_for_room(encoder, rx, state)?;
         }
         if early.is_none() {
             offer(encoder, frame, bytes, c)?;
@@ -322,9 +441,12 @@ fn drain(renderer: &mut Renderer, encoder: &Encoder, rx: &Receiver<Event>, c: &m
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            Ok(Event::Sink(SinkEnd::Eos)) => return Ok(()),
+            Ok(Event::Sink(SinkEnd::Eos)) => {
+                state.sink_done = true;
+                return Ok(());
+            }
             Ok(ev) => {
-                if handle(ev, encoder)?.is_some() {
+                if handle(ev, encoder, state)?.is_some() {
                     return Ok(());
                 }
             }
@@ -357,7 +479,7 @@ fn log_stats(when: &str, start: Instant, c: &Counters, s: &SinkStats) {
     let bytes = s.bytes.load(Ordering::Relaxed);
     let aus = s.access_units.load(Ordering::Relaxed);
     info!(
-        "{when}: {:.1} s, rendered {} ({:.1} fps), encoded {}, written {} ({} IDR, {:.0} kbit/s), late-skipped {}, encoder-busy drops {}, repaired {}",
+        "{when}: {:.1} s, rendered {} ({:.1} fps), encoded {}, written {} ({} IDR, {:.0} kbit/s), late-skipped {}, encoder-busy drops {}, idle {}, sink drops {}/{}/{} (attach/lag/detach), repaired {}",
         secs,
         c.rendered,
         c.rendered as f64 / secs,
@@ -367,6 +489,10 @@ fn log_stats(when: &str, start: Instant, c: &Counters, s: &SinkStats) {
         bytes as f64 * 8.0 / 1000.0 / secs,
         c.late,
         c.encoder_busy,
+        c.idle,
+        s.dropped_attach.load(Ordering::Relaxed),
+        s.dropped_lag.load(Ordering::Relaxed),
+        s.dropped_detach.load(Ordering::Relaxed),
         s.repaired.load(Ordering::Relaxed),
     );
 }

@@ -13,6 +13,8 @@ pub const DEFAULT_FPS: u32 = 30;
 pub const DEFAULT_BITRATE: u32 = 4000;
 /// Highest quantiser the encoder may use; above about 34 smooth gradients band visibly.
 pub const DEFAULT_QP_MAX: u32 = 34;
+/// How far a FIFO/TCP reader may fall behind, in milliseconds of stream.
+pub const DEFAULT_MAX_LAG_MS: u32 = 500;
 
 const ABOUT: &str = "Render a headless EGL scene and stream go2rtc-ready H.264 (Annex-B) on stdout";
 
@@ -35,6 +37,12 @@ go2rtc (go2rtc.yaml):
 
 By hand, into MPEG-TS:
   agentcast --frames 300 | ffmpeg -f h264 -i - -c copy -f mpegts out.ts
+
+Keep the producer running and let go2rtc attach on demand:
+  agent_01: exec:cat /run/agentcast/agent_01.h264#killsignal=15#killtimeout=2
+    with: agentcast --output fifo:/run/agentcast/agent_01.h264
+  agent_02: tcp://127.0.0.1:9002
+    with: agentcast --output tcp:127.0.0.1:9002
 
 Check any H.264 stream against go2rtc's rules:
   agentcast --frames 90 > out.h264 && agentcast check out.h264
@@ -125,6 +133,14 @@ pub enum ProfileArg {
     High,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IdleArg {
+    /// Neither render nor encode while no reader is attached (CPU falls to near zero).
+    Pause,
+    /// Keep rendering (for agents that need the frame loop), but do not encode.
+    Render,
+}
+
 /// The streaming options (the default command).
 #[derive(Debug, Args)]
 pub struct StreamArgs {
@@ -192,6 +208,26 @@ pub struct StreamArgs {
     /// Render and encode as fast as possible instead of pacing at --fps (benchmarks, files).
     #[arg(long, env = "AGENTCAST_NO_PACE")]
     pub no_pace: bool,
+
+    /// Where the stream goes: stdout, fifo:PATH (readers such as `cat PATH` attach and leave at any
+    /// time; created with mode 0600 if missing) or tcp:ADDR:PORT (listen; one reader at a time).
+    #[arg(long, env = "AGENTCAST_OUTPUT", default_value = "stdout", value_name = "stdout|fifo:PATH|tcp:ADDR:PORT",
+          value_parser = crate::sink::output::parse)]
+    pub output: crate::sink::output::Output,
+
+    /// Allow --output tcp: to listen on an address other than loopback.
+    #[arg(long, env = "AGENTCAST_ALLOW_REMOTE")]
+    pub allow_remote: bool,
+
+    /// FIFO/TCP: what to do while no reader is attached.
+    #[arg(long, env = "AGENTCAST_IDLE", value_enum, default_value_t = IdleArg::Pause)]
+    pub idle: IdleArg,
+
+    /// FIFO/TCP: how far (milliseconds of stream) a reader may fall behind before whole access units
+    /// are dropped up to the next IDR.
+    #[arg(long, env = "AGENTCAST_MAX_LAG", value_name = "MS", default_value_t = DEFAULT_MAX_LAG_MS,
+          value_parser = clap::value_parser!(u32).range(1..=60_000))]
+    pub max_lag: u32,
 
     /// Render on this EGL device (index into eglQueryDevicesEXT; see --log-level debug).
     #[arg(long, env = "AGENTCAST_EGL_DEVICE", value_name = "N")]

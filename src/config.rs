@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::{ConvertArg, EncoderArg, ProfileArg, SceneArg, StreamArgs};
+use crate::cli::{ConvertArg, EncoderArg, IdleArg, ProfileArg, SceneArg, StreamArgs};
 use crate::encode::settings::EncoderSettings;
+use crate::sink::output::{self, Output};
 use crate::stamp::StampLayout;
 
 /// Largest picture edge we accept; H.264 level 5.2 allows 4096 pixels on a side at most in practice.
@@ -42,11 +43,20 @@ pub struct Config {
     pub stop: StopAfter,
     pub pace: bool,
     pub egl_device: Option<u32>,
+    pub output: Output,
+    pub idle: IdleArg,
+    /// FIFO/TCP lag budget.
+    pub max_lag: Duration,
 }
 
 impl Config {
     pub fn frame_interval(&self) -> Duration {
         Duration::from_nanos(1_000_000_000 / u64::from(self.fps))
+    }
+
+    /// The lag budget in access units (at least one).
+    pub fn max_lag_frames(&self) -> usize {
+        ((self.max_lag.as_secs_f64() * f64::from(self.fps)).ceil() as usize).max(1)
     }
 
     /// Validates the raw arguments. The error is one line that names the flag.
@@ -79,6 +89,20 @@ impl Config {
             Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Some(Duration::from_secs_f64(s)),
             Some(s) => return Err(format!("--duration must be a positive number of seconds, got {s}")),
         };
+        output::check_remote(&a.output, a.allow_remote)?;
+        if a.allow_remote && !matches!(a.output, Output::Tcp(_)) {
+            return Err(format!("--allow-remote only applies to --output tcp:ADDR:PORT, not --output {}", a.output));
+        }
+        if !a.output.demand_paged() {
+            if a.idle != IdleArg::Pause {
+                return Err(
+                    "--idle only applies to --output fifo:PATH or tcp:ADDR:PORT (stdout always has a reader)".into()
+                );
+            }
+            if a.max_lag != crate::cli::DEFAULT_MAX_LAG_MS {
+                return Err("--max-lag only applies to --output fifo:PATH or tcp:ADDR:PORT".into());
+            }
+        }
         let gop = a.gop.unwrap_or(a.fps);
         let scene = match &a.shader {
             Some(path) => SceneSource::Shader(path.clone()),
@@ -96,6 +120,9 @@ impl Config {
             stop: StopAfter { frames: a.frames, duration },
             pace: !a.no_pace,
             egl_device: a.egl_device,
+            output: a.output.clone(),
+            idle: a.idle,
+            max_lag: Duration::from_millis(u64::from(a.max_lag)),
         })
     }
 }
@@ -163,6 +190,19 @@ mod tests {
         assert!(parse(&["--duration=-1"]).is_err());
         assert!(parse(&["--duration", "NaN"]).is_err());
         assert_eq!(parse(&["--duration", "1.5"]).unwrap().stop.duration, Some(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn output_flags() {
+        let c = parse(&["--output", "fifo:/tmp/a.h264", "--max-lag", "1000", "--fps", "30"]).unwrap();
+        assert_eq!(c.output, Output::Fifo("/tmp/a.h264".into()));
+        assert_eq!(c.max_lag_frames(), 30);
+        assert_eq!(parse(&["--output", "tcp:127.0.0.1:9000"]).unwrap().max_lag_frames(), 15);
+        assert!(parse(&["--output", "tcp:0.0.0.0:9000"]).unwrap_err().contains("--allow-remote"));
+        assert!(parse(&["--output", "tcp:0.0.0.0:9000", "--allow-remote"]).is_ok());
+        assert!(parse(&["--allow-remote"]).unwrap_err().starts_with("--allow-remote only applies"));
+        assert!(parse(&["--idle", "render"]).unwrap_err().starts_with("--idle only applies"));
+        assert!(parse(&["--max-lag", "100"]).unwrap_err().starts_with("--max-lag only applies"));
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub enum Exit {
     Unavailable,
     /// 70: internal, GPU or encoder failure while running.
     Software,
+    /// 73: the output cannot be created: a FIFO path that is taken or whose directory is missing,
+    /// a TCP address that cannot be listened on.
+    CantCreate,
     /// 74: writing the output failed (other than the reader leaving).
     Io,
 }
@@ -34,6 +37,7 @@ impl Exit {
             Exit::NoInput => 66,
             Exit::Unavailable => 69,
             Exit::Software => 70,
+            Exit::CantCreate => 73,
             Exit::Io => 74,
         }
     }

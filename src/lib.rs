@@ -18,6 +18,7 @@ macro_rules! exit_codes_text {
   66  an input file (--shader, check FILE) is missing or unreadable
   69  unavailable: no libEGL or EGL display, or a GStreamer element/encoder is not installed
   70  internal, GPU or encoder failure while running
+  73  --output cannot be created: FIFO path taken or its directory missing, TCP address in use
   74  I/O error writing the output
   128+N  a second SIGTERM/SIGINT (N = signal number) exits at once"
     };

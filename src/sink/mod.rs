@@ -1,18 +1,33 @@
 //! The sink stage: takes encoded access units from the appsink, normalises them to go2rtc's exact
-//! byte rules (annexb), and writes each one whole. `stdout.rs` owns the output descriptor.
+//! byte rules (annexb), and writes each one whole.
+//!
+//! - stdout (`run_writer`): one reader for the process's life; blocking writes on the sink thread,
+//!   so a slow reader makes the encoder drop raw frames upstream, never cut ones.
+//! - FIFO and TCP (`run_demand`): readers come and go. One mechanism serves both ([`Endpoint`]):
+//!   non-blocking writes behind a bounded queue of whole access units ([`queue::AuQueue`]), a new
+//!   reader starts at an IDR, and a reader that falls behind loses whole access units up to the
+//!   next IDR.
 
+pub mod fifo;
+pub mod output;
+pub mod queue;
 pub mod stdout;
+pub mod tcp;
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gstreamer as gst;
 use gstreamer_app as gst_app;
-use log::{debug, warn};
+use log::{debug, info, warn};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::annexb::Normalizer;
 use crate::exit::{Exit, ExitExt};
+use queue::{AuQueue, DropReason, Pushed};
 
 /// How often the writer looks at the stop flag while no access unit arrives.
 const POLL: Duration = Duration::from_millis(20);
@@ -27,6 +42,13 @@ pub struct SinkStats {
     pub skipped_before_idr: AtomicU64,
     /// Access units that needed SPS/PPS inserted or start codes lengthened.
     pub repaired: AtomicU64,
+    /// FIFO/TCP: access units dropped because a reader had just attached (waiting for an IDR),
+    /// fell behind, or left with them queued; and encoded while nobody read.
+    pub dropped_attach: AtomicU64,
+    pub dropped_lag: AtomicU64,
+    pub dropped_detach: AtomicU64,
+    pub dropped_no_reader: AtomicU64,
+    pub attaches: AtomicU64,
 }
 
 /// Why the writer stopped.
@@ -91,4 +113,282 @@ pub fn run_writer(appsink: &gst_app::AppSink, out: &mut impl Write, stop: &Atomi
             stats.idr.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// A connected reader: a non-blocking writer with a descriptor to poll.
+pub trait Conn: Write + AsFd + Send {}
+impl<T: Write + AsFd + Send> Conn for T {}
+
+/// A place readers attach to: a FIFO or a TCP listener.
+pub trait Endpoint: Send {
+    /// A reader that appeared since the last call, as a non-blocking writer; `None` if none did.
+    fn try_attach(&mut self) -> anyhow::Result<Option<Box<dyn Conn>>>;
+    /// Called while a reader is attached: turn away anyone else.
+    fn reject_extra(&mut self) {}
+    fn describe(&self) -> String;
+}
+
+/// What the demand-paged sink tells the frame loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Note {
+    /// A reader attached: resume encoding and make the next frame an IDR.
+    Attached,
+    /// The reader left.
+    Detached,
+    /// The reader fell behind and lost frames: an IDR now lets it recover.
+    NeedKeyframe,
+}
+
+/// Settings of the demand-paged sink.
+#[derive(Debug, Clone, Copy)]
+pub struct DemandSettings {
+    /// Most access units queued for a reader before dropping up to the next IDR (`--max-lag`).
+    pub budget_aus: usize,
+    /// Least time between two IDR requests for a lagging reader.
+    pub keyframe_every: Duration,
+}
+
+/// Poll interval while no reader is attached: an attach is noticed well within a frame.
+const ATTACH_POLL: Duration = Duration::from_millis(5);
+/// Longest wait while a reader is attached (the stop flag is checked at least this often).
+const ATTACHED_POLL: Duration = Duration::from_millis(50);
+/// Poll interval while finishing writes on stop or end-of-stream.
+const WRITE_POLL: Duration = Duration::from_millis(2);
+/// How long a stop or end-of-stream waits to finish what the reader was sent.
+const FINISH_TIMEOUT: Duration = Duration::from_millis(300);
+const STATS_EVERY: Duration = Duration::from_secs(1);
+
+/// Wakes the sink thread when the appsink has a sample or reaches EOS, so it can sleep in poll(2)
+/// on the reader's descriptor and the appsink at once: a sample goes out as soon as it is encoded,
+/// and a reader that leaves is noticed at once (POLLERR/POLLHUP), before another can take its place
+/// in the same pipe.
+struct Waker {
+    rx: UnixStream,
+}
+
+impl Waker {
+    fn install(appsink: &gst_app::AppSink) -> std::io::Result<Waker> {
+        let (tx, rx) = UnixStream::pair()?;
+        tx.set_nonblocking(true)?;
+        rx.set_nonblocking(true)?;
+        let (tx_sample, tx_eos) = (tx.try_clone()?, tx);
+        appsink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |_| {
+                    let _ = (&tx_sample).write(&[1]); // a full wake pipe already means "wake up"
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .eos(move |_| {
+                    let _ = (&tx_eos).write(&[2]);
+                })
+                .build(),
+        );
+        Ok(Waker { rx })
+    }
+
+    fn drain(&mut self) {
+        let mut buf = [0u8; 256];
+        while matches!(self.rx.read(&mut buf), Ok(n) if n > 0) {}
+    }
+}
+
+/// Serves readers that come and go until EOS, the stop flag, or a failure.
+pub fn run_demand(
+    appsink: &gst_app::AppSink,
+    endpoint: &mut dyn Endpoint,
+    settings: DemandSettings,
+    stop: &AtomicBool,
+    stats: &SinkStats,
+    notify: &dyn Fn(Note),
+) -> SinkEnd {
+    let name = endpoint.describe();
+    let mut waker = match Waker::install(appsink) {
+        Ok(w) => w,
+        Err(e) => return SinkEnd::Failed(anyhow::anyhow!("creating the sink's wake-up socket: {e}")),
+    };
+    let mut conn: Option<Box<dyn Conn>> = None;
+    let mut queue = AuQueue::new(settings.budget_aus);
+    let mut normalizer = Normalizer::new();
+    let mut au = Vec::with_capacity(256 * 1024);
+    let mut last_keyframe_request: Option<Instant> = None;
+    let mut attached_at: Option<Instant> = None;
+    let mut next_stats = Instant::now() + STATS_EVERY;
+    let mut logged = queue.stats;
+    loop {
+        if stop.load(Ordering::Acquire) {
+            if let Some(c) = conn.as_mut() {
+                finish_front(&mut queue, c.as_mut());
+            }
+            return SinkEnd::Stopped;
+        }
+        match conn {
+            None => match endpoint.try_attach() {
+                Ok(Some(c)) => {
+                    conn = Some(c);
+                    queue.attach();
+                    attached_at = Some(Instant::now());
+                    stats.attaches.fetch_add(1, Ordering::Relaxed);
+                    info!("{name}: reader attached; starting it at the next IDR");
+                    notify(Note::Attached);
+                }
+                Ok(None) => {}
+                Err(e) => return SinkEnd::Failed(e),
+            },
+            Some(_) => endpoint.reject_extra(),
+        }
+
+        // Sleep until a sample arrives, the reader can take more bytes, or the reader goes.
+        let mut gone = false;
+        {
+            let mut fds = vec![PollFd::new(waker.rx.as_fd(), PollFlags::POLLIN)];
+            if let Some(c) = conn.as_ref() {
+                let want = if queue.is_empty() { PollFlags::empty() } else { PollFlags::POLLOUT };
+                fds.push(PollFd::new(c.as_fd(), want));
+            }
+            let wait = if conn.is_some() { ATTACHED_POLL } else { ATTACH_POLL };
+            let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::ZERO);
+            if poll(&mut fds, timeout).is_ok()
+                && let Some(rev) = fds.get(1).and_then(PollFd::revents)
+            {
+                gone = rev.intersects(PollFlags::POLLERR | PollFlags::POLLHUP);
+            }
+        }
+        waker.drain();
+        if gone {
+            detach(&name, &mut conn, &mut queue, "left", notify);
+        }
+
+        while let Some(sample) = appsink.try_pull_sample(gst::ClockTime::ZERO) {
+            let Some(buffer) = sample.buffer() else { continue };
+            let Ok(map) = buffer.map_readable() else {
+                return SinkEnd::Failed(anyhow::anyhow!("mapping an encoded buffer"));
+            };
+            let info = normalizer.normalize(map.as_slice(), &mut au);
+            if info.idr {
+                stats.idr.fetch_add(1, Ordering::Relaxed);
+            }
+            if conn.is_none() {
+                stats.dropped_no_reader.fetch_add(1, Ordering::Relaxed);
+            } else if queue.push(&au, info.idr) == Pushed::OverBudget {
+                let due = last_keyframe_request.is_none_or(|t| t.elapsed() >= settings.keyframe_every);
+                info!(
+                    "{name}: reader is more than {} access units behind; dropping to the next IDR{}",
+                    settings.budget_aus,
+                    if due { " (requested one)" } else { "" }
+                );
+                if due {
+                    last_keyframe_request = Some(Instant::now());
+                    notify(Note::NeedKeyframe);
+                }
+            }
+        }
+        if appsink.is_eos() {
+            if let Some(c) = conn.as_mut() {
+                let deadline = Instant::now() + FINISH_TIMEOUT;
+                while !queue.is_empty() && Instant::now() < deadline {
+                    if queue.write_to(c.as_mut()).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(WRITE_POLL);
+                }
+            }
+            publish(&queue, stats);
+            return SinkEnd::Eos;
+        }
+
+        if let Some(c) = conn.as_mut() {
+            let before = queue.stats.written_bytes;
+            match queue.write_to(c.as_mut()) {
+                Ok(()) => {
+                    if queue.stats.written_bytes > before
+                        && let Some(t) = attached_at.take()
+                    {
+                        info!("{name}: first bytes to the reader {:.0} ms after it attached", ms(t.elapsed()));
+                    }
+                }
+                Err(e) => {
+                    let how = match e.kind() {
+                        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => "left".to_string(),
+                        _ => format!("failed ({e})"),
+                    };
+                    detach(&name, &mut conn, &mut queue, &how, notify);
+                }
+            }
+        }
+        publish(&queue, stats);
+        if Instant::now() >= next_stats {
+            next_stats = Instant::now() + STATS_EVERY;
+            let s = queue.stats;
+            if s != logged {
+                info!(
+                    "{name}: {} written ({} bytes); dropped: {} attach, {} lag, {} detach; queue {} AU / {} bytes (peak {} bytes)",
+                    s.written_aus,
+                    s.written_bytes,
+                    s.dropped_attach,
+                    s.dropped_lag,
+                    s.dropped_detach,
+                    queue.len(),
+                    queue.bytes(),
+                    s.peak_bytes
+                );
+                logged = s;
+            }
+        }
+    }
+}
+
+/// Closes the reader's descriptor at once (so a FIFO's unread bytes die with the pipe and the next
+/// reader starts clean) and drops what was queued for it.
+fn detach(name: &str, conn: &mut Option<Box<dyn Conn>>, queue: &mut AuQueue, how: &str, notify: &dyn Fn(Note)) {
+    let queued = queue.len();
+    queue.clear(DropReason::Detach);
+    *conn = None;
+    info!("{name}: reader {how}; dropped {queued} queued access unit(s); waiting for the next reader");
+    notify(Note::Detached);
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// On stop: finish a partly written access unit if the reader takes it soon, so it is not cut.
+fn finish_front(queue: &mut AuQueue, w: &mut dyn Conn) {
+    let deadline = Instant::now() + FINISH_TIMEOUT;
+    while queue.mid_access_unit() && Instant::now() < deadline {
+        let mut one = OneUnit { w, done: false };
+        if queue.write_to(&mut one).is_err() {
+            return;
+        }
+        std::thread::sleep(WRITE_POLL);
+    }
+}
+
+/// A writer that takes bytes only until the current access unit is finished.
+struct OneUnit<'a> {
+    w: &'a mut dyn Conn,
+    done: bool,
+}
+
+impl Write for OneUnit<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.done {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        let n = self.w.write(buf)?;
+        self.done = n == buf.len();
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.w.flush()
+    }
+}
+
+/// Mirrors the queue's counters into the shared stats.
+fn publish(queue: &AuQueue, stats: &SinkStats) {
+    let s = queue.stats;
+    stats.access_units.store(s.written_aus, Ordering::Relaxed);
+    stats.bytes.store(s.written_bytes, Ordering::Relaxed);
+    stats.dropped_attach.store(s.dropped_attach, Ordering::Relaxed);
+    stats.dropped_lag.store(s.dropped_lag, Ordering::Relaxed);
+    stats.dropped_detach.store(s.dropped_detach, Ordering::Relaxed);
 }

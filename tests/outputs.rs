@@ -228,7 +228,8 @@ fn fifo_stalled_reader_loses_whole_units_and_recovers_at_an_idr() {
     assert!(rss_stalled < rss_before + 30 * 1024, "RSS grew from {rss_before} to {rss_stalled} KiB during the stall");
     let (rendered, late, lag_drops) = done_stats(&log);
     assert!(lag_drops > 0, "a 3 s stall should drop frames:\n{log}");
-    assert!(late <= 3, "the render loop fell behind during the stall ({late} late frames):\n{log}");
+    // Blocked by the stalled reader, the loop would be about 90 frames late; a few are CPU contention.
+    assert!(late <= 10, "the render loop fell behind during the stall ({late} late frames):\n{log}");
     // About 5.5 s of streaming at 30 fps after the attach (165 frames); the stall must not stop it.
     assert!(rendered >= 120, "only {rendered} frames rendered:\n{log}");
     assert_capture_ok(dir.path(), "stalled.h264", &capture);
@@ -301,11 +302,9 @@ fn tcp_readers_attach_stall_and_detach() {
     let args = ["--output", &format!("tcp:127.0.0.1:{port}"), "--bitrate", "8000", "--max-lag", "300"];
     let mut producer = Producer::start(dir.path(), &args);
     producer.wait_for_log("listening for one reader", Duration::from_secs(10));
-    for i in 0..20 {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        let capture = read_at_least(&mut stream, 120_000);
-        assert_capture_ok(dir.path(), &format!("tcp{i}.h264"), &capture);
-    }
+    // Captures are checked after the producer exits, so decoding them does not compete with it.
+    let captures: Vec<Vec<u8>> =
+        (0..20).map(|_| read_at_least(&mut TcpStream::connect(("127.0.0.1", port)).unwrap(), 120_000)).collect();
     // A second client while one is attached is turned away.
     let mut first = connect_small_buffer(port);
     let mut capture = read_at_least(&mut first, 1000);
@@ -319,9 +318,14 @@ fn tcp_readers_attach_stall_and_detach() {
     capture.extend(read_at_least(&mut first, 2_000_000));
     let took = producer.terminate();
     assert!(took < Duration::from_secs(1), "SIGTERM took {took:?}");
+    for (i, capture) in captures.iter().enumerate() {
+        assert_capture_ok(dir.path(), &format!("tcp{i}.h264"), capture);
+    }
     let (_, late, lag_drops) = done_stats(&producer.log());
     assert!(lag_drops > 0, "a 3 s stall should drop frames:\n{}", producer.log());
-    assert!(late <= 3, "the render loop fell behind during the stall");
+    // A render loop blocked by the stalled reader would be about 90 frames late; a few late frames
+    // are CPU contention on a small machine.
+    assert!(late <= 10, "the render loop fell {late} frames behind during the stall");
     // Whole access units on both sides of the drop, and a recovery IDR after it.
     assert_capture_ok(dir.path(), "stalled.h264", &capture);
     let path = write(dir.path(), "stamps.h264", whole_units(&capture));

@@ -116,8 +116,30 @@ pub fn run_writer(appsink: &gst_app::AppSink, out: &mut impl Write, stop: &Atomi
 }
 
 /// A connected reader: a non-blocking writer with a descriptor to poll.
-pub trait Conn: Write + AsFd + Send {}
-impl<T: Write + AsFd + Send> Conn for T {}
+pub trait Conn: Write + AsFd + Send {
+    /// Called when the descriptor polls readable: whether the reader closed its end. Readers never
+    /// send us data; anything they do send is read and discarded.
+    fn closed(&mut self) -> bool {
+        false
+    }
+}
+
+impl Conn for std::fs::File {}
+
+impl Conn for std::net::TcpStream {
+    fn closed(&mut self) -> bool {
+        let mut buf = [0u8; 1024];
+        loop {
+            match self.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return true,
+            }
+        }
+    }
+}
 
 /// A place readers attach to: a FIFO or a TCP listener.
 pub trait Endpoint: Send {
@@ -221,6 +243,10 @@ pub fn run_demand(
             }
             return SinkEnd::Stopped;
         }
+        // Notice a reader that just left before deciding whether a newcomer is a second reader.
+        if conn.as_mut().is_some_and(|c| reader_gone(c.as_mut(), PollTimeout::ZERO)) {
+            detach(&name, &mut conn, &mut queue, "left", notify);
+        }
         match conn {
             None => match endpoint.try_attach() {
                 Ok(Some(c)) => {
@@ -238,23 +264,21 @@ pub fn run_demand(
         }
 
         // Sleep until a sample arrives, the reader can take more bytes, or the reader goes.
-        let mut gone = false;
-        {
+        let revents = {
             let mut fds = vec![PollFd::new(waker.rx.as_fd(), PollFlags::POLLIN)];
             if let Some(c) = conn.as_ref() {
-                let want = if queue.is_empty() { PollFlags::empty() } else { PollFlags::POLLOUT };
+                let want = if queue.is_empty() { PollFlags::POLLIN } else { PollFlags::POLLIN | PollFlags::POLLOUT };
                 fds.push(PollFd::new(c.as_fd(), want));
             }
             let wait = if conn.is_some() { ATTACHED_POLL } else { ATTACH_POLL };
             let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::ZERO);
-            if poll(&mut fds, timeout).is_ok()
-                && let Some(rev) = fds.get(1).and_then(PollFd::revents)
-            {
-                gone = rev.intersects(PollFlags::POLLERR | PollFlags::POLLHUP);
+            match poll(&mut fds, timeout) {
+                Ok(_) => fds.get(1).and_then(PollFd::revents),
+                Err(_) => None,
             }
-        }
+        };
         waker.drain();
-        if gone {
+        if conn.as_mut().is_some_and(|c| gone_after_poll(c.as_mut(), revents)) {
             detach(&name, &mut conn, &mut queue, "left", notify);
         }
 
@@ -335,6 +359,27 @@ pub fn run_demand(
             }
         }
     }
+}
+
+/// Whether the reader is gone, judging by poll results: POLLERR (a FIFO with no reader left, a TCP
+/// reset), POLLHUP, or POLLIN on a TCP reader whose read returns end-of-file (it closed).
+fn gone_after_poll(c: &mut dyn Conn, revents: Option<PollFlags>) -> bool {
+    match revents {
+        Some(r) if r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL) => true,
+        Some(r) if r.contains(PollFlags::POLLIN) => c.closed(),
+        _ => false,
+    }
+}
+
+fn reader_gone(c: &mut dyn Conn, timeout: PollTimeout) -> bool {
+    let revents = {
+        let mut fds = [PollFd::new(c.as_fd(), PollFlags::POLLIN)];
+        if poll(&mut fds, timeout).is_err() {
+            return false;
+        }
+        fds[0].revents()
+    };
+    gone_after_poll(c, revents)
 }
 
 /// Closes the reader's descriptor at once (so a FIFO's unread bytes die with the pipe and the next

@@ -31,6 +31,8 @@ use crate::sink::{self, DemandSettings, Endpoint, Note, SinkEnd, SinkStats};
 
 /// How long the encoder may take to drain after the last frame (--frames / --duration).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an encoder may take to encode its test frame before it counts as not opening.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long SIGTERM waits for the access unit being written (the whole stop stays under 1 s).
 const STOP_TIMEOUT: Duration = Duration::from_millis(700);
 /// Least time between two IDR requests for a FIFO/TCP reader that fell behind.
@@ -125,8 +127,13 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
     };
 
     pipeline::init()?;
-    let backend = select::choose(cfg.encoder, pipeline::element_installed).map_err(|e| fail(Exit::Unavailable, e))?;
-    info!("encoder: {backend}{}", if cfg.encoder == crate::cli::EncoderArg::Auto { " (first installed)" } else { "" });
+    let probe = |b| pipeline::probe(b, &cfg.encoder_settings, cfg.width, cfg.height, PROBE_TIMEOUT);
+    let (backend, skipped) =
+        select::choose(cfg.encoder, pipeline::element_installed, probe).map_err(|e| fail(Exit::Unavailable, e))?;
+    for why in &skipped {
+        info!("encoder: skipped {why}");
+    }
+    info!("encoder: {backend} (opened with a test frame)");
 
     let gpu = Gpu::open(cfg.egl_device)?;
     let (plan, why) = convert::choose(
@@ -145,8 +152,15 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
         Plan::Gpu(f) => Input::Yuv(f),
         Plan::Cpu(f) => Input::Rgba(f),
     };
-    let setup =
-        Setup { width: cfg.width, height: cfg.height, fps: cfg.fps, input, backend, settings: cfg.encoder_settings };
+    let setup = Setup {
+        width: cfg.width,
+        height: cfg.height,
+        fps: cfg.fps,
+        input,
+        backend,
+        settings: cfg.encoder_settings,
+        options: &cfg.encoder_opts,
+    };
     let encoder = Encoder::new(&setup)?;
     encoder.start()?;
 

@@ -80,12 +80,27 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// List the H.264 encoder backends: installed or not, whether each really opens here (and why
+    /// not), and which one `--encoder auto` would choose.
+    Encoders(EncodersArgs),
     /// Check an Annex-B H.264 stream (ours, ffmpeg's, a camera's) against go2rtc's rules.
     ///
     /// Reports every violation with its byte offset: stream start, SPS/PPS in the first 256 bytes,
     /// 4-byte start codes, SPS+PPS before every IDR, one slice per picture, no B slices, one SPS.
     /// Exits 1 when the stream breaks a rule, 66 when FILE cannot be read.
     Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EncodersArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Probe at this size (the default stream size).
+    #[arg(long, default_value_t = DEFAULT_WIDTH)]
+    pub width: u32,
+    #[arg(long, default_value_t = DEFAULT_HEIGHT)]
+    pub height: u32,
 }
 
 #[derive(Debug, Args)]
@@ -106,12 +121,23 @@ pub enum SceneArg {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EncoderArg {
-    /// The first installed of x264, openh264.
+    /// The first that really opens, in the order nvenc, vaapi, x264, openh264.
     Auto,
+    /// NVIDIA NVENC: nvcudah264enc or nvh264enc (gstreamer1.0-plugins-bad; not on H100/H200/A100).
+    Nvenc,
+    /// VA-API: vah264enc (gstreamer1.0-plugins-bad) or vaapih264enc (gstreamer1.0-vaapi).
+    Vaapi,
     /// GStreamer's x264enc (gstreamer1.0-plugins-ugly).
     X264,
     /// GStreamer's openh264enc (gstreamer1.0-plugins-bad).
     Openh264,
+}
+
+fn parse_encoder_opt(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => Ok((name.trim().to_string(), value.trim().to_string())),
+        _ => Err(format!("'{s}' is not NAME=VALUE")),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -175,9 +201,16 @@ pub struct StreamArgs {
     #[arg(long, env = "AGENTCAST_PROFILE", value_enum, default_value_t = ProfileArg::High)]
     pub profile: ProfileArg,
 
-    /// Encoder backend.
+    /// Encoder backend. Each candidate is probed by really encoding a frame, never by name.
     #[arg(long, env = "AGENTCAST_ENCODER", value_enum, default_value_t = EncoderArg::Auto)]
     pub encoder: EncoderArg,
+
+    /// Set an encoder element property, after the built-in settings (repeatable; the environment
+    /// variable takes a comma-separated list). Checked against the element's real properties;
+    /// settings that break go2rtc (B-frames, several slices) are refused.
+    #[arg(long = "encoder-opt", env = "AGENTCAST_ENCODER_OPT", value_name = "NAME=VALUE", value_delimiter = ',',
+          value_parser = parse_encoder_opt)]
+    pub encoder_opts: Vec<(String, String)>,
 
     /// Where RGBA becomes YUV.
     #[arg(long, env = "AGENTCAST_CONVERT", value_enum, default_value_t = ConvertArg::Auto)]

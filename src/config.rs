@@ -37,6 +37,8 @@ pub struct Config {
     pub fps: u32,
     pub encoder: EncoderArg,
     pub encoder_settings: EncoderSettings,
+    /// `--encoder-opt` overrides, in order.
+    pub encoder_opts: Vec<(String, String)>,
     pub convert: ConvertArg,
     pub scene: SceneSource,
     pub stamp: bool,
@@ -113,6 +115,7 @@ impl Config {
             height: a.height,
             fps: a.fps,
             encoder: a.encoder,
+            encoder_opts: a.encoder_opts.clone(),
             encoder_settings: EncoderSettings::new(a.bitrate, a.fps, gop, a.qp_max, profile(a.profile)),
             convert: a.convert,
             scene,
@@ -127,7 +130,7 @@ impl Config {
     }
 }
 
-fn profile(p: ProfileArg) -> crate::encode::settings::Profile {
+pub fn profile(p: ProfileArg) -> crate::encode::settings::Profile {
     use crate::encode::settings::Profile;
     match p {
         ProfileArg::Baseline => Profile::ConstrainedBaseline,

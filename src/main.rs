@@ -19,6 +19,7 @@ fn main() -> ExitCode {
     init_logging(cli.log_level.as_deref());
     let result = match &cli.command {
         Some(Command::Check(args)) => run_check(args),
+        Some(Command::Encoders(args)) => agentcast::encode::list(args),
         None => Config::from_args(&cli.stream)
             .map_err(|e| fail(Exit::Usage, e))
             .and_then(|cfg| agentcast::app::run(&cfg).map(|()| Exit::Ok)),

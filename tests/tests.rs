@@ -427,3 +427,67 @@ fn check_reads_stdin_and_reports_missing_files() {
     let out = run(&["check", "/nonexistent.h264"]);
     assert_eq!(out.status.code(), Some(66));
 }
+
+// Encoder selection.
+
+#[test]
+fn encoders_lists_every_backend_and_what_auto_picks() {
+    let out = run(&["encoders"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let row = |element: &str| {
+        text.lines().find(|l| l.contains(element)).unwrap_or_else(|| panic!("no {element} row:\n{text}"))
+    };
+    assert!(row("x264enc").contains("<-") && row("x264enc").ends_with("yes"), "{text}");
+    assert!(row("openh264enc").ends_with("yes"), "{text}");
+    for hw in ["nvcudah264enc", "nvh264enc", "vah264enc", "vaapih264enc"] {
+        assert!(row(hw).contains("no"), "{hw} should be reported missing here:\n{text}");
+    }
+    let out = run(&["encoders", "--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("encoders --json parses");
+    assert_eq!(doc["auto"], "x264enc");
+    let rows = doc["encoders"].as_array().unwrap();
+    assert_eq!(rows.len(), 6);
+    let x264 = rows.iter().find(|r| r["element"] == "x264enc").unwrap();
+    assert_eq!((x264["installed"].as_bool(), x264["opens"].as_bool()), (Some(true), Some(true)));
+}
+
+#[test]
+fn nvenc_without_nvenc_is_unavailable() {
+    assert_usage_error(&run(&["--encoder", "nvenc", "--frames", "1"]), 69, "--encoder nvenc: no H.264 encoder opens");
+}
+
+#[test]
+fn auto_logs_why_hardware_encoders_were_skipped() {
+    let out = run(&["--frames", "2", "--no-pace"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    for skipped in ["skipped nvenc (nvcudah264enc)", "skipped nvenc (nvh264enc)", "skipped vaapi (vah264enc)"] {
+        assert!(err.contains(skipped), "no {skipped:?} in:\n{err}");
+    }
+    assert!(err.contains("encoder: x264 (x264enc)"), "{err}");
+}
+
+#[test]
+fn encoder_opt_errors_are_usage_errors() {
+    let cases = [
+        ("foo=1", "x264enc has no property 'foo'"),
+        ("bitrate=abc", "not a valid value for x264enc's bitrate"),
+        ("bframes=2", "refused, go2rtc cannot play B-frames"),
+        ("sliced-threads=true", "refused"),
+        ("nonsense", "is not NAME=VALUE"),
+    ];
+    for (opt, needle) in cases {
+        let out = run(&["--encoder", "x264", "--encoder-opt", opt, "--frames", "1", "--no-pace"]);
+        assert_usage_error(&out, 2, needle);
+    }
+}
+
+#[test]
+fn encoder_opt_applies_a_valid_setting() {
+    let dir = tempdir();
+    let buf = stream(&["--encoder-opt", "key-int-max=10", "--gop", "10", "--frames", "25", "--no-pace"]);
+    let p = probe(&write(dir.path(), "out.h264", &buf));
+    let keys: Vec<usize> = p.frames.iter().enumerate().filter(|(_, f)| f.1).map(|(i, _)| i).collect();
+    assert_eq!(keys, vec![0, 10, 20]);
+}

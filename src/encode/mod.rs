@@ -5,3 +5,68 @@
 pub mod pipeline;
 pub mod select;
 pub mod settings;
+
+use std::time::Duration;
+
+use crate::cli::{EncoderArg, EncodersArgs, ProfileArg};
+use crate::exit::Exit;
+use select::Outcome;
+use settings::{Backend, EncoderSettings};
+
+/// `agentcast encoders`: every backend, whether it is installed and really opens here, and which one
+/// `--encoder auto` would choose. Exits 69 when none opens.
+pub fn list(args: &EncodersArgs) -> anyhow::Result<Exit> {
+    pipeline::init()?;
+    let settings = EncoderSettings::new(
+        crate::cli::DEFAULT_BITRATE,
+        crate::cli::DEFAULT_FPS,
+        crate::cli::DEFAULT_FPS,
+        crate::cli::DEFAULT_QP_MAX,
+        crate::config::profile(ProfileArg::High),
+    );
+    let probe = |b| pipeline::probe(b, &settings, args.width, args.height, Duration::from_secs(5));
+    let (report, chosen) =
+        select::probe_all(&select::candidates(EncoderArg::Auto), pipeline::element_installed, probe, true);
+    if args.json {
+        let rows: Vec<serde_json::Value> = report
+            .iter()
+            .map(|(b, o)| {
+                serde_json::json!({
+                    "backend": b.name(),
+                    "element": b.element(),
+                    "hardware": b.hardware(),
+                    "installed": *o != Outcome::NotInstalled,
+                    "opens": *o == Outcome::Opened,
+                    "error": match o { Outcome::Failed(e) => Some(e.as_str()), _ => None },
+                    "auto": Some(*b) == chosen,
+                    "install": b.package(),
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "size": [args.width, args.height],
+            "auto": chosen.map(Backend::element),
+            "encoders": rows,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        println!("BACKEND   ELEMENT        INSTALLED  AUTO   OPENS");
+        for (b, o) in &report {
+            let installed = if *o == Outcome::NotInstalled { "no" } else { "yes" };
+            let opens = match o {
+                Outcome::Opened => "yes".to_string(),
+                Outcome::NotInstalled => format!("no (install {})", b.package()),
+                other => format!("no: {other}"),
+            };
+            let auto = if Some(*b) == chosen { "<-" } else { "" };
+            println!("{:<9} {:<14} {:<10} {:<6} {}", b.name(), b.element(), installed, auto, opens);
+        }
+        match chosen {
+            Some(b) => {
+                println!("--encoder auto chooses {} ({}) at {}x{}", b.name(), b.element(), args.width, args.height)
+            }
+            None => println!("--encoder auto finds no H.264 encoder that opens"),
+        }
+    }
+    Ok(if chosen.is_some() { Exit::Ok } else { Exit::Unavailable })
+}

@@ -37,13 +37,15 @@ pub enum Input {
 }
 
 #[derive(Debug, Clone, Copy)]
-pub struct Setup {
+pub struct Setup<'a> {
     pub width: u32,
     pub height: u32,
     pub fps: u32,
     pub input: Input,
     pub backend: Backend,
     pub settings: EncoderSettings,
+    /// `--encoder-opt` overrides, applied after the table.
+    pub options: &'a [(String, String)],
 }
 
 /// Initialises GStreamer once; a failure means the libraries are broken or missing.
@@ -64,11 +66,18 @@ fn make(factory: &str, package: &str) -> anyhow::Result<gst::Element> {
 
 /// Applies the settings table to an encoder element. Properties the installed element lacks are
 /// logged, never silently skipped; a value the element rejects is an error.
-pub fn apply_properties(element: &gst::Element, props: &[settings::Prop]) -> anyhow::Result<()> {
+pub fn apply_properties(element: &gst::Element, props: &[settings::Prop], quiet: bool) -> anyhow::Result<()> {
     let factory = element.factory().map(|f| f.name().to_string()).unwrap_or_default();
     for (name, value) in props {
         let Some(pspec) = element.find_property(name) else {
-            warn!("{factory} has no property '{name}' (wanted {value}); this GStreamer version ignores that setting");
+            let msg = format!(
+                "{factory} has no property '{name}' (wanted {value}); this GStreamer version ignores that setting"
+            );
+            if quiet {
+                debug!("{msg}");
+            } else {
+                warn!("{msg}");
+            }
             continue;
         };
         let v = gst::glib::Value::deserialize_with_pspec(value, &pspec)
@@ -80,11 +89,15 @@ pub fn apply_properties(element: &gst::Element, props: &[settings::Prop]) -> any
 }
 
 fn raw_caps(format: &str, s: &Setup, colorimetry: &str) -> gst::Caps {
+    caps_for(format, s.width, s.height, s.fps, colorimetry)
+}
+
+fn caps_for(format: &str, width: u32, height: u32, fps: u32, colorimetry: &str) -> gst::Caps {
     gst::Caps::builder("video/x-raw")
         .field("format", format)
-        .field("width", s.width as i32)
-        .field("height", s.height as i32)
-        .field("framerate", gst::Fraction::new(s.fps as i32, 1))
+        .field("width", width as i32)
+        .field("height", height as i32)
+        .field("framerate", gst::Fraction::new(fps as i32, 1))
         .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
         .field("interlace-mode", "progressive")
         .field("colorimetry", colorimetry)
@@ -165,7 +178,8 @@ impl Encoder {
         chain.push(queue);
 
         let encoder = make(s.backend.element(), s.backend.package())?;
-        apply_properties(&encoder, &settings::properties(s.backend, &s.settings)).exit(Exit::Unavailable)?;
+        apply_properties(&encoder, &settings::properties(s.backend, &s.settings), false).exit(Exit::Unavailable)?;
+        apply_user_options(&encoder, s.backend, s.options)?;
         chain.push(encoder);
         let profile = make("capsfilter", "gstreamer1.0 core")?;
         profile.set_property(
@@ -309,4 +323,99 @@ pub fn bus_error_line(msg: &gst::Message, e: &gst::message::Error) -> String {
     let debug = e.debug().map(|d| d.to_string()).unwrap_or_default();
     let debug = debug.lines().next().unwrap_or_default().to_string();
     if debug.is_empty() { format!("{src}: {}", e.error()) } else { format!("{src}: {} ({debug})", e.error()) }
+}
+
+/// Applies `--encoder-opt` overrides: each must name a real property of the element, parse as its
+/// type, and keep go2rtc's rules (see [`settings::refuse_option`]). Errors are usage errors.
+pub fn apply_user_options(
+    element: &gst::Element,
+    backend: Backend,
+    options: &[(String, String)],
+) -> anyhow::Result<()> {
+    let factory = backend.element();
+    for (name, value) in options {
+        let Some(pspec) = element.find_property(name) else {
+            return Err(fail(
+                Exit::Usage,
+                format!(
+                    "--encoder-opt {name}={value}: {factory} has no property '{name}' (see gst-inspect-1.0 {factory})"
+                ),
+            ));
+        };
+        if let Some(why) = settings::refuse_option(name, value) {
+            return Err(fail(Exit::Usage, format!("--encoder-opt {name}={value}: refused, {why}")));
+        }
+        let v = gst::glib::Value::deserialize_with_pspec(value, &pspec).map_err(|_| {
+            fail(
+                Exit::Usage,
+                format!(
+                    "--encoder-opt {name}={value}: not a valid value for {factory}'s {name} ({})",
+                    pspec.value_type()
+                ),
+            )
+        })?;
+        element.set_property_from_value(name, &v);
+        info!("{factory}: {name}={value} (from --encoder-opt)");
+    }
+    Ok(())
+}
+
+/// Opens `backend` for real: builds it with our settings and encodes one grey frame at the stream's
+/// size, within `timeout`. An element that exists but cannot open (NVENC on an H100, a VA driver
+/// without H.264 encode) fails here with the reason.
+pub fn probe(
+    backend: Backend,
+    settings: &EncoderSettings,
+    width: u32,
+    height: u32,
+    timeout: std::time::Duration,
+) -> Result<(), String> {
+    let format = backend.raw_formats()[0];
+    let caps = caps_for(format.caps_name(), width, height, settings.fps, "bt709");
+    let info = gst_video::VideoInfo::from_caps(&caps).map_err(|e| format!("caps: {e}"))?;
+    let appsrc = gst_app::AppSrc::builder().caps(&caps).format(gst::Format::Time).build();
+    let encoder = gst::ElementFactory::make(backend.element()).build().map_err(|e| e.to_string())?;
+    apply_properties(&encoder, &settings::properties(backend, settings), true).map_err(|e| format!("{e:#}"))?;
+    let appsink = gst_app::AppSink::builder().sync(false).build();
+    let pipeline = gst::Pipeline::with_name("probe");
+    let chain: [&gst::Element; 3] = [appsrc.upcast_ref(), &encoder, appsink.upcast_ref()];
+    pipeline.add_many(chain).map_err(|e| e.to_string())?;
+    gst::Element::link_many(chain).map_err(|_| format!("{format:?} input does not negotiate"))?;
+    let result = (|| {
+        let bus = pipeline.bus().ok_or("no bus")?;
+        let first_error = |bus: &gst::Bus| -> Option<String> {
+            let msg = bus.pop_filtered(&[gst::MessageType::Error])?;
+            match msg.view() {
+                gst::MessageView::Error(e) => Some(bus_error_line(&msg, e)),
+                _ => None,
+            }
+        };
+        if pipeline.set_state(gst::State::Playing).is_err() {
+            return Err(first_error(&bus).unwrap_or_else(|| "the element failed to start".into()));
+        }
+        let mut frame = gst::Buffer::with_size(info.size()).map_err(|e| e.to_string())?;
+        {
+            let b = frame.get_mut().ok_or("buffer not writable")?;
+            b.set_pts(gst::ClockTime::ZERO);
+            b.map_writable().map_err(|e| e.to_string())?.fill(128);
+        }
+        let _ = appsrc.push_buffer(frame);
+        let _ = appsrc.end_of_stream();
+        // appsink holds EOS back until its samples are pulled, so pull, and watch the bus meanwhile.
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Some(e) = first_error(&bus) {
+                return Err(e);
+            }
+            if appsink.try_pull_sample(gst::ClockTime::from_mseconds(20)).is_some() {
+                return Ok(());
+            }
+            if appsink.is_eos() {
+                return Err("it produced no output for a frame".into());
+            }
+        }
+        Err(format!("no output within {timeout:?} (hung?)"))
+    })();
+    let _ = pipeline.set_state(gst::State::Null);
+    result
 }

@@ -6,10 +6,19 @@
 
 use std::fmt;
 
-/// An H.264 encoder backend. The order of [`Backend::AUTO_ORDER`] is the order `--encoder auto`
-/// tries them in; hardware backends (NVENC, VA-API) slot in ahead of x264 here.
+/// An H.264 encoder element. The order of [`Backend::AUTO_ORDER`] is the order `--encoder auto`
+/// tries them in: NVENC, VA-API, x264, openh264. Each family (`--encoder nvenc`, ...) may have
+/// several elements; the newer one is tried first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Backend {
+    /// NVENC through GStreamer's CUDA-based encoder (GStreamer 1.22+).
+    NvencCuda,
+    /// NVENC through the older nvh264enc.
+    Nvenc,
+    /// VA-API through the `va` plugin (GStreamer 1.22+).
+    Va,
+    /// VA-API through gstreamer-vaapi.
+    Vaapi,
     X264,
     OpenH264,
 }
@@ -32,11 +41,14 @@ impl RawFormat {
 }
 
 impl Backend {
-    pub const AUTO_ORDER: [Backend; 2] = [Backend::X264, Backend::OpenH264];
+    pub const AUTO_ORDER: [Backend; 6] =
+        [Backend::NvencCuda, Backend::Nvenc, Backend::Va, Backend::Vaapi, Backend::X264, Backend::OpenH264];
 
-    /// Our name for it, as used by `--encoder`.
+    /// The family's name, as used by `--encoder`.
     pub fn name(self) -> &'static str {
         match self {
+            Backend::NvencCuda | Backend::Nvenc => "nvenc",
+            Backend::Va | Backend::Vaapi => "vaapi",
             Backend::X264 => "x264",
             Backend::OpenH264 => "openh264",
         }
@@ -45,26 +57,44 @@ impl Backend {
     /// The GStreamer element factory.
     pub fn element(self) -> &'static str {
         match self {
+            Backend::NvencCuda => "nvcudah264enc",
+            Backend::Nvenc => "nvh264enc",
+            Backend::Va => "vah264enc",
+            Backend::Vaapi => "vaapih264enc",
             Backend::X264 => "x264enc",
             Backend::OpenH264 => "openh264enc",
         }
     }
 
-    /// The Debian package that ships the element.
+    /// What to install for the element (the hardware ones register only where the driver works).
     pub fn package(self) -> &'static str {
         match self {
+            Backend::NvencCuda | Backend::Nvenc => "gstreamer1.0-plugins-bad and an NVIDIA driver with NVENC",
+            Backend::Va => "gstreamer1.0-plugins-bad and a VA-API driver with H.264 encode",
+            Backend::Vaapi => "gstreamer1.0-vaapi and a VA-API driver with H.264 encode",
             Backend::X264 => "gstreamer1.0-plugins-ugly",
             Backend::OpenH264 => "gstreamer1.0-plugins-bad",
         }
     }
 
+    /// Whether it encodes on a GPU (and so may be missing, full or hung at run time).
+    pub fn hardware(self) -> bool {
+        matches!(self, Backend::NvencCuda | Backend::Nvenc | Backend::Va | Backend::Vaapi)
+    }
+
     /// Input layouts the element accepts, preferred first.
     pub fn raw_formats(self) -> &'static [RawFormat] {
         match self {
-            // x264 works in NV12 internally; I420 costs it a repack.
-            Backend::X264 => &[RawFormat::Nv12, RawFormat::I420],
+            // x264 and the hardware encoders work in NV12 internally.
+            Backend::X264 | Backend::NvencCuda | Backend::Nvenc | Backend::Vaapi => &[RawFormat::Nv12, RawFormat::I420],
+            Backend::Va => &[RawFormat::Nv12],
             Backend::OpenH264 => &[RawFormat::I420],
         }
+    }
+
+    /// The elements of a family, in the order they are tried.
+    pub fn family(name: &str) -> Vec<Backend> {
+        Backend::AUTO_ORDER.into_iter().filter(|b| b.name() == name).collect()
     }
 }
 
@@ -118,6 +148,11 @@ impl EncoderSettings {
     pub fn vbv_ms(&self) -> u32 {
         (self.vbv_frames * 1000).div_ceil(self.fps)
     }
+
+    /// VBV size in kbit, rounded up.
+    pub fn vbv_kbits(&self) -> u32 {
+        (self.bitrate_kbps * self.vbv_frames).div_ceil(self.fps)
+    }
 }
 
 /// One property assignment, in the string form GStreamer deserialises (`gst-launch` syntax), so
@@ -128,6 +163,60 @@ pub type Prop = (&'static str, String);
 pub fn properties(backend: Backend, s: &EncoderSettings) -> Vec<Prop> {
     let p = |name: &'static str, v: &dyn fmt::Display| (name, v.to_string());
     match backend {
+        // NVENC writes one slice per picture unless told otherwise; neither element has a slice
+        // property to set.
+        Backend::NvencCuda => vec![
+            p("preset", &"low-latency-hq"),
+            p("rc-mode", &"cbr"),
+            p("bitrate", &s.bitrate_kbps),
+            p("max-bitrate", &s.bitrate_kbps),
+            p("vbv-buffer-size", &s.vbv_kbits()),
+            p("gop-size", &s.gop),
+            p("strict-gop", &true),
+            p("b-frames", &0),
+            p("b-adapt", &false),
+            p("rc-lookahead", &0),
+            p("zero-reorder-delay", &true),
+            p("max-qp-i", &s.qp_max),
+            p("max-qp-p", &s.qp_max),
+            p("aud", &false),
+            p("repeat-sequence-header", &true),
+        ],
+        Backend::Nvenc => vec![
+            p("preset", &"low-latency-hq"),
+            p("rc-mode", &"cbr"),
+            p("bitrate", &s.bitrate_kbps),
+            p("max-bitrate", &s.bitrate_kbps),
+            p("vbv-buffer-size", &s.vbv_kbits()),
+            p("gop-size", &s.gop),
+            p("strict-gop", &true),
+            p("bframes", &0),
+            p("b-adapt", &false),
+            p("rc-lookahead", &0),
+            p("zerolatency", &true),
+            p("qp-max", &s.qp_max),
+            p("aud", &false),
+        ],
+        Backend::Va => vec![
+            p("rate-control", &"cbr"),
+            p("bitrate", &s.bitrate_kbps),
+            p("cpb-size", &s.vbv_kbits()),
+            p("key-int-max", &s.gop),
+            p("b-frames", &0),
+            p("num-slices", &1),
+            p("max-qp", &s.qp_max),
+            p("aud", &false),
+        ],
+        Backend::Vaapi => vec![
+            p("rate-control", &"cbr"),
+            p("bitrate", &s.bitrate_kbps),
+            p("cpb-length", &s.vbv_ms()),
+            p("keyframe-period", &s.gop),
+            p("max-bframes", &0),
+            p("num-slices", &1),
+            p("max-qp", &s.qp_max),
+            p("aud", &false),
+        ],
         Backend::X264 => vec![
             p("pass", &"cbr"),
             p("bitrate", &s.bitrate_kbps),
@@ -162,6 +251,34 @@ pub fn properties(backend: Backend, s: &EncoderSettings) -> Vec<Prop> {
             p("scene-change-detection", &false),
             p("qp-max", &s.qp_max),
         ],
+    }
+}
+
+/// Why an `--encoder-opt` must be refused: it would break go2rtc's byte rules (B-frames, several
+/// slices per picture, no byte-stream). `None` when it is allowed.
+pub fn refuse_option(name: &str, value: &str) -> Option<&'static str> {
+    let v = value.trim().to_ascii_lowercase();
+    let nonzero = v.parse::<i64>() != Ok(0);
+    let truthy = matches!(v.as_str(), "true" | "1" | "yes" | "on");
+    match name {
+        "bframes" | "b-frames" | "max-bframes" if nonzero => Some("go2rtc cannot play B-frames"),
+        "num-slices" | "slices" if v != "1" => Some("go2rtc needs exactly one slice per picture"),
+        "sliced-threads" if truthy => {
+            Some("sliced threads write several slices per picture, which go2rtc cannot frame")
+        }
+        "slice-mode" if v != "n-slices" && v != "1" => Some("go2rtc needs exactly one slice per picture"),
+        "max-slice-size" if nonzero => Some("a slice size limit splits pictures into several slices"),
+        "byte-stream" if !truthy => Some("the sink needs Annex-B byte-stream output"),
+        "b-pyramid" | "b-adapt" if truthy => Some("go2rtc cannot play B-frames"),
+        "option-string" => {
+            let lower = v.replace(' ', "");
+            let bad =
+                ["bframes=", "slices=", "sliced-threads=1", "sliced_threads=1", "slice-max-size", "slice-max-mbs"];
+            bad.iter()
+                .any(|b| lower.contains(b) && !lower.contains("bframes=0") && !lower.contains("slices=1"))
+                .then_some("x264 options that add B-frames or slices break go2rtc")
+        }
+        _ => None,
     }
 }
 
@@ -202,12 +319,11 @@ mod tests {
     }
 
     #[test]
-    fn every_backend_sets_bitrate_gop_and_qp_bound() {
+    fn every_backend_sets_bitrate_and_a_qp_bound() {
         for b in Backend::AUTO_ORDER {
             let p = properties(b, &settings());
-            for needed in ["bitrate", "qp-max"] {
-                assert!(!get(&p, needed).is_empty(), "{b} lacks {needed}");
-            }
+            assert!(!get(&p, "bitrate").is_empty(), "{b} lacks bitrate");
+            assert!(p.iter().any(|(n, v)| n.contains("qp") && n.contains("max") && v == "34"), "{b} has no QP bound");
             assert!(!b.raw_formats().is_empty());
             let names: Vec<_> = p.iter().map(|(n, _)| n).collect();
             let mut dedup = names.clone();
@@ -215,6 +331,47 @@ mod tests {
             dedup.dedup();
             assert_eq!(names.len(), dedup.len(), "{b} sets a property twice");
         }
+    }
+
+    #[test]
+    fn hardware_rows_set_cbr_no_b_frames_and_the_gop() {
+        let s = settings();
+        let nv = properties(Backend::NvencCuda, &s);
+        assert_eq!(
+            (get(&nv, "rc-mode"), get(&nv, "b-frames"), get(&nv, "gop-size")),
+            ("cbr".into(), "0".into(), "30".into())
+        );
+        assert_eq!(get(&nv, "vbv-buffer-size"), "267", "two frames of 4000 kbit/s at 30 fps");
+        let old = properties(Backend::Nvenc, &s);
+        assert_eq!((get(&old, "bframes"), get(&old, "zerolatency")), ("0".into(), "true".into()));
+        let va = properties(Backend::Va, &s);
+        assert_eq!((get(&va, "num-slices"), get(&va, "b-frames")), ("1".into(), "0".into()));
+        let vaapi = properties(Backend::Vaapi, &s);
+        assert_eq!((get(&vaapi, "num-slices"), get(&vaapi, "max-bframes")), ("1".into(), "0".into()));
+    }
+
+    #[test]
+    fn families() {
+        assert_eq!(Backend::family("nvenc"), vec![Backend::NvencCuda, Backend::Nvenc]);
+        assert_eq!(Backend::family("vaapi"), vec![Backend::Va, Backend::Vaapi]);
+        assert_eq!(Backend::family("x264"), vec![Backend::X264]);
+        assert!(Backend::AUTO_ORDER.iter().take(4).all(|b| b.hardware()));
+    }
+
+    #[test]
+    fn encoder_options_that_break_go2rtc_are_refused() {
+        assert!(refuse_option("bframes", "2").is_some());
+        assert!(refuse_option("bframes", "0").is_none());
+        assert!(refuse_option("b-frames", "1").is_some());
+        assert!(refuse_option("num-slices", "4").is_some());
+        assert!(refuse_option("num-slices", "1").is_none());
+        assert!(refuse_option("sliced-threads", "true").is_some());
+        assert!(refuse_option("slice-mode", "auto").is_some());
+        assert!(refuse_option("byte-stream", "false").is_some());
+        assert!(refuse_option("option-string", "bframes=3").is_some());
+        assert!(refuse_option("option-string", "aq-mode=2").is_none());
+        assert!(refuse_option("speed-preset", "veryfast").is_none());
+        assert!(refuse_option("bitrate", "2000").is_none());
     }
 
     #[test]

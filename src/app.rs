@@ -17,17 +17,19 @@ use gstreamer::prelude::*;
 use log::{debug, info, warn};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 
-use crate::cli::IdleArg;
+use crate::cli::{IdleArg, OnBusyArg};
 use crate::config::Config;
 use crate::convert::{self, Plan};
 use crate::encode::pipeline::{self, Encoder, Input, Push, Setup};
 use crate::encode::select;
+use crate::encode::settings::Backend;
 use crate::exit::{Exit, fail};
 use crate::render::{Gpu, Renderer};
 use crate::sink::fifo::Fifo;
 use crate::sink::output::Output;
 use crate::sink::tcp::Tcp;
 use crate::sink::{self, DemandSettings, Endpoint, Note, SinkEnd, SinkStats};
+use crate::slots::{Lease, LockDir};
 
 /// How long the encoder may take to drain after the last frame (--frames / --duration).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -127,13 +129,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
     };
 
     pipeline::init()?;
-    let probe = |b| pipeline::probe(b, &cfg.encoder_settings, cfg.width, cfg.height, PROBE_TIMEOUT);
-    let (backend, skipped) =
-        select::choose(cfg.encoder, pipeline::element_installed, probe).map_err(|e| fail(Exit::Unavailable, e))?;
-    for why in &skipped {
-        info!("encoder: skipped {why}");
-    }
-    info!("encoder: {backend} (opened with a test frame)");
+    let (backend, _lease) = choose_encoder(cfg)?;
 
     let gpu = Gpu::open(cfg.egl_device)?;
     let (plan, why) = convert::choose(
@@ -195,6 +191,98 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
     encoder.stop();
     log_stats("done", started, &counters, &stats);
     result
+}
+
+/// Chooses the encoder by opening candidates in order. NVENC candidates (and the testing aid's
+/// element) open only while holding a session slot when `--nvenc-sessions` is set; the returned
+/// lease must live as long as the encoder.
+fn choose_encoder(cfg: &Config) -> anyhow::Result<(crate::encode::settings::Backend, Option<Lease>)> {
+    let policy = &cfg.leases;
+    let lease_bound = |b: Backend| {
+        policy.sessions > 0
+            && (matches!(b, Backend::Nvenc | Backend::NvencCuda)
+                || policy.extra_element.as_deref() == Some(b.element()))
+    };
+    let dir = if policy.sessions > 0 {
+        Some(LockDir::open(&policy.dir, policy.sessions).map_err(|e| fail(Exit::CantCreate, e))?)
+    } else {
+        None
+    };
+    let mut lease: Option<Lease> = None;
+    let mut abort: Option<anyhow::Error> = None;
+    let probe = |b: Backend| -> Result<(), String> {
+        if abort.is_some() {
+            return Err("not tried".into());
+        }
+        let mut held = None;
+        if lease_bound(b)
+            && let Some(dir) = &dir
+        {
+            match take_slot(dir, &cfg.stream, policy) {
+                Ok(Some(l)) => {
+                    info!("encoder: {} holds NVENC slot {} ({})", b.element(), l.index, l.path.display());
+                    held = Some(l);
+                }
+                Ok(None) => {
+                    return Err(format!("all {} NVENC slots in {} are busy", policy.sessions, dir.path().display()));
+                }
+                Err(e) => {
+                    abort = Some(e);
+                    return Err("no slot".into());
+                }
+            }
+        }
+        let opened = pipeline::probe(b, &cfg.encoder_settings, cfg.width, cfg.height, PROBE_TIMEOUT);
+        match &opened {
+            Ok(()) => lease = held,
+            // NVENC's own session limit counts as busy too.
+            Err(why) if lease_bound(b) && why.contains("OpenEncodeSessionEx") && policy.on_busy == OnBusyArg::Fail => {
+                abort = Some(fail(
+                    Exit::TempFail,
+                    format!("{}: NVENC refused a session: {why} (--on-busy fail)", b.element()),
+                ));
+            }
+            Err(_) => {}
+        }
+        opened
+    };
+    let chosen = select::choose(cfg.encoder, pipeline::element_installed, probe);
+    if let Some(e) = abort {
+        return Err(e);
+    }
+    let (backend, skipped) = chosen.map_err(|e| fail(Exit::Unavailable, e))?;
+    for why in &skipped {
+        info!("encoder: skipped {why}");
+    }
+    info!("encoder: {backend} (opened with a test frame)");
+    Ok((backend, lease))
+}
+
+/// One attempt at a slot under the `--on-busy` policy: `Ok(None)` means "fall back".
+fn take_slot(dir: &LockDir, stream: &str, policy: &crate::config::LeasePolicy) -> anyhow::Result<Option<Lease>> {
+    let io = |e: std::io::Error| fail(Exit::CantCreate, format!("--lock-dir {}: {e}", dir.path().display()));
+    if let Some(l) = dir.try_acquire(stream).map_err(io)? {
+        return Ok(Some(l));
+    }
+    let busy = format!("all {} NVENC slots in {} are busy", policy.sessions, dir.path().display());
+    match policy.on_busy {
+        OnBusyArg::Fallback => Ok(None),
+        OnBusyArg::Fail => Err(fail(Exit::TempFail, format!("{busy} (--on-busy fail)"))),
+        OnBusyArg::Wait => {
+            info!("{busy}; waiting up to {:?} for one (--on-busy wait)", policy.wait_timeout);
+            let deadline = Instant::now() + policy.wait_timeout;
+            while Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(100));
+                if let Some(l) = dir.try_acquire(stream).map_err(io)? {
+                    return Ok(Some(l));
+                }
+            }
+            Err(fail(
+                Exit::TempFail,
+                format!("{busy}; none came free within {:?} (--on-busy wait)", policy.wait_timeout),
+            ))
+        }
+    }
 }
 
 fn spawn_sink(
@@ -376,12 +464,16 @@ fn wait_events(
     deadline: Instant,
 ) -> anyhow::Result<Option<Stop>> {
     loop {
-        let now = Instant::now();
-        if now >= deadline {
-            return Ok(None);
-        }
+        // Events first, even when the deadline has passed: a loop that is always late (an
+        // overloaded machine) must still see SIGTERM and the sink's news.
         let was_reading = state.reader;
-        match rx.recv_timeout(deadline - now) {
+        let now = Instant::now();
+        let next = if now >= deadline {
+            rx.try_recv().map_err(|_| ())
+        } else {
+            rx.recv_timeout(deadline - now).map_err(|_| ())
+        };
+        match next {
             Ok(ev) => {
                 if let Some(stop) = handle(ev, encoder, state)? {
                     return Ok(Some(stop));
@@ -390,8 +482,8 @@ fn wait_events(
                     return Ok(None); // a reader came or went: the loop decides what to do
                 }
             }
-            // run() holds a sender, so the channel never disconnects.
-            Err(_) => return Ok(None),
+            // Nothing pending and the deadline reached (run() holds a sender: no disconnects).
+            Err(()) => return Ok(None),
         }
     }
 }

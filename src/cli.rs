@@ -83,6 +83,8 @@ pub enum Command {
     /// List the H.264 encoder backends: installed or not, whether each really opens here (and why
     /// not), and which one `--encoder auto` would choose.
     Encoders(EncodersArgs),
+    /// Show the NVENC session slots in the lock directory: free, or held by which pid and stream.
+    Slots(SlotsArgs),
     /// Check an Annex-B H.264 stream (ours, ffmpeg's, a camera's) against go2rtc's rules.
     ///
     /// Reports every violation with its byte offset: stream start, SPS/PPS in the first 256 bytes,
@@ -101,6 +103,26 @@ pub struct EncodersArgs {
     pub width: u32,
     #[arg(long, default_value_t = DEFAULT_HEIGHT)]
     pub height: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct SlotsArgs {
+    /// The lock directory [default: $XDG_RUNTIME_DIR/agentcast, else /run/agentcast].
+    #[arg(long, env = "AGENTCAST_LOCK_DIR", value_name = "DIR")]
+    pub lock_dir: Option<PathBuf>,
+    /// How many slots to show [default: the slot files found].
+    #[arg(long, env = "AGENTCAST_NVENC_SESSIONS", value_name = "N")]
+    pub nvenc_sessions: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnBusyArg {
+    /// Use the next encoder backend and say so in the log.
+    Fallback,
+    /// Wait for a slot until --wait-timeout, then exit 75.
+    Wait,
+    /// Exit 75 (temporary failure) at once, for a supervisor to retry.
+    Fail,
 }
 
 #[derive(Debug, Args)]
@@ -211,6 +233,32 @@ pub struct StreamArgs {
     #[arg(long = "encoder-opt", env = "AGENTCAST_ENCODER_OPT", value_name = "NAME=VALUE", value_delimiter = ',',
           value_parser = parse_encoder_opt)]
     pub encoder_opts: Vec<(String, String)>,
+
+    /// At most this many NVENC sessions across all agentcast processes sharing --lock-dir
+    /// (GeForce cards allow about 8 per system); 0 = no limit.
+    #[arg(long, env = "AGENTCAST_NVENC_SESSIONS", value_name = "N", default_value_t = 0)]
+    pub nvenc_sessions: u32,
+
+    /// Directory of the NVENC slot locks, shared by every agent on the machine (a shared volume in
+    /// docker) [default: $XDG_RUNTIME_DIR/agentcast, else /run/agentcast].
+    #[arg(long, env = "AGENTCAST_LOCK_DIR", value_name = "DIR")]
+    pub lock_dir: Option<PathBuf>,
+
+    /// What to do when every NVENC slot is busy, or NVENC refuses another session.
+    #[arg(long, env = "AGENTCAST_ON_BUSY", value_enum, default_value_t = OnBusyArg::Fallback)]
+    pub on_busy: OnBusyArg,
+
+    /// With --on-busy wait: how long to wait for a slot.
+    #[arg(long, env = "AGENTCAST_WAIT_TIMEOUT", value_name = "SECONDS", default_value_t = 30)]
+    pub wait_timeout: u64,
+
+    /// This stream's name, for logs and the slot records [default: agentcast-PID].
+    #[arg(long, env = "AGENTCAST_STREAM", value_name = "NAME")]
+    pub stream: Option<String>,
+
+    /// Testing aid: make this (software) encoder take NVENC slot leases as if it were NVENC.
+    #[arg(long, hide = true, env = "AGENTCAST_DEBUG_LEASE_ENCODER", value_name = "ELEMENT")]
+    pub debug_lease_encoder: Option<String>,
 
     /// Where RGBA becomes YUV.
     #[arg(long, env = "AGENTCAST_CONVERT", value_enum, default_value_t = ConvertArg::Auto)]

@@ -49,6 +49,21 @@ pub struct Config {
     pub idle: IdleArg,
     /// FIFO/TCP lag budget.
     pub max_lag: Duration,
+    pub leases: LeasePolicy,
+    /// Stream name for logs and slot records.
+    pub stream: String,
+}
+
+/// NVENC session leasing, from --nvenc-sessions, --lock-dir, --on-busy, --wait-timeout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeasePolicy {
+    /// 0 = no limit (no leases taken).
+    pub sessions: u32,
+    pub dir: PathBuf,
+    pub on_busy: crate::cli::OnBusyArg,
+    pub wait_timeout: Duration,
+    /// Element that takes leases besides NVENC's (testing aid).
+    pub extra_element: Option<String>,
 }
 
 impl Config {
@@ -126,6 +141,14 @@ impl Config {
             output: a.output.clone(),
             idle: a.idle,
             max_lag: Duration::from_millis(u64::from(a.max_lag)),
+            leases: LeasePolicy {
+                sessions: a.nvenc_sessions,
+                dir: a.lock_dir.clone().unwrap_or_else(crate::slots::default_dir),
+                on_busy: a.on_busy,
+                wait_timeout: Duration::from_secs(a.wait_timeout),
+                extra_element: a.debug_lease_encoder.clone(),
+            },
+            stream: a.stream.clone().unwrap_or_else(|| format!("agentcast-{}", std::process::id())),
         })
     }
 }

@@ -25,6 +25,8 @@ pub enum Exit {
     CantCreate,
     /// 74: writing the output failed (other than the reader leaving).
     Io,
+    /// 75: a temporary failure: every NVENC slot is busy and `--on-busy fail` (or `wait` timed out).
+    TempFail,
 }
 
 impl Exit {
@@ -39,6 +41,7 @@ impl Exit {
             Exit::Software => 70,
             Exit::CantCreate => 73,
             Exit::Io => 74,
+            Exit::TempFail => 75,
         }
     }
 }

@@ -20,6 +20,7 @@ macro_rules! exit_codes_text {
   70  internal, GPU or encoder failure while running
   73  --output cannot be created: FIFO path taken or its directory missing, TCP address in use
   74  I/O error writing the output
+  75  temporary: every NVENC slot is busy and --on-busy is fail (or wait timed out)
   128+N  a second SIGTERM/SIGINT (N = signal number) exits at once"
     };
 }
@@ -34,4 +35,5 @@ pub mod encode;
 pub mod exit;
 pub mod render;
 pub mod sink;
+pub mod slots;
 pub mod stamp;

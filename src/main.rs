@@ -20,6 +20,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Some(Command::Check(args)) => run_check(args),
         Some(Command::Encoders(args)) => agentcast::encode::list(args),
+        Some(Command::Slots(args)) => agentcast::slots::show(args),
         None => Config::from_args(&cli.stream)
             .map_err(|e| fail(Exit::Usage, e))
             .and_then(|cfg| agentcast::app::run(&cfg).map(|()| Exit::Ok)),

@@ -31,14 +31,16 @@ fn assert_capture_ok(dir: &Path, name: &str, capture: &[u8]) {
 }
 
 /// A producer with stderr captured to a file, so its logs can be read while it runs.
-struct Producer {
-    child: Child,
+pub(crate) struct Producer {
+    pub(crate) child: Child,
     log: PathBuf,
 }
 
 impl Producer {
-    fn start(dir: &Path, args: &[&str]) -> Producer {
-        let log = dir.join("producer.log");
+    pub(crate) fn start(dir: &Path, args: &[&str]) -> Producer {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = dir.join(format!("producer-{n}.log"));
         let child = agentcast(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -48,12 +50,12 @@ impl Producer {
         Producer { child, log }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Waits until the log contains `needle`.
-    fn wait_for_log(&mut self, needle: &str, limit: Duration) {
+    pub(crate) fn wait_for_log(&mut self, needle: &str, limit: Duration) {
         let start = Instant::now();
         while !self.log().contains(needle) {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -79,7 +81,7 @@ impl Producer {
     }
 
     /// Sends SIGTERM and returns how long the exit took; asserts exit 0.
-    fn terminate(&mut self) -> Duration {
+    pub(crate) fn terminate(&mut self) -> Duration {
         signal(&self.child, "TERM");
         let start = Instant::now();
         let status = wait_bounded(&mut self.child, Duration::from_secs(10));

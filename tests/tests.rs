@@ -1,6 +1,7 @@
 //! Integration tests: run the real binary (Mesa llvmpipe renders where there is no GPU) and check
 //! its bytes with real decoders.
 
+mod leases;
 mod outputs;
 mod util;
 
@@ -242,7 +243,7 @@ fn sigusr1_forces_an_idr() {
 
 /// Asserts a bad invocation fails with `code`, one `agentcast:` error line naming `needle`, and no
 /// stream bytes.
-fn assert_usage_error(out: &std::process::Output, code: i32, needle: &str) {
+pub(crate) fn assert_usage_error(out: &std::process::Output, code: i32, needle: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(code), "stderr:\n{err}");
     let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("agentcast:")).collect();
@@ -490,4 +491,20 @@ fn encoder_opt_applies_a_valid_setting() {
     let p = probe(&write(dir.path(), "out.h264", &buf));
     let keys: Vec<usize> = p.frames.iter().enumerate().filter(|(_, f)| f.1).map(|(i, _)| i).collect();
     assert_eq!(keys, vec![0, 10, 20]);
+}
+
+/// A paced loop that is always late (240 fps at 1080p is more than this machine renders) must still
+/// see SIGTERM promptly.
+#[test]
+fn sigterm_reaches_a_loop_that_is_always_late() {
+    let mut child = spawn(&["--fps", "240", "--width", "1920", "--height", "1080"]);
+    let reader = collect_stdout(&mut child, 50_000);
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&child, "TERM");
+    let start = Instant::now();
+    let status = wait_bounded(&mut child, Duration::from_secs(10));
+    let took = start.elapsed();
+    assert_eq!(status.code(), Some(0));
+    assert!(took < Duration::from_secs(2), "SIGTERM took {took:?} on an overloaded loop");
+    drop(reader.join());
 }

@@ -30,6 +30,7 @@ use crate::sink::output::Output;
 use crate::sink::tcp::Tcp;
 use crate::sink::{self, DemandSettings, Endpoint, Note, SinkEnd, SinkStats};
 use crate::slots::{Lease, LockDir};
+use crate::watchdog::{self, Pulse};
 
 /// How long the encoder may take to drain after the last frame (--frames / --duration).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,6 +69,8 @@ enum Stop {
 
 /// What the frame loop knows about the world outside it.
 struct LoopState {
+    /// Signs of life for the watchdog.
+    pulse: Arc<Pulse>,
     /// Someone reads the stream (always, on stdout).
     reader: bool,
     /// The sink thread has ended and said so.
@@ -156,6 +159,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
         backend,
         settings: cfg.encoder_settings,
         options: &cfg.encoder_opts,
+        stall_after: cfg.debug_stall_after,
     };
     let encoder = Encoder::new(&setup)?;
     encoder.start()?;
@@ -167,9 +171,17 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
     spawn_sink(cfg, destination, &encoder, &tx, &stop_threads, &stats)?;
 
     let mut counters = Counters::default();
-    let mut state = LoopState { reader: !demand, sink_done: false };
+    let pulse = Arc::new(Pulse::default());
+    if let Some(timeout) = cfg.stall_timeout {
+        let sink_stats = stats.clone();
+        let out = move || sink_stats.pulled.load(Ordering::Relaxed);
+        watchdog::spawn(pulse.clone(), out, timeout, backend.element().to_string())?;
+    }
+    let mut state = LoopState { pulse, reader: !demand, sink_done: false };
     let started = Instant::now();
+    state.pulse.loop_watched.store(true, Ordering::Relaxed);
     let outcome = frame_loop(cfg, &mut renderer, &encoder, &rx, &mut state, &mut counters, &stats);
+    state.pulse.loop_watched.store(false, Ordering::Relaxed);
     let result = match outcome {
         Ok(Stop::Finish { drain: true }) => {
             let r = drain(&mut renderer, &encoder, &rx, &mut state, &mut counters);
@@ -387,6 +399,8 @@ fn frame_loop(
     let mut index: u64 = 0;
     let mut next_stats = start + STATS_EVERY;
     loop {
+        state.pulse.loop_beats.fetch_add(1, Ordering::Relaxed);
+        state.pulse.frames_in.store(c.encoded, Ordering::Relaxed);
         if cfg.stop.frames.is_some_and(|n| c.encoded + renderer.in_flight() as u64 >= n)
             || index_limit.is_some_and(|n| index >= n)
         {
@@ -466,6 +480,7 @@ fn wait_events(
     loop {
         // Events first, even when the deadline has passed: a loop that is always late (an
         // overloaded machine) must still see SIGTERM and the sink's news.
+        state.pulse.loop_beats.fetch_add(1, Ordering::Relaxed);
         let was_reading = state.reader;
         let now = Instant::now();
         let next = if now >= deadline {

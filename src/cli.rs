@@ -256,6 +256,16 @@ pub struct StreamArgs {
     #[arg(long, env = "AGENTCAST_STREAM", value_name = "NAME")]
     pub stream: Option<String>,
 
+    /// Exit 70 (so the supervisor restarts us) when frames go into the encoder but no access unit
+    /// comes out for this long, or the frame loop stops coming round; 0 = never.
+    #[arg(long, env = "AGENTCAST_STALL_TIMEOUT", value_name = "SECONDS", default_value_t = 5)]
+    pub stall_timeout: u64,
+
+    /// Testing aid: after this many access units the encoder's output is silently dropped, as if
+    /// it had hung.
+    #[arg(long, hide = true, env = "AGENTCAST_DEBUG_STALL_AFTER", value_name = "N")]
+    pub debug_stall_after: Option<u64>,
+
     /// Testing aid: make this (software) encoder take NVENC slot leases as if it were NVENC.
     #[arg(long, hide = true, env = "AGENTCAST_DEBUG_LEASE_ENCODER", value_name = "ELEMENT")]
     pub debug_lease_encoder: Option<String>,

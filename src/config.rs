@@ -52,6 +52,10 @@ pub struct Config {
     pub leases: LeasePolicy,
     /// Stream name for logs and slot records.
     pub stream: String,
+    /// `--stall-timeout`; `None` = off.
+    pub stall_timeout: Option<Duration>,
+    /// Testing aid: drop the encoder's output after this many access units.
+    pub debug_stall_after: Option<u64>,
 }
 
 /// NVENC session leasing, from --nvenc-sessions, --lock-dir, --on-busy, --wait-timeout.
@@ -149,6 +153,8 @@ impl Config {
                 extra_element: a.debug_lease_encoder.clone(),
             },
             stream: a.stream.clone().unwrap_or_else(|| format!("agentcast-{}", std::process::id())),
+            stall_timeout: (a.stall_timeout > 0).then(|| Duration::from_secs(a.stall_timeout)),
+            debug_stall_after: a.debug_stall_after,
         })
     }
 }

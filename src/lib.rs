@@ -37,3 +37,4 @@ pub mod render;
 pub mod sink;
 pub mod slots;
 pub mod stamp;
+pub mod watchdog;

@@ -508,3 +508,16 @@ fn sigterm_reaches_a_loop_that_is_always_late() {
     assert!(took < Duration::from_secs(2), "SIGTERM took {took:?} on an overloaded loop");
     drop(reader.join());
 }
+
+#[test]
+fn an_injected_encoder_stall_exits_70_naming_the_stage() {
+    let start = Instant::now();
+    let out = run(&["--debug-stall-after", "20", "--stall-timeout", "2"]);
+    let took = start.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(70), "{err}");
+    assert!(err.contains("agentcast: stalled: encoder x264enc:"), "{err}");
+    // 20 access units (under a second with start-up), then the 2 s timeout, plus at most 1 s.
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(!err.contains("panicked"), "{err}");
+}

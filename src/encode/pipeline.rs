@@ -46,6 +46,8 @@ pub struct Setup<'a> {
     pub settings: EncoderSettings,
     /// `--encoder-opt` overrides, applied after the table.
     pub options: &'a [(String, String)],
+    /// Testing aid: drop the encoder's output after this many buffers (an injected stall).
+    pub stall_after: Option<u64>,
 }
 
 /// Initialises GStreamer once; a failure means the libraries are broken or missing.
@@ -180,6 +182,17 @@ impl Encoder {
         let encoder = make(s.backend.element(), s.backend.package())?;
         apply_properties(&encoder, &settings::properties(s.backend, &s.settings), false).exit(Exit::Unavailable)?;
         apply_user_options(&encoder, s.backend, s.options)?;
+        if let (Some(n), Some(pad)) = (s.stall_after, encoder.static_pad("src")) {
+            warn!("testing aid: dropping the encoder's output after {n} access units");
+            let seen = std::sync::atomic::AtomicU64::new(0);
+            pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                if seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= n {
+                    gst::PadProbeReturn::Drop
+                } else {
+                    gst::PadProbeReturn::Ok
+                }
+            });
+        }
         chain.push(encoder);
         let profile = make("capsfilter", "gstreamer1.0 core")?;
         profile.set_property(

@@ -35,6 +35,8 @@ const POLL: Duration = Duration::from_millis(20);
 /// Counters the writer keeps; read by the frame loop for its stats line.
 #[derive(Debug, Default)]
 pub struct SinkStats {
+    /// Access units taken from the encoder (written or not): the watchdog's sign of life.
+    pub pulled: AtomicU64,
     pub access_units: AtomicU64,
     pub idr: AtomicU64,
     pub bytes: AtomicU64,
@@ -79,6 +81,7 @@ pub fn run_writer(appsink: &gst_app::AppSink, out: &mut impl Write, stop: &Atomi
             }
             continue;
         };
+        stats.pulled.fetch_add(1, Ordering::Relaxed);
         let Some(buffer) = sample.buffer() else { continue };
         let map = match buffer.map_readable() {
             Ok(m) => m,
@@ -283,6 +286,7 @@ pub fn run_demand(
         }
 
         while let Some(sample) = appsink.try_pull_sample(gst::ClockTime::ZERO) {
+            stats.pulled.fetch_add(1, Ordering::Relaxed);
             let Some(buffer) = sample.buffer() else { continue };
             let Ok(map) = buffer.map_readable() else {
                 return SinkEnd::Failed(anyhow::anyhow!("mapping an encoded buffer"));

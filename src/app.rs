@@ -28,7 +28,7 @@ use crate::render::{Gpu, Renderer};
 use crate::sink::fifo::Fifo;
 use crate::sink::output::Output;
 use crate::sink::tcp::Tcp;
-use crate::sink::{self, DemandSettings, Endpoint, Note, SinkEnd, SinkStats};
+use crate::sink::{self, DemandSettings, Endpoint, Note, SinkEnd, SinkStats, Source};
 use crate::slots::{Lease, LockDir};
 use crate::watchdog::{self, Pulse};
 
@@ -53,8 +53,8 @@ pub enum Event {
     Keyframe,
     /// The writer thread ended.
     Sink(SinkEnd),
-    /// A pipeline error, as one line.
-    Pipeline(String),
+    /// A pipeline error, as one line, from the pipeline of this generation.
+    Pipeline(u64, String),
     /// FIFO/TCP: a reader attached, left, or needs an IDR.
     Reader(Note),
 }
@@ -65,6 +65,8 @@ enum Stop {
     Finish { drain: bool },
     /// The reader left: exit 0 at once.
     ReaderGone,
+    /// The encoder pipeline failed (the error line): rebuild it or change backend.
+    Rebuild(String),
 }
 
 /// What the frame loop knows about the world outside it.
@@ -75,6 +77,12 @@ struct LoopState {
     reader: bool,
     /// The sink thread has ended and said so.
     sink_done: bool,
+    /// The current encoder pipeline's generation; errors from older ones are ignored.
+    generation: u64,
+    /// The frame clock, kept across pipeline rebuilds so stamps and PTS continue.
+    start: Instant,
+    index: u64,
+    next_stats: Instant,
 }
 
 /// Where the stream goes, opened before anything heavy so path and port errors come first.
@@ -132,7 +140,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
     };
 
     pipeline::init()?;
-    let (backend, _lease) = choose_encoder(cfg)?;
+    let (backend, lease) = choose_encoder(cfg)?;
 
     let gpu = Gpu::open(cfg.egl_device)?;
     let (plan, why) = convert::choose(
@@ -151,24 +159,14 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
         Plan::Gpu(f) => Input::Yuv(f),
         Plan::Cpu(f) => Input::Rgba(f),
     };
-    let setup = Setup {
-        width: cfg.width,
-        height: cfg.height,
-        fps: cfg.fps,
-        input,
-        backend,
-        settings: cfg.encoder_settings,
-        options: &cfg.encoder_opts,
-        stall_after: cfg.debug_stall_after,
-    };
-    let encoder = Encoder::new(&setup)?;
-    encoder.start()?;
+    let mut builds = 0u32;
+    let mut live = Live::build(cfg, backend, lease, input, 0, &tx, &mut builds)?;
 
     let stop_threads = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(SinkStats::default());
-    spawn_bus_watch(encoder.bus(), tx.clone(), stop_threads.clone())?;
+    let source = Arc::new(Source::new(live.encoder.appsink()));
     let demand = matches!(destination, Destination::Demand(_));
-    spawn_sink(cfg, destination, &encoder, &tx, &stop_threads, &stats)?;
+    spawn_sink(cfg, destination, &source, &tx, &stop_threads, &stats)?;
 
     let mut counters = Counters::default();
     let pulse = Arc::new(Pulse::default());
@@ -177,14 +175,79 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
         let out = move || sink_stats.pulled.load(Ordering::Relaxed);
         watchdog::spawn(pulse.clone(), out, timeout, backend.element().to_string())?;
     }
-    let mut state = LoopState { pulse, reader: !demand, sink_done: false };
+    let now = Instant::now();
+    let mut state = LoopState {
+        pulse,
+        reader: !demand,
+        sink_done: false,
+        generation: 0,
+        start: now,
+        index: 0,
+        next_stats: now + STATS_EVERY,
+    };
     let started = Instant::now();
-    state.pulse.loop_watched.store(true, Ordering::Relaxed);
-    let outcome = frame_loop(cfg, &mut renderer, &encoder, &rx, &mut state, &mut counters, &stats);
-    state.pulse.loop_watched.store(false, Ordering::Relaxed);
+    // Failures of the current backend since it was built or chosen.
+    let mut failures = 0u32;
+    let outcome = loop {
+        state.pulse.loop_watched.store(true, Ordering::Relaxed);
+        let outcome = frame_loop(cfg, &mut renderer, &live.encoder, &rx, &mut state, &mut counters, &stats);
+        state.pulse.loop_watched.store(false, Ordering::Relaxed);
+        let why = match outcome {
+            Ok(Stop::Rebuild(why)) => why,
+            other => break other,
+        };
+        // Runtime fallback: rebuild once on the same backend, then demote to the next one. On
+        // stdout a backend change would change the SPS in the middle of go2rtc's session, so
+        // there a second failure exits for a restart instead.
+        failures += 1;
+        let current = live.backend;
+        let next = if failures == 1 {
+            warn!("encoder {} failed ({why}); rebuilding the pipeline once on the same backend", current.element());
+            Some(current)
+        } else if !demand {
+            break Err(fail(
+                Exit::Software,
+                format!(
+                    "encoder {} failed again ({why}); changing backend would change the SPS mid-stream, which go2rtc cannot follow: exiting for a restart",
+                    current.element()
+                ),
+            ));
+        } else {
+            None
+        };
+        let generation = state.generation + 1;
+        source.begin_swap();
+        live.retire();
+        let rebuilt = match next {
+            Some(b) => {
+                let lease = live.lease.take();
+                Live::build(cfg, b, lease, input, generation, &tx, &mut builds)
+            }
+            None => {
+                let later: Vec<Backend> =
+                    select::candidates(cfg.encoder).into_iter().skip_while(|b| *b != current).skip(1).collect();
+                warn!("encoder {} failed again ({why}); demoting to the next backend", current.element());
+                drop(live.lease.take());
+                open_backend(cfg, &later)
+                    .and_then(|(b, lease)| Live::build(cfg, b, lease, input, generation, &tx, &mut builds))
+            }
+        };
+        live = match rebuilt {
+            Ok(l) => l,
+            Err(e) => break Err(e.context(format!("after encoder {} failed: {why}", current.element()))),
+        };
+        let changed = live.backend != current;
+        if changed {
+            failures = 0;
+        }
+        state.generation = generation;
+        source.replace(live.encoder.appsink(), changed);
+        live.encoder.force_keyframe();
+        info!("encoder: now {} (pipeline generation {generation})", live.backend);
+    };
     let result = match outcome {
         Ok(Stop::Finish { drain: true }) => {
-            let r = drain(&mut renderer, &encoder, &rx, &mut state, &mut counters);
+            let r = drain(&mut renderer, &live.encoder, &rx, &mut state, &mut counters);
             stop_threads.store(true, Ordering::Release);
             r
         }
@@ -193,6 +256,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
             info!("the reader closed the stream");
             Ok(())
         }
+        Ok(Stop::Rebuild(_)) => unreachable_rebuild(),
         Err(e) => Err(e),
     };
     // Let the sink finish the access unit it is writing (and remove a FIFO it created).
@@ -200,15 +264,71 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
     if !state.sink_done {
         wait_for_sink(&rx, STOP_TIMEOUT);
     }
-    encoder.stop();
+    live.retire();
     log_stats("done", started, &counters, &stats);
     result
+}
+
+/// The loop above consumes every `Stop::Rebuild`; reaching here is a bug, reported as one.
+fn unreachable_rebuild() -> anyhow::Result<()> {
+    Err(fail(Exit::Software, "internal error: a pipeline rebuild escaped the frame loop"))
+}
+
+/// A running encoder pipeline with its bus watcher and NVENC lease.
+struct Live {
+    encoder: Encoder,
+    backend: Backend,
+    lease: Option<Lease>,
+    bus_stop: Arc<AtomicBool>,
+}
+
+impl Live {
+    fn build(
+        cfg: &Config,
+        backend: Backend,
+        lease: Option<Lease>,
+        input: Input,
+        generation: u64,
+        tx: &Sender<Event>,
+        builds: &mut u32,
+    ) -> anyhow::Result<Live> {
+        // Testing aid: the first --debug-fail-times pipelines fail after --debug-fail-after units.
+        let fail_after = cfg.debug_fail_after.filter(|_| *builds < cfg.debug_fail_times);
+        *builds += 1;
+        let setup = Setup {
+            width: cfg.width,
+            height: cfg.height,
+            fps: cfg.fps,
+            input,
+            backend,
+            settings: cfg.encoder_settings,
+            options: &cfg.encoder_opts,
+            stall_after: cfg.debug_stall_after,
+            fail_after,
+        };
+        let encoder = Encoder::new(&setup)?;
+        encoder.start()?;
+        let bus_stop = Arc::new(AtomicBool::new(false));
+        spawn_bus_watch(encoder.bus(), tx.clone(), bus_stop.clone(), generation)?;
+        Ok(Live { encoder, backend, lease, bus_stop })
+    }
+
+    /// Stops the pipeline and its bus watcher (the lease stays with `self` until dropped).
+    fn retire(&self) {
+        self.bus_stop.store(true, Ordering::Release);
+        self.encoder.stop();
+    }
 }
 
 /// Chooses the encoder by opening candidates in order. NVENC candidates (and the testing aid's
 /// element) open only while holding a session slot when `--nvenc-sessions` is set; the returned
 /// lease must live as long as the encoder.
-fn choose_encoder(cfg: &Config) -> anyhow::Result<(crate::encode::settings::Backend, Option<Lease>)> {
+fn choose_encoder(cfg: &Config) -> anyhow::Result<(Backend, Option<Lease>)> {
+    open_backend(cfg, &select::candidates(cfg.encoder))
+}
+
+/// Opens the first of `candidates` that works (see [`choose_encoder`]).
+fn open_backend(cfg: &Config, candidates: &[Backend]) -> anyhow::Result<(Backend, Option<Lease>)> {
     let policy = &cfg.leases;
     let lease_bound = |b: Backend| {
         policy.sessions > 0
@@ -258,7 +378,7 @@ fn choose_encoder(cfg: &Config) -> anyhow::Result<(crate::encode::settings::Back
         }
         opened
     };
-    let chosen = select::choose(cfg.encoder, pipeline::element_installed, probe);
+    let chosen = select::choose_from(candidates, cfg.encoder, pipeline::element_installed, probe);
     if let Some(e) = abort {
         return Err(e);
     }
@@ -300,22 +420,22 @@ fn take_slot(dir: &LockDir, stream: &str, policy: &crate::config::LeasePolicy) -
 fn spawn_sink(
     cfg: &Config,
     destination: Destination,
-    encoder: &Encoder,
+    source: &Arc<Source>,
     tx: &Sender<Event>,
     stop: &Arc<AtomicBool>,
     stats: &Arc<SinkStats>,
 ) -> anyhow::Result<()> {
-    let (appsink, stop, stats, tx) = (encoder.appsink(), stop.clone(), stats.clone(), tx.clone());
+    let (source, stop, stats, tx) = (source.clone(), stop.clone(), stats.clone(), tx.clone());
     let settings = DemandSettings { budget_aus: cfg.max_lag_frames(), keyframe_every: LAG_KEYFRAME_EVERY };
     thread::Builder::new().name("sink".into()).spawn(move || {
         let end = match destination {
-            Destination::Stdout(mut out) => sink::run_writer(&appsink, &mut out, &stop, &stats),
+            Destination::Stdout(mut out) => sink::run_writer(&source, &mut out, &stop, &stats),
             Destination::Demand(mut endpoint) => {
                 let notes = tx.clone();
                 let notify = move |n: Note| {
                     let _ = notes.send(Event::Reader(n));
                 };
-                let end = sink::run_demand(&appsink, endpoint.as_mut(), settings, &stop, &stats, &notify);
+                let end = sink::run_demand(&source, endpoint.as_mut(), settings, &stop, &stats, &notify);
                 drop(endpoint); // removes a FIFO we created, before the process may exit
                 end
             }
@@ -325,14 +445,14 @@ fn spawn_sink(
     Ok(())
 }
 
-fn spawn_bus_watch(bus: gst::Bus, tx: Sender<Event>, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+fn spawn_bus_watch(bus: gst::Bus, tx: Sender<Event>, stop: Arc<AtomicBool>, generation: u64) -> anyhow::Result<()> {
     thread::Builder::new().name("bus".into()).spawn(move || {
         while !stop.load(Ordering::Acquire) {
             let types = [gst::MessageType::Error, gst::MessageType::Warning];
             let Some(msg) = bus.timed_pop_filtered(gst::ClockTime::from_mseconds(100), &types) else { continue };
             match msg.view() {
                 gst::MessageView::Error(e) => {
-                    let _ = tx.send(Event::Pipeline(pipeline::bus_error_line(&msg, e)));
+                    let _ = tx.send(Event::Pipeline(generation, pipeline::bus_error_line(&msg, e)));
                     return;
                 }
                 gst::MessageView::Warning(w) => {
@@ -366,7 +486,11 @@ fn handle(ev: Event, encoder: &Encoder, state: &mut LoopState) -> anyhow::Result
         Event::Sink(SinkEnd::Eos | SinkEnd::Stopped) => {
             Err(fail(Exit::Software, "the encoder ended the stream unexpectedly"))
         }
-        Event::Pipeline(line) => Err(fail(Exit::Software, format!("encoder pipeline: {line}"))),
+        Event::Pipeline(generation, line) if generation == state.generation => Ok(Some(Stop::Rebuild(line))),
+        Event::Pipeline(_, line) => {
+            debug!("ignoring an error from a replaced pipeline: {line}");
+            Ok(None)
+        }
         Event::Reader(Note::Attached) => {
             state.reader = true;
             encoder.force_keyframe();
@@ -393,16 +517,13 @@ fn frame_loop(
     stats: &SinkStats,
 ) -> anyhow::Result<Stop> {
     let fps = cfg.fps;
-    let mut start = Instant::now();
     let index_limit = cfg.stop.duration.map(|d| (d.as_secs_f64() * f64::from(fps)).round().max(1.0) as u64);
     let due = |start: Instant| (start.elapsed().as_nanos() * u128::from(fps) / 1_000_000_000) as u64;
-    let mut index: u64 = 0;
-    let mut next_stats = start + STATS_EVERY;
     loop {
         state.pulse.loop_beats.fetch_add(1, Ordering::Relaxed);
         state.pulse.frames_in.store(c.encoded, Ordering::Relaxed);
         if cfg.stop.frames.is_some_and(|n| c.encoded + renderer.in_flight() as u64 >= n)
-            || index_limit.is_some_and(|n| index >= n)
+            || index_limit.is_some_and(|n| state.index >= n)
         {
             return Ok(Stop::Finish { drain: true });
         }
@@ -410,28 +531,29 @@ fn frame_loop(
             // Nobody reads: neither render nor encode until a reader attaches (or a limit or signal).
             let mut wake = Instant::now() + Duration::from_secs(1);
             if let Some(n) = index_limit.filter(|_| cfg.pace) {
-                wake = wake.min(start + stream_time(n, fps));
+                wake = wake.min(state.start + stream_time(n, fps));
             }
             if let Some(stop) = wait_events(rx, encoder, state, wake)? {
                 return Ok(stop);
             }
             if cfg.pace {
-                let now = due(start).max(index);
-                c.idle += now - index;
-                index = now;
+                let now = due(state.start).max(state.index);
+                c.idle += now - state.index;
+                state.index = now;
             }
             continue;
         }
         if cfg.pace {
-            if let Some(stop) = wait_events(rx, encoder, state, start + stream_time(index, fps))? {
+            let deadline = state.start + stream_time(state.index, fps);
+            if let Some(stop) = wait_events(rx, encoder, state, deadline)? {
                 return Ok(stop);
             }
             // More than a whole interval late: skip to the current deadline instead of queueing.
-            let now = due(start);
-            if now > index {
-                c.late += now - index;
-                debug!("late by {} frame(s); skipping to frame {now}", now - index);
-                index = now;
+            let now = due(state.start);
+            if now > state.index {
+                c.late += now - state.index;
+                debug!("late by {} frame(s); skipping to frame {now}", now - state.index);
+                state.index = now;
             }
         } else {
             while let Ok(ev) = rx.try_recv() {
@@ -446,11 +568,11 @@ fn frame_loop(
         if !state.reader && cfg.idle == IdleArg::Pause {
             continue; // the reader left while we waited
         }
-        renderer.render(index)?;
+        renderer.render(state.index)?;
         if c.rendered == 0 {
             // The first draw compiles shaders and warms caches; the clock restarts once it is done,
             // so the next frame is not already late.
-            start = Instant::now() - stream_time(index, fps);
+            state.start = Instant::now() - stream_time(state.index, fps);
         }
         c.rendered += 1;
         if state.reader {
@@ -462,10 +584,10 @@ fn frame_loop(
                 Ok(())
             })?;
         }
-        index += 1;
-        if Instant::now() >= next_stats {
-            next_stats += STATS_EVERY;
-            log_stats("streaming", start, c, stats);
+        state.index += 1;
+        if Instant::now() >= state.next_stats {
+            state.next_stats += STATS_EVERY;
+            log_stats("streaming", state.start, c, stats);
         }
     }
 }

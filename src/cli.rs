@@ -266,6 +266,14 @@ pub struct StreamArgs {
     #[arg(long, hide = true, env = "AGENTCAST_DEBUG_STALL_AFTER", value_name = "N")]
     pub debug_stall_after: Option<u64>,
 
+    /// Testing aid: the encoder posts an error after this many access units.
+    #[arg(long, hide = true, env = "AGENTCAST_DEBUG_FAIL_AFTER", value_name = "N")]
+    pub debug_fail_after: Option<u64>,
+
+    /// Testing aid: how many pipelines (the first ones built) get --debug-fail-after.
+    #[arg(long, hide = true, env = "AGENTCAST_DEBUG_FAIL_TIMES", value_name = "K", default_value_t = 1)]
+    pub debug_fail_times: u32,
+
     /// Testing aid: make this (software) encoder take NVENC slot leases as if it were NVENC.
     #[arg(long, hide = true, env = "AGENTCAST_DEBUG_LEASE_ENCODER", value_name = "ELEMENT")]
     pub debug_lease_encoder: Option<String>,

@@ -56,6 +56,9 @@ pub struct Config {
     pub stall_timeout: Option<Duration>,
     /// Testing aid: drop the encoder's output after this many access units.
     pub debug_stall_after: Option<u64>,
+    /// Testing aid: the first `debug_fail_times` pipelines fail after this many access units.
+    pub debug_fail_after: Option<u64>,
+    pub debug_fail_times: u32,
 }
 
 /// NVENC session leasing, from --nvenc-sessions, --lock-dir, --on-busy, --wait-timeout.
@@ -155,6 +158,8 @@ impl Config {
             stream: a.stream.clone().unwrap_or_else(|| format!("agentcast-{}", std::process::id())),
             stall_timeout: (a.stall_timeout > 0).then(|| Duration::from_secs(a.stall_timeout)),
             debug_stall_after: a.debug_stall_after,
+            debug_fail_after: a.debug_fail_after,
+            debug_fail_times: a.debug_fail_times,
         })
     }
 }

@@ -97,3 +97,62 @@ fn an_unusable_lock_dir_is_a_clear_error() {
     let out = run(&["--nvenc-sessions", "2", "--lock-dir", "/proc/agentcast-locks", "--frames", "1"]);
     assert_usage_error(&out, 73, "--lock-dir /proc/agentcast-locks");
 }
+
+// Runtime fallback (an encoder error injected by a hidden testing aid).
+
+#[test]
+fn stdout_rebuilds_once_on_the_same_backend_and_keeps_the_stream_valid() {
+    let dir = tempdir();
+    let out = run(&["--debug-fail-after", "30", "--frames", "90", "--no-pace"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("rebuilding the pipeline once on the same backend"), "{err}");
+    let path = write(dir.path(), "out.h264", &out.stdout);
+    assert_eq!(decode_errors(&path), "");
+    let check = run(&["check", path.to_str().unwrap()]);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+    assert!(probe(&path).frames.len() >= 80, "the rebuild lost too many frames");
+}
+
+#[test]
+fn stdout_exits_70_when_the_backend_fails_again() {
+    let out = run(&["--debug-fail-after", "30", "--debug-fail-times", "2", "--frames", "150", "--no-pace"]);
+    assert_usage_error(&out_without_stdout(out), 70, "failed again");
+}
+
+fn out_without_stdout(mut out: std::process::Output) -> std::process::Output {
+    out.stdout.clear(); // the stream written before the failure is fine; only the error matters here
+    out
+}
+
+#[test]
+fn tcp_demotes_to_the_next_backend_at_a_reader_boundary() {
+    use std::io::Read;
+    let dir = tempdir();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let args = ["--output", &format!("tcp:127.0.0.1:{port}"), "--debug-fail-after", "40", "--debug-fail-times", "2"];
+    let mut producer = Producer::start(dir.path(), &args);
+    producer.wait_for_log("listening for one reader", Duration::from_secs(10));
+    // The first reader sees x264 fail, get rebuilt, fail again; then it is closed.
+    let mut first = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    first.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut capture = Vec::new();
+    first.read_to_end(&mut capture).expect("the first reader is closed after the backend change");
+    producer.wait_for_log("now openh264", Duration::from_secs(5));
+    let path = write(dir.path(), "first.h264", &capture);
+    let check = run(&["check", path.to_str().unwrap()]);
+    assert!(check.status.success(), "one SPS per reader: {}", String::from_utf8_lossy(&check.stdout));
+    // The next reader gets the openh264 stream from its first byte.
+    let mut second = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    second.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = vec![0u8; 100_000];
+    second.read_exact(&mut buf).unwrap();
+    let cut = buf.windows(5).rposition(|w| w == [0, 0, 0, 1, 9]).unwrap();
+    let path = write(dir.path(), "second.h264", &buf[..cut]);
+    assert_eq!(decode_errors(&path), "");
+    let check = run(&["check", path.to_str().unwrap()]);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+    producer.terminate();
+    let log = producer.log();
+    assert!(log.contains("rebuilding the pipeline once") && log.contains("demoting to the next backend"), "{log}");
+}

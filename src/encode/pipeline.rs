@@ -48,6 +48,8 @@ pub struct Setup<'a> {
     pub options: &'a [(String, String)],
     /// Testing aid: drop the encoder's output after this many buffers (an injected stall).
     pub stall_after: Option<u64>,
+    /// Testing aid: post an encoder error after this many buffers (an injected failure).
+    pub fail_after: Option<u64>,
 }
 
 /// Initialises GStreamer once; a failure means the libraries are broken or missing.
@@ -128,18 +130,27 @@ impl Encoder {
     pub fn new(s: &Setup) -> anyhow::Result<Encoder> {
         let base = "gstreamer1.0-plugins-base";
         let bad = "gstreamer1.0-plugins-bad";
+        let accepts = |f: RawFormat| s.backend.raw_formats().contains(&f);
+        // The layout the encoder gets: the planned one if it takes it (a backend chosen after a
+        // runtime fallback may not), else its own first choice.
         let yuv = match s.input {
-            Input::Rgba(f) | Input::Yuv(f) => f,
+            Input::Rgba(f) | Input::Yuv(f) if accepts(f) => f,
+            _ => s.backend.raw_formats()[0],
         };
         // BT.709 limited range: what the GPU pass writes and what videoconvert is told to write.
         let yuv_caps = raw_caps(yuv.caps_name(), s, "bt709");
         let src_caps = match s.input {
             Input::Rgba(_) => raw_caps("RGBA", s, "sRGB"),
-            Input::Yuv(_) => yuv_caps.clone(),
+            Input::Yuv(f) => raw_caps(f.caps_name(), s, "bt709"),
+        };
+        let needs_convert = match s.input {
+            Input::Rgba(_) => true,
+            Input::Yuv(f) => f != yuv,
         };
         let info = gst_video::VideoInfo::from_caps(&src_caps).context("input caps")?;
         let frame_bytes = info.size();
-        if let Input::Yuv(_) = s.input {
+        if let Input::Yuv(packed_format) = s.input {
+            let yuv = packed_format;
             // The GPU pass writes tightly packed planes; GStreamer's default layout must agree.
             let packed = s.width as usize * s.height as usize * 3 / 2;
             if frame_bytes != packed || info.stride()[0] != s.width as i32 {
@@ -164,7 +175,7 @@ impl Encoder {
             .max_bytes(0)
             .build();
         let mut chain: Vec<gst::Element> = vec![appsrc.clone().upcast()];
-        if let Input::Rgba(_) = s.input {
+        if needs_convert {
             let convert = make("videoconvert", base)?;
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
             convert.set_property("n-threads", threads);
@@ -182,6 +193,20 @@ impl Encoder {
         let encoder = make(s.backend.element(), s.backend.package())?;
         apply_properties(&encoder, &settings::properties(s.backend, &s.settings), false).exit(Exit::Unavailable)?;
         apply_user_options(&encoder, s.backend, s.options)?;
+        if let (Some(n), Some(pad)) = (s.fail_after, encoder.static_pad("src")) {
+            warn!("testing aid: {} will fail after {n} access units", s.backend.element());
+            let seen = std::sync::atomic::AtomicU64::new(0);
+            let element = encoder.downgrade();
+            pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                if seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == n {
+                    if let Some(e) = element.upgrade() {
+                        e.post_error_message(gst::error_msg!(gst::StreamError::Failed, ["injected encoder failure"]));
+                    }
+                    return gst::PadProbeReturn::Drop;
+                }
+                gst::PadProbeReturn::Ok
+            });
+        }
         if let (Some(n), Some(pad)) = (s.stall_after, encoder.static_pad("src")) {
             warn!("testing aid: dropping the encoder's output after {n} access units");
             let seen = std::sync::atomic::AtomicU64::new(0);
@@ -224,11 +249,7 @@ impl Encoder {
         info!(
             "pipeline: appsrc {} -> {}{} -> h264parse -> appsink ({} kbit/s CBR, GOP {}, VBV {} ms, qp-max {}, profile {})",
             src_caps.structure(0).and_then(|st| st.get::<&str>("format").ok()).unwrap_or("?"),
-            if matches!(s.input, Input::Rgba(_)) {
-                format!("videoconvert -> {} -> ", yuv.caps_name())
-            } else {
-                String::new()
-            },
+            if needs_convert { format!("videoconvert -> {} -> ", yuv.caps_name()) } else { String::new() },
             s.backend.element(),
             s.settings.bitrate_kbps,
             s.settings.gop,

@@ -75,7 +75,17 @@ pub fn choose(
     installed: impl Fn(&str) -> bool,
     probe: impl FnMut(Backend) -> Result<(), String>,
 ) -> Result<(Backend, Vec<String>), String> {
-    let (report, chosen) = probe_all(&candidates(choice), installed, probe, false);
+    choose_from(&candidates(choice), choice, installed, probe)
+}
+
+/// [`choose`] over an explicit list (the backends after a failed one, for runtime fallback).
+pub fn choose_from(
+    list: &[Backend],
+    choice: EncoderArg,
+    installed: impl Fn(&str) -> bool,
+    probe: impl FnMut(Backend) -> Result<(), String>,
+) -> Result<(Backend, Vec<String>), String> {
+    let (report, chosen) = probe_all(list, installed, probe, false);
     let skipped: Vec<String> = report
         .iter()
         .filter(|(_, o)| matches!(o, Outcome::NotInstalled | Outcome::Failed(_)))

@@ -32,6 +32,63 @@ use queue::{AuQueue, DropReason, Pushed};
 /// How often the writer looks at the stop flag while no access unit arrives.
 const POLL: Duration = Duration::from_millis(20);
 
+/// The encoder pipeline's appsink, swapped when the pipeline is rebuilt (after an encoder error, or
+/// on another backend). The sink thread picks up a new one by its generation number.
+#[derive(Debug)]
+pub struct Source {
+    generation: AtomicU64,
+    /// Set between retiring a pipeline and handing over its replacement: the old appsink's
+    /// end-of-stream is not the end of the stream then.
+    swapping: AtomicBool,
+    /// The new pipeline is another backend (another SPS): readers must start a new session.
+    new_session: AtomicBool,
+    appsink: std::sync::Mutex<gst_app::AppSink>,
+}
+
+impl Source {
+    pub fn new(appsink: gst_app::AppSink) -> Source {
+        Source {
+            generation: AtomicU64::new(0),
+            swapping: AtomicBool::new(false),
+            new_session: AtomicBool::new(false),
+            appsink: std::sync::Mutex::new(appsink),
+        }
+    }
+
+    /// The current pipeline is about to be retired; a replacement follows (or the stop flag).
+    pub fn begin_swap(&self) {
+        self.swapping.store(true, Ordering::Release);
+    }
+
+    /// Hands the sink a new pipeline's appsink. `new_sps`: it is another backend, whose SPS differs,
+    /// so a FIFO/TCP reader is closed and its next session starts with the new SPS (go2rtc keeps the
+    /// first SPS of a session).
+    pub fn replace(&self, appsink: gst_app::AppSink, new_sps: bool) {
+        *self.appsink.lock().unwrap_or_else(|p| p.into_inner()) = appsink;
+        self.new_session.store(new_sps, Ordering::Release);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.swapping.store(false, Ordering::Release);
+    }
+
+    /// Whether an end-of-stream now means the end (not a pipeline being, or just, replaced).
+    fn ended(&self, generation: u64, appsink: &gst_app::AppSink) -> bool {
+        if self.swapping.load(Ordering::Acquire) || self.generation() != generation {
+            std::thread::sleep(Duration::from_millis(5));
+            return false;
+        }
+        appsink.is_eos()
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn current(&self) -> (u64, gst_app::AppSink) {
+        let sink = self.appsink.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        (self.generation(), sink)
+    }
+}
+
 /// Counters the writer keeps; read by the frame loop for its stats line.
 #[derive(Debug, Default)]
 pub struct SinkStats {
@@ -66,7 +123,8 @@ pub enum SinkEnd {
 }
 
 /// Pulls access units until EOS, the stop flag, or a write error.
-pub fn run_writer(appsink: &gst_app::AppSink, out: &mut impl Write, stop: &AtomicBool, stats: &SinkStats) -> SinkEnd {
+pub fn run_writer(source: &Source, out: &mut impl Write, stop: &AtomicBool, stats: &SinkStats) -> SinkEnd {
+    let (mut generation, mut appsink) = source.current();
     let mut normalizer = Normalizer::new();
     let mut au = Vec::with_capacity(256 * 1024);
     let mut waiting_for_idr = true;
@@ -75,8 +133,14 @@ pub fn run_writer(appsink: &gst_app::AppSink, out: &mut impl Write, stop: &Atomi
         if stop.load(Ordering::Acquire) {
             return SinkEnd::Stopped;
         }
+        if source.generation() != generation {
+            // A rebuilt pipeline: its stream starts again at an IDR with its own SPS/PPS.
+            (generation, appsink) = source.current();
+            normalizer = Normalizer::new();
+            waiting_for_idr = true;
+        }
         let Some(sample) = appsink.try_pull_sample(gst::ClockTime::from_nseconds(POLL.as_nanos() as u64)) else {
-            if appsink.is_eos() {
+            if source.ended(generation, &appsink) {
                 return SinkEnd::Eos;
             }
             continue;
@@ -219,7 +283,7 @@ impl Waker {
 
 /// Serves readers that come and go until EOS, the stop flag, or a failure.
 pub fn run_demand(
-    appsink: &gst_app::AppSink,
+    source: &Source,
     endpoint: &mut dyn Endpoint,
     settings: DemandSettings,
     stop: &AtomicBool,
@@ -227,7 +291,8 @@ pub fn run_demand(
     notify: &dyn Fn(Note),
 ) -> SinkEnd {
     let name = endpoint.describe();
-    let mut waker = match Waker::install(appsink) {
+    let (mut generation, mut appsink) = source.current();
+    let mut waker = match Waker::install(&appsink) {
         Ok(w) => w,
         Err(e) => return SinkEnd::Failed(anyhow::anyhow!("creating the sink's wake-up socket: {e}")),
     };
@@ -245,6 +310,21 @@ pub fn run_demand(
                 finish_front(&mut queue, c.as_mut());
             }
             return SinkEnd::Stopped;
+        }
+        if source.generation() != generation {
+            // A rebuilt pipeline: the reader continues at its first IDR (new SPS/PPS in front).
+            (generation, appsink) = source.current();
+            waker = match Waker::install(&appsink) {
+                Ok(w) => w,
+                Err(e) => return SinkEnd::Failed(anyhow::anyhow!("creating the sink's wake-up socket: {e}")),
+            };
+            normalizer = Normalizer::new();
+            if source.new_session.load(Ordering::Acquire) && conn.is_some() {
+                detach(&name, &mut conn, &mut queue, "closed: the encoder changed backend (new SPS)", notify);
+            } else {
+                queue.wait_for_idr();
+                info!("{name}: the encoder pipeline was rebuilt; the reader continues at its first IDR");
+            }
         }
         // Notice a reader that just left before deciding whether a newcomer is a second reader.
         if conn.as_mut().is_some_and(|c| reader_gone(c.as_mut(), PollTimeout::ZERO)) {
@@ -310,7 +390,7 @@ pub fn run_demand(
                 }
             }
         }
-        if appsink.is_eos() {
+        if source.ended(generation, &appsink) {
             if let Some(c) = conn.as_mut() {
                 let deadline = Instant::now() + FINISH_TIMEOUT;
                 while !queue.is_empty() && Instant::now() < deadline {

@@ -93,6 +93,11 @@ impl AuQueue {
         self.gate = Some(DropReason::Attach);
     }
 
+    /// Keeps what is queued but takes nothing new until an IDR (a rebuilt encoder's stream).
+    pub fn wait_for_idr(&mut self) {
+        self.gate = Some(DropReason::Attach);
+    }
+
     /// Drops everything, counting it under `reason` (the reader left).
     pub fn clear(&mut self, reason: DropReason) {
         let n = self.aus.len() as u64;

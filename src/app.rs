@@ -67,6 +67,9 @@ enum Stop {
     ReaderGone,
     /// The encoder pipeline failed (the error line): rebuild it or change backend.
     Rebuild(String),
+    /// Nobody reads and the encoder holds an NVENC slot: stop it and give the slot back until a
+    /// reader attaches.
+    Release,
 }
 
 /// What the frame loop knows about the world outside it.
@@ -79,6 +82,8 @@ struct LoopState {
     sink_done: bool,
     /// The current encoder pipeline's generation; errors from older ones are ignored.
     generation: u64,
+    /// With --idle pause: stop the encoder and free its NVENC slot while nobody reads.
+    release_on_idle: bool,
     /// The frame clock, kept across pipeline rebuilds so stamps and PTS continue.
     start: Instant,
     index: u64,
@@ -181,6 +186,9 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
         reader: !demand,
         sink_done: false,
         generation: 0,
+        // With slots in play, every idle producer stops its encoder and chooses again on attach, so a
+        // slot freed meanwhile goes to whoever is watched next (even one that fell back earlier).
+        release_on_idle: demand && cfg.idle == IdleArg::Pause && cfg.leases.sessions > 0,
         start: now,
         index: 0,
         next_stats: now + STATS_EVERY,
@@ -194,6 +202,35 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
         state.pulse.loop_watched.store(false, Ordering::Relaxed);
         let why = match outcome {
             Ok(Stop::Rebuild(why)) => why,
+            Ok(Stop::Release) => {
+                // Ten agents can share eight NVENC sessions as long as at most eight are watched.
+                match live.lease.as_ref() {
+                    Some(l) => {
+                        info!("no reader: stopping the encoder and releasing NVENC slot {} until one attaches", l.index)
+                    }
+                    None => info!("no reader: stopping the encoder until one attaches (it chooses again then)"),
+                }
+                source.begin_swap();
+                live.retire();
+                drop(live.lease.take());
+                if let Some(stop) = wait_for_reader(cfg, &rx, &live.encoder, &mut state, &mut counters)? {
+                    break Ok(stop);
+                }
+                let generation = state.generation + 1;
+                let reopened = choose_encoder(cfg)
+                    .and_then(|(b, lease)| Live::build(cfg, b, lease, input, generation, &tx, &mut builds));
+                live = match reopened {
+                    Ok(l) => l,
+                    Err(e) => break Err(e.context("reopening the encoder for a new reader")),
+                };
+                failures = 0;
+                state.generation = generation;
+                // A new reader session starts here anyway, so a different backend is fine.
+                source.replace(live.encoder.appsink(), false);
+                live.encoder.force_keyframe();
+                info!("encoder: {} reopened for the new reader (pipeline generation {generation})", live.backend);
+                continue;
+            }
             other => break other,
         };
         // Runtime fallback: rebuild once on the same backend, then demote to the next one. On
@@ -256,7 +293,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
             info!("the reader closed the stream");
             Ok(())
         }
-        Ok(Stop::Rebuild(_)) => unreachable_rebuild(),
+        Ok(Stop::Rebuild(_) | Stop::Release) => unreachable_rebuild(),
         Err(e) => Err(e),
     };
     // Let the sink finish the access unit it is writing (and remove a FIFO it created).
@@ -267,6 +304,34 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
     live.retire();
     log_stats("done", started, &counters, &stats);
     result
+}
+
+/// While the encoder is released: waits for a reader (`None`) or a stop, keeping the frame clock and
+/// the --duration limit going.
+fn wait_for_reader(
+    cfg: &Config,
+    rx: &Receiver<Event>,
+    encoder: &Encoder,
+    state: &mut LoopState,
+    c: &mut Counters,
+) -> anyhow::Result<Option<Stop>> {
+    let limit = cfg.stop.duration.map(|d| (d.as_secs_f64() * f64::from(cfg.fps)).round().max(1.0) as u64);
+    loop {
+        if let Some(stop) = wait_events(rx, encoder, state, Instant::now() + Duration::from_secs(1))? {
+            return Ok(Some(stop));
+        }
+        let due = (state.start.elapsed().as_nanos() * u128::from(cfg.fps) / 1_000_000_000) as u64;
+        if cfg.pace && due > state.index {
+            c.idle += due - state.index;
+            state.index = due;
+        }
+        if limit.is_some_and(|n| state.index >= n) {
+            return Ok(Some(Stop::Finish { drain: false }));
+        }
+        if state.reader {
+            return Ok(None);
+        }
+    }
 }
 
 /// The loop above consumes every `Stop::Rebuild`; reaching here is a bug, reported as one.
@@ -528,6 +593,9 @@ fn frame_loop(
             return Ok(Stop::Finish { drain: true });
         }
         if !state.reader && cfg.idle == IdleArg::Pause {
+            if state.release_on_idle {
+                return Ok(Stop::Release);
+            }
             // Nobody reads: neither render nor encode until a reader attaches (or a limit or signal).
             let mut wake = Instant::now() + Duration::from_secs(1);
             if let Some(n) = index_limit.filter(|_| cfg.pace) {

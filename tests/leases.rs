@@ -156,3 +156,58 @@ fn tcp_demotes_to_the_next_backend_at_a_reader_boundary() {
     let log = producer.log();
     assert!(log.contains("rebuilding the pipeline once") && log.contains("demoting to the next backend"), "{log}");
 }
+
+/// With FIFO outputs and --idle pause, a producer frees its slot while nobody reads: three agents
+/// share two slots as long as at most two are watched.
+#[test]
+fn idle_fifo_producers_give_their_slots_back() {
+    let dir = tempdir();
+    let mut producers = Vec::new();
+    let mut fifos = Vec::new();
+    for i in 1..=3 {
+        let fifo = dir.path().join(format!("a{i}.h264"));
+        let p = leased(dir.path(), &format!("a{i}"), &["--output", &format!("fifo:{}", fifo.display())]);
+        producers.push(p);
+        fifos.push(fifo);
+    }
+    for p in &mut producers {
+        p.wait_for_log("created (mode 0600)", Duration::from_secs(20));
+    }
+    // Nobody reads: every slot comes free.
+    let start = Instant::now();
+    while slots(dir.path()).contains("held by") {
+        assert!(start.elapsed() < Duration::from_secs(20), "slots still held with no readers:\n{}", slots(dir.path()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Two readers: two slots held.
+    let readers: Vec<_> = fifos[..2]
+        .iter()
+        .map(|f| std::process::Command::new("cat").arg(f).stdout(std::process::Stdio::piped()).spawn().unwrap())
+        .collect();
+    for p in &mut producers[..2] {
+        p.wait_for_log("first bytes to the reader", Duration::from_secs(20));
+    }
+    assert_eq!(slots(dir.path()).matches("held by").count(), 2, "{}", slots(dir.path()));
+    let mut captures = Vec::new();
+    for mut r in readers {
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = r.kill();
+        let out = r.wait_with_output().unwrap();
+        captures.push(out.stdout);
+    }
+    // Readers gone: the slots come free again.
+    let start = Instant::now();
+    while slots(dir.path()).contains("held by") {
+        assert!(start.elapsed() < Duration::from_secs(10), "slots not given back:\n{}", slots(dir.path()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (i, capture) in captures.iter().enumerate() {
+        let cut = capture.windows(5).rposition(|w| w == [0, 0, 0, 1, 9]).unwrap_or(0);
+        let path = write(dir.path(), &format!("c{i}.h264"), &capture[..cut]);
+        assert_eq!(decode_errors(&path), "");
+    }
+    for p in &mut producers {
+        p.terminate();
+    }
+    assert!(producers.iter().any(|p| p.log().contains("releasing NVENC slot")));
+}

@@ -326,7 +326,7 @@ impl Encoder {
     pub fn force_keyframe(&self) {
         let event = gst_video::DownstreamForceKeyUnitEvent::builder().all_headers(true).build();
         if !self.appsrc.send_event(event) {
-            warn!("the encoder did not accept a force-key-unit event");
+            debug!("the encoder did not accept a force-key-unit event (not running)");
         }
     }
 

@@ -83,6 +83,11 @@ pub enum Command {
     /// List the H.264 encoder backends: installed or not, whether each really opens here (and why
     /// not), and which one `--encoder auto` would choose.
     Encoders(EncodersArgs),
+    /// Print a go2rtc config (YAML) that serves a fleet of agents: exec (go2rtc runs agentcast),
+    /// fifo (go2rtc runs `cat FIFO`) or tcp (go2rtc connects to agentcast). Producer arguments go
+    /// after `--`.
+    #[command(name = "go2rtc-config")]
+    Go2rtcConfig(Go2rtcArgs),
     /// Show the NVENC session slots in the lock directory: free, or held by which pid and stream.
     Slots(SlotsArgs),
     /// Check an Annex-B H.264 stream (ours, ffmpeg's, a camera's) against go2rtc's rules.
@@ -103,6 +108,34 @@ pub struct EncodersArgs {
     pub width: u32,
     #[arg(long, default_value_t = DEFAULT_HEIGHT)]
     pub height: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct Go2rtcArgs {
+    /// Number of agents, named agent_01, agent_02, ... [default: 1].
+    #[arg(long, conflicts_with = "names")]
+    pub agents: Option<u32>,
+    /// An agent's stream name (repeatable) instead of --agents.
+    #[arg(long = "name", value_name = "NAME")]
+    pub names: Vec<String>,
+    /// How go2rtc gets each stream.
+    #[arg(long, value_enum, default_value_t = crate::go2rtc::Mode::Exec)]
+    pub mode: crate::go2rtc::Mode,
+    /// The agentcast binary as go2rtc runs it (exec mode) and as exec.allow_paths lists it.
+    #[arg(long, default_value = "/usr/local/bin/agentcast")]
+    pub bin: String,
+    /// The address go2rtc's api, rtsp and webrtc listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub listen: String,
+    /// FIFO mode: each agent's FIFO; {name} is the stream name.
+    #[arg(long, default_value = "/run/agentcast/{name}.h264")]
+    pub fifo_path: String,
+    /// TCP mode: the first agent's port; the others count up from it.
+    #[arg(long, default_value_t = 9001)]
+    pub tcp_port_base: u16,
+    /// Extra arguments for every producer (after `--`), e.g. `-- --fps 30 --bitrate 3000`.
+    #[arg(last = true, value_name = "PRODUCER ARGS")]
+    pub args: Vec<String>,
 }
 
 #[derive(Debug, Args)]

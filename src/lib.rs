@@ -33,6 +33,7 @@ pub mod config;
 pub mod convert;
 pub mod encode;
 pub mod exit;
+pub mod go2rtc;
 pub mod render;
 pub mod sink;
 pub mod slots;

@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         Some(Command::Check(args)) => run_check(args),
         Some(Command::Encoders(args)) => agentcast::encode::list(args),
         Some(Command::Slots(args)) => agentcast::slots::show(args),
+        Some(Command::Go2rtcConfig(args)) => go2rtc_config(args),
         None => Config::from_args(&cli.stream)
             .map_err(|e| fail(Exit::Usage, e))
             .and_then(|cfg| agentcast::app::run(&cfg).map(|()| Exit::Ok)),
@@ -65,6 +66,26 @@ fn init_logging(level: Option<&str>) {
         },
     };
     builder.target(env_logger::Target::Stderr).format_timestamp_millis().init();
+}
+
+fn go2rtc_config(a: &agentcast::cli::Go2rtcArgs) -> anyhow::Result<Exit> {
+    let names =
+        if a.names.is_empty() { agentcast::go2rtc::numbered_names(a.agents.unwrap_or(1)) } else { a.names.clone() };
+    let invocation: Vec<String> =
+        std::env::args().skip(1).map(|arg| agentcast::go2rtc::quote_arg(&arg).unwrap_or(arg)).collect();
+    let fleet = agentcast::go2rtc::Fleet {
+        names,
+        mode: a.mode,
+        bin: a.bin.clone(),
+        listen: a.listen.clone(),
+        fifo_template: a.fifo_path.clone(),
+        tcp_port_base: a.tcp_port_base,
+        args: a.args.clone(),
+        invocation: format!("agentcast {}", invocation.join(" ")),
+    };
+    let text = fleet.render().map_err(|e| fail(Exit::Usage, e))?;
+    print!("{text}");
+    Ok(Exit::Ok)
 }
 
 fn run_check(args: &CheckArgs) -> anyhow::Result<Exit> {

@@ -370,6 +370,7 @@ impl Live {
             options: &cfg.encoder_opts,
             stall_after: cfg.debug_stall_after,
             fail_after,
+            mpegts: cfg.mux == crate::cli::MuxArg::Mpegts,
         };
         let encoder = Encoder::new(&setup)?;
         encoder.start()?;
@@ -491,10 +492,11 @@ fn spawn_sink(
     stats: &Arc<SinkStats>,
 ) -> anyhow::Result<()> {
     let (source, stop, stats, tx) = (source.clone(), stop.clone(), stats.clone(), tx.clone());
+    let raw = cfg.mux == crate::cli::MuxArg::Raw;
     let settings = DemandSettings { budget_aus: cfg.max_lag_frames(), keyframe_every: LAG_KEYFRAME_EVERY };
     thread::Builder::new().name("sink".into()).spawn(move || {
         let end = match destination {
-            Destination::Stdout(mut out) => sink::run_writer(&source, &mut out, &stop, &stats),
+            Destination::Stdout(mut out) => sink::run_writer(&source, &mut out, &stop, &stats, raw),
             Destination::Demand(mut endpoint) => {
                 let notes = tx.clone();
                 let notify = move |n: Note| {

@@ -215,6 +215,14 @@ pub enum ProfileArg {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MuxArg {
+    /// Raw Annex-B H.264, timed by arrival (go2rtc's exec default).
+    Raw,
+    /// MPEG-TS from GStreamer's mpegtsmux, with PTS from the frame clock (go2rtc uses them).
+    Mpegts,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum IdleArg {
     /// Neither render nor encode while no reader is attached (CPU falls to near zero).
     Pause,
@@ -346,6 +354,11 @@ pub struct StreamArgs {
     #[arg(long, env = "AGENTCAST_OUTPUT", default_value = "stdout", value_name = "stdout|fifo:PATH|tcp:ADDR:PORT",
           value_parser = crate::sink::output::parse)]
     pub output: crate::sink::output::Output,
+
+    /// Container for stdout: raw H.264, or MPEG-TS (go2rtc detects it by its 0x47 sync byte and
+    /// then uses its timestamps instead of arrival times).
+    #[arg(long, env = "AGENTCAST_MUX", value_enum, default_value_t = MuxArg::Raw)]
+    pub mux: MuxArg,
 
     /// Allow --output tcp: to listen on an address other than loopback.
     #[arg(long, env = "AGENTCAST_ALLOW_REMOTE")]

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::{ConvertArg, EncoderArg, IdleArg, ProfileArg, SceneArg, StreamArgs};
+use crate::cli::{ConvertArg, EncoderArg, IdleArg, MuxArg, ProfileArg, SceneArg, StreamArgs};
 use crate::encode::settings::EncoderSettings;
 use crate::sink::output::{self, Output};
 use crate::stamp::StampLayout;
@@ -46,6 +46,7 @@ pub struct Config {
     pub pace: bool,
     pub egl_device: Option<u32>,
     pub output: Output,
+    pub mux: MuxArg,
     pub idle: IdleArg,
     /// FIFO/TCP lag budget.
     pub max_lag: Duration,
@@ -117,6 +118,12 @@ impl Config {
         if a.allow_remote && !matches!(a.output, Output::Tcp(_)) {
             return Err(format!("--allow-remote only applies to --output tcp:ADDR:PORT, not --output {}", a.output));
         }
+        if a.mux == MuxArg::Mpegts && a.output.demand_paged() {
+            return Err(format!(
+                "--mux mpegts works with --output stdout only (FIFO/TCP readers start at an H.264 IDR), not --output {}",
+                a.output
+            ));
+        }
         if !a.output.demand_paged() {
             if a.idle != IdleArg::Pause {
                 return Err(
@@ -146,6 +153,7 @@ impl Config {
             pace: !a.no_pace,
             egl_device: a.egl_device,
             output: a.output.clone(),
+            mux: a.mux,
             idle: a.idle,
             max_lag: Duration::from_millis(u64::from(a.max_lag)),
             leases: LeasePolicy {

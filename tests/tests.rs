@@ -594,3 +594,102 @@ fn go2rtc_examples_are_in_sync_with_the_generator() {
         assert!(have == want, "{file} is out of date; regenerate it with: agentcast {} > {file}", args.join(" "));
     }
 }
+
+// MPEG-TS: in-process (--mux mpegts) and through the ffmpeg wrapper script.
+
+/// (packets, PTS steps outside 2999..=3001 at 90 kHz for 30 fps) of a TS file's video stream.
+fn ts_packets(path: &std::path::Path) -> (usize, usize) {
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v", "-show_entries", "packet=pts", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let pts: Vec<i64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect();
+    let irregular = pts.windows(2).filter(|w| !(2999..=3001).contains(&(w[1] - w[0]))).count();
+    (pts.len(), irregular)
+}
+
+#[test]
+fn mux_mpegts_has_continuous_pts_and_the_frame_count() {
+    let dir = tempdir();
+    let buf = stream(&["--mux", "mpegts", "--frames", "60", "--no-pace"]);
+    assert_eq!(buf[0], 0x47, "MPEG-TS starts with its sync byte");
+    let path = write(dir.path(), "out.ts", &buf);
+    assert_eq!(ts_packets(&path), (60, 0));
+    assert_usage_error(&run(&["--mux", "mpegts", "--output", "fifo:/tmp/x.h264"]), 2, "--mux mpegts");
+}
+
+#[test]
+fn mux_mpegts_broken_pipe_exits_zero() {
+    let script = format!("'{BIN}' --mux mpegts | head -c 100000 > /dev/null; echo \"${{PIPESTATUS[0]}}\"");
+    let out = std::process::Command::new("bash").arg("-c").arg(&script).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0", "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn wrapper() -> std::process::Command {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/go2rtc_exec_mpegts.sh");
+    let mut cmd = std::process::Command::new(script);
+    cmd.env("AGENTCAST_BIN", BIN).env_remove("RUST_LOG");
+    cmd
+}
+
+fn children_of(pid: u32) -> Vec<u32> {
+    let out = std::process::Command::new("pgrep").args(["-P", &pid.to_string()]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+fn assert_gone(pids: &[u32]) {
+    let start = Instant::now();
+    for pid in pids {
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if stat.split_whitespace().nth(2) == Some("Z") {
+                break; // a zombie is dead, waiting for its parent
+            }
+            assert!(start.elapsed() < Duration::from_secs(5), "process {pid} was left behind");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn wrapper_script_makes_valid_mpegts() {
+    let dir = tempdir();
+    let out = wrapper().args(["--frames", "60", "--no-pace"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let path = write(dir.path(), "wrapped.ts", &out.stdout);
+    assert_eq!(ts_packets(&path), (60, 0));
+}
+
+#[test]
+fn wrapper_script_exits_zero_on_broken_pipe_and_leaves_nothing_behind() {
+    let mut child =
+        wrapper().stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = vec![0u8; 100_000];
+    stdout.read_exact(&mut first).unwrap();
+    assert_eq!(first[0], 0x47);
+    let kids = children_of(child.id());
+    assert_eq!(kids.len(), 2, "agentcast and ffmpeg: {kids:?}");
+    drop(stdout);
+    let status = wait_bounded(&mut child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{}", stderr_of(&mut child));
+    assert_gone(&kids);
+}
+
+#[test]
+fn wrapper_script_killed_with_sigkill_leaves_no_orphans() {
+    let mut child = wrapper().stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = vec![0u8; 50_000];
+    stdout.read_exact(&mut first).unwrap();
+    let kids = children_of(child.id());
+    assert_eq!(kids.len(), 2, "{kids:?}");
+    child.kill().unwrap(); // SIGKILL, go2rtc's default
+    let _ = child.wait();
+    drop(stdout);
+    assert_gone(&kids);
+}

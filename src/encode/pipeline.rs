@@ -50,6 +50,8 @@ pub struct Setup<'a> {
     pub stall_after: Option<u64>,
     /// Testing aid: post an encoder error after this many buffers (an injected failure).
     pub fail_after: Option<u64>,
+    /// Wrap the stream in MPEG-TS (mpegtsmux) instead of raw Annex-B.
+    pub mpegts: bool,
 }
 
 /// Initialises GStreamer once; a failure means the libraries are broken or missing.
@@ -234,6 +236,12 @@ impl Encoder {
             gst::Caps::builder("video/x-h264").field("stream-format", "byte-stream").field("alignment", "au").build(),
         );
         chain.push(out);
+        if s.mpegts {
+            let mux = make("mpegtsmux", bad)?;
+            // PAT/PMT about every 100 ms, so a reader joining mid-stream finds them quickly.
+            mux.set_property("si-interval", 100u32);
+            chain.push(mux);
+        }
         let appsink = gst_app::AppSink::builder()
             .name("stream")
             .sync(false)

@@ -123,7 +123,15 @@ pub enum SinkEnd {
 }
 
 /// Pulls access units until EOS, the stop flag, or a write error.
-pub fn run_writer(source: &Source, out: &mut impl Write, stop: &AtomicBool, stats: &SinkStats) -> SinkEnd {
+/// `annexb`: the buffers are H.264 access units to normalise and gate on an IDR; otherwise (MPEG-TS)
+/// they are written as they come.
+pub fn run_writer(
+    source: &Source,
+    out: &mut impl Write,
+    stop: &AtomicBool,
+    stats: &SinkStats,
+    annexb: bool,
+) -> SinkEnd {
     let (mut generation, mut appsink) = source.current();
     let mut normalizer = Normalizer::new();
     let mut au = Vec::with_capacity(256 * 1024);
@@ -151,6 +159,14 @@ pub fn run_writer(source: &Source, out: &mut impl Write, stop: &AtomicBool, stat
             Ok(m) => m,
             Err(e) => return SinkEnd::Failed(anyhow::anyhow!("mapping an encoded buffer: {e}")),
         };
+        if !annexb {
+            if let Err(e) = out.write_all(map.as_slice()).and_then(|()| out.flush()) {
+                return write_failed(e);
+            }
+            stats.access_units.fetch_add(1, Ordering::Relaxed);
+            stats.bytes.fetch_add(map.len() as u64, Ordering::Relaxed);
+            continue;
+        }
         let info = normalizer.normalize(map.as_slice(), &mut au);
         if waiting_for_idr && !info.idr {
             stats.skipped_before_idr.fetch_add(1, Ordering::Relaxed);
@@ -169,10 +185,7 @@ pub fn run_writer(source: &Source, out: &mut impl Write, stop: &AtomicBool, stat
             debug!("repaired an access unit: {info:?}");
         }
         if let Err(e) = out.write_all(&au).and_then(|()| out.flush()) {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                return SinkEnd::ReaderGone;
-            }
-            return SinkEnd::Failed(Err::<(), _>(e).exit(Exit::Io).unwrap_err().context("writing the stream"));
+            return write_failed(e);
         }
         stats.access_units.fetch_add(1, Ordering::Relaxed);
         stats.bytes.fetch_add(au.len() as u64, Ordering::Relaxed);
@@ -206,6 +219,13 @@ impl Conn for std::net::TcpStream {
             }
         }
     }
+}
+
+fn write_failed(e: std::io::Error) -> SinkEnd {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        return SinkEnd::ReaderGone;
+    }
+    SinkEnd::Failed(Err::<(), _>(e).exit(Exit::Io).unwrap_err().context("writing the stream"))
 }
 
 /// A place readers attach to: a FIFO or a TCP listener.

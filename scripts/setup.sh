@@ -11,8 +11,9 @@ packages=(
     gstreamer1.0-plugins-base gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-tools
     # run: EGL loader, Mesa's EGL and llvmpipe for machines without an NVIDIA GPU, GLES entry points
     libegl1 libegl-mesa0 libgl1-mesa-dri libgles2
-    # tests: real decoders; pgrep/kill for process checks
-    ffmpeg procps
+    # tests: real decoders; pgrep/kill for process checks; docker-compose validates the compose
+    # files without a Docker engine
+    ffmpeg procps docker-compose
 )
 
 missing=()

@@ -1,0 +1,94 @@
+//! The docker deployment: compose files parse, and the Dockerfile, the compose files and the
+//! generated go2rtc config agree on paths, users and ports. (No Docker engine runs here; nothing is
+//! built or started.)
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::util::*;
+
+fn repo(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(file)
+}
+
+fn read(file: &str) -> String {
+    std::fs::read_to_string(repo(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+fn yaml_file(file: &str) -> yaml_rust2::Yaml {
+    yaml_rust2::YamlLoader::load_from_str(&read(file)).unwrap().remove(0)
+}
+
+/// The arguments that generate docker/go2rtc.exec.yaml.
+const DOCKER_CONFIG_ARGS: [&str; 8] = ["go2rtc-config", "--agents", "4", "--listen", "0.0.0.0", "--", "--fps", "30"];
+
+#[test]
+fn compose_files_parse() {
+    if Command::new("docker-compose").arg("version").output().is_err() {
+        eprintln!("SKIPPED: docker-compose is not installed (scripts/setup.sh installs it)");
+        return;
+    }
+    for file in ["docker/docker-compose.go2rtc.exec.yml", "docker/docker-compose.cpu.yml"] {
+        let out = Command::new("docker-compose").arg("-f").arg(repo(file)).arg("config").output().unwrap();
+        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let gpu = text.contains("driver: nvidia");
+        assert_eq!(gpu, file.ends_with("exec.yml"), "{file}: GPU reservation only in the exec file:\n{text}");
+    }
+}
+
+#[test]
+fn docker_go2rtc_config_is_in_sync_with_the_generator() {
+    let out = run(&DOCKER_CONFIG_ARGS);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout) == read("docker/go2rtc.exec.yaml"),
+        "docker/go2rtc.exec.yaml is out of date; regenerate it with: agentcast {} > docker/go2rtc.exec.yaml",
+        DOCKER_CONFIG_ARGS.join(" ")
+    );
+}
+
+#[test]
+fn dockerfile_compose_and_go2rtc_config_agree() {
+    let dockerfile = read("docker/Dockerfile");
+    let base = yaml_file("docker/compose.base.yml");
+    let config = yaml_file("docker/go2rtc.exec.yaml");
+    let service = &base["services"]["go2rtc"];
+
+    // The binary: where the Dockerfile puts it, what go2rtc may run, what each stream runs.
+    let bin = "/usr/local/bin/agentcast";
+    assert!(dockerfile.contains(&format!("COPY --from=build /src/target/release/agentcast {bin}")));
+    assert_eq!(config["exec"]["allow_paths"][0].as_str(), Some(bin));
+    for (_, source) in config["streams"].as_hash().unwrap() {
+        assert!(source.as_str().unwrap().starts_with(&format!("exec:{bin} ")), "{source:?}");
+    }
+
+    // The config file: where go2rtc reads it and where compose mounts it.
+    let entry = "\"-config\", \"/etc/go2rtc/go2rtc.yaml\"";
+    assert!(dockerfile.contains(entry), "ENTRYPOINT reads /etc/go2rtc/go2rtc.yaml");
+    let mounts: Vec<&str> = service["volumes"].as_vec().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert!(mounts.contains(&"./go2rtc.exec.yaml:/etc/go2rtc/go2rtc.yaml:ro"), "{mounts:?}");
+
+    // The lock dir: the same path in the image, the environment and the shared volume.
+    let lock = "/run/agentcast";
+    assert!(dockerfile.contains(&format!("AGENTCAST_LOCK_DIR={lock}")));
+    assert_eq!(service["environment"]["AGENTCAST_LOCK_DIR"].as_str(), Some(lock));
+    assert!(mounts.contains(&"agentcast-run:/run/agentcast"), "{mounts:?}");
+
+    // The user: created in the image, owning the lock dir, and the one compose runs.
+    assert!(dockerfile.contains("useradd --system --uid 10001"));
+    assert!(dockerfile.contains("chown agentcast:agentcast /run/agentcast"));
+    assert!(dockerfile.contains("\nUSER agentcast\n"));
+    assert_eq!(service["user"].as_str(), Some("agentcast"));
+
+    // Ports: go2rtc listens inside the container on what compose publishes (on host loopback), and
+    // the health check asks the API port.
+    let ports: Vec<&str> = service["ports"].as_vec().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    for (module, port) in [("api", 1984), ("rtsp", 8554), ("webrtc", 8555)] {
+        assert_eq!(config[module]["listen"].as_str(), Some(format!("0.0.0.0:{port}").as_str()));
+        assert!(ports.iter().any(|p| p.starts_with(&format!("127.0.0.1:{port}:{port}"))), "{ports:?}");
+        assert!(dockerfile.contains(&port.to_string()), "EXPOSE {port}");
+    }
+    assert!(dockerfile.contains("http://127.0.0.1:1984/api/streams"));
+    assert!(dockerfile.contains("NVIDIA_DRIVER_CAPABILITIES=compute,video,graphics,utility"));
+}

@@ -88,6 +88,10 @@ pub enum Command {
     /// after `--`.
     #[command(name = "go2rtc-config")]
     Go2rtcConfig(Go2rtcArgs),
+    /// Check this machine: GStreamer, EGL and the GL renderer, CUDA, NVENC and VA-API (opened for
+    /// real), the encoder `auto` picks, NVENC slots, lock and FIFO directories. One line per check;
+    /// exits 69 when the default path cannot work.
+    Doctor(DoctorArgs),
     /// Show the NVENC session slots in the lock directory: free, or held by which pid and stream.
     Slots(SlotsArgs),
     /// Check an Annex-B H.264 stream (ours, ffmpeg's, a camera's) against go2rtc's rules.
@@ -136,6 +140,24 @@ pub struct Go2rtcArgs {
     /// Extra arguments for every producer (after `--`), e.g. `-- --fps 30 --bitrate 3000`.
     #[arg(last = true, value_name = "PRODUCER ARGS")]
     pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print JSON instead of lines.
+    #[arg(long)]
+    pub json: bool,
+    /// The NVENC lock directory to check [default: $XDG_RUNTIME_DIR/agentcast, else /run/agentcast].
+    #[arg(long, env = "AGENTCAST_LOCK_DIR", value_name = "DIR")]
+    pub lock_dir: Option<PathBuf>,
+    /// The directory FIFO outputs go in [default: the lock directory].
+    #[arg(long, value_name = "DIR")]
+    pub fifo_dir: Option<PathBuf>,
+    /// Probe encoders at this size.
+    #[arg(long, default_value_t = DEFAULT_WIDTH)]
+    pub width: u32,
+    #[arg(long, default_value_t = DEFAULT_HEIGHT)]
+    pub height: u32,
 }
 
 #[derive(Debug, Args)]

@@ -31,6 +31,8 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod convert;
+pub mod cuda;
+pub mod doctor;
 pub mod encode;
 pub mod exit;
 pub mod go2rtc;

@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         Some(Command::Check(args)) => run_check(args),
         Some(Command::Encoders(args)) => agentcast::encode::list(args),
         Some(Command::Slots(args)) => agentcast::slots::show(args),
+        Some(Command::Doctor(args)) => agentcast::doctor::doctor(args),
         Some(Command::Go2rtcConfig(args)) => go2rtc_config(args),
         None => Config::from_args(&cli.stream)
             .map_err(|e| fail(Exit::Usage, e))

@@ -92,3 +92,40 @@ fn dockerfile_compose_and_go2rtc_config_agree() {
     assert!(dockerfile.contains("http://127.0.0.1:1984/api/streams"));
     assert!(dockerfile.contains("NVIDIA_DRIVER_CAPABILITIES=compute,video,graphics,utility"));
 }
+
+// agentcast doctor.
+
+#[test]
+fn doctor_passes_here_and_reports_what_is_missing_without_failing() {
+    let out = run(&["doctor", "--lock-dir", tempdir().path().join("locks").to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("no {name} line:\n{text}"))
+            .to_string()
+    };
+    assert!(line("egl").starts_with("ok") && line("egl").contains("surfaceless"), "{text}");
+    assert!(line("gl").contains("llvmpipe") && line("gl").contains("software"), "{text}");
+    assert!(line("cuda").starts_with("warn"), "{text}");
+    assert!(line("nvenc").starts_with("warn"), "{text}");
+    assert!(line("encoder").contains("x264"), "{text}");
+    assert!(text.ends_with("the default path works here\n"), "{text}");
+    let json = run(&["doctor", "--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).expect("doctor --json parses");
+    assert_eq!(doc["ok"], true);
+    assert!(doc["checks"].as_array().unwrap().iter().any(|c| c["check"] == "cuda" && c["status"] == "warn"));
+}
+
+#[test]
+fn doctor_fails_the_right_line_in_a_broken_environment() {
+    let out = agentcast(&["doctor"]).env("AGENTCAST_EGL_LIB", "/nonexistent/libEGL.so.1").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(69), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("FAIL  egl") && l.contains("/nonexistent/libEGL.so.1")), "{text}");
+    let out = run(&["doctor", "--lock-dir", "/proc/agentcast-locks"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(69), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("FAIL  lock-dir")), "{text}");
+}

@@ -151,11 +151,13 @@ fn no_display(passed_over: &[String]) -> String {
 impl Display {
     /// Loads libEGL and opens the first platform that works (see the module docs).
     pub fn open(requested_device: Option<u32>) -> anyhow::Result<Rc<Display>> {
+        // AGENTCAST_EGL_LIB names another libEGL (a vendor's, or a broken one for tests).
+        let lib = std::env::var("AGENTCAST_EGL_LIB").unwrap_or_else(|_| "libEGL.so.1".into());
         // SAFETY: loading libEGL runs its initialisers; it is the system's EGL loader (glvnd or
-        // Mesa), which is made to be loaded this way.
-        let egl = unsafe { Instance::load_required() }
+        // Mesa), or the one the user named, which is made to be loaded this way.
+        let egl = unsafe { Instance::load_required_from_filename(&lib) }
             .map_err(|e| anyhow!("{e}"))
-            .context("loading libEGL.so.1 (install libegl1 and libegl-mesa0, or the NVIDIA driver)")
+            .with_context(|| format!("loading {lib} (install libegl1 and libegl-mesa0, or the NVIDIA driver)"))
             .exit(Exit::Unavailable)?;
         let client = egl.query_string(None, egl::EXTENSIONS).map(|s| s.to_string_lossy().into_owned());
         let client = client.unwrap_or_default();

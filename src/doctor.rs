@@ -1,0 +1,224 @@
+//! `agentcast doctor`: one line per check, ok/warn/fail with a fix hint, for what the default path
+//! needs (GStreamer, EGL, an encoder that opens, writable lock and FIFO directories) and what the
+//! fast paths would use (a real GPU, CUDA, NVENC, VA-API). Exits 69 when the default path cannot work.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cli::{EncoderArg, ProfileArg};
+use crate::encode::settings::{Backend, EncoderSettings};
+use crate::encode::{pipeline, select};
+use crate::exit::Exit;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    Warn,
+    Fail,
+}
+
+impl Status {
+    fn word(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Warn => "warn",
+            Status::Fail => "FAIL",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: &'static str,
+    pub status: Status,
+    pub detail: String,
+    pub fix: Option<String>,
+}
+
+fn check(name: &'static str, status: Status, detail: impl Into<String>, fix: Option<&str>) -> Check {
+    Check { name, status, detail: detail.into(), fix: fix.map(str::to_string) }
+}
+
+/// The elements the default pipeline needs, with the package that ships each.
+const REQUIRED: [(&str, &str); 6] = [
+    ("appsrc", "gstreamer1.0-plugins-base"),
+    ("appsink", "gstreamer1.0-plugins-base"),
+    ("videoconvert", "gstreamer1.0-plugins-base"),
+    ("queue", "libgstreamer1.0-0"),
+    ("capsfilter", "libgstreamer1.0-0"),
+    ("h264parse", "gstreamer1.0-plugins-bad"),
+];
+
+/// Runs every check.
+pub fn run_checks(lock_dir: PathBuf, fifo_dir: PathBuf, width: u32, height: u32) -> Vec<Check> {
+    let mut out = Vec::new();
+
+    // GStreamer.
+    let gst_ok = pipeline::init().is_ok();
+    if !gst_ok {
+        out.push(check("gstreamer", Status::Fail, "GStreamer does not initialise", Some("run scripts/setup.sh")));
+    } else {
+        let missing: Vec<String> = REQUIRED
+            .iter()
+            .filter(|(e, _)| !pipeline::element_installed(e))
+            .map(|(e, p)| format!("{e} ({p})"))
+            .collect();
+        let version = gstreamer::version_string().to_string();
+        if missing.is_empty() {
+            let ts = if pipeline::element_installed("mpegtsmux") { "; mpegtsmux for --mux mpegts" } else { "" };
+            out.push(check("gstreamer", Status::Ok, format!("{version}; all required elements{ts}"), None));
+        } else {
+            out.push(check(
+                "gstreamer",
+                Status::Fail,
+                format!("{version}; missing {}", missing.join(", ")),
+                Some("install the packages named, or run scripts/setup.sh"),
+            ));
+        }
+    }
+
+    // EGL and the GL renderer.
+    match crate::render::Gpu::open(None) {
+        Ok(gpu) => {
+            out.push(check("egl", Status::Ok, gpu.info.platform.clone(), None));
+            if gpu.info.software {
+                out.push(check(
+                    "gl",
+                    Status::Warn,
+                    format!("{} renders on the CPU (software); --convert auto reads back RGBA", gpu.info.renderer),
+                    Some("fine without a GPU; on an NVIDIA machine install the driver's EGL (libnvidia-egl)"),
+                ));
+            } else {
+                out.push(check("gl", Status::Ok, format!("{} ({})", gpu.info.renderer, gpu.info.version), None));
+            }
+        }
+        Err(e) => out.push(check(
+            "egl",
+            Status::Fail,
+            format!("{e:#}"),
+            Some("install libegl1 and libegl-mesa0 (Mesa) or the NVIDIA driver; check AGENTCAST_EGL_LIB"),
+        )),
+    }
+
+    // CUDA.
+    out.push(match crate::cuda::probe() {
+        crate::cuda::Cuda::Absent => check(
+            "cuda",
+            Status::Warn,
+            "no libcuda (no NVIDIA driver): the zero-copy GPU path is unavailable",
+            Some("only needed on NVIDIA machines"),
+        ),
+        crate::cuda::Cuda::Broken(why) => {
+            check("cuda", Status::Warn, format!("libcuda loads but does not initialise: {why}"), None)
+        }
+        crate::cuda::Cuda::Devices(n) => check("cuda", Status::Ok, format!("{n} CUDA device(s)"), None),
+    });
+
+    // Encoders: every backend opened for real.
+    if gst_ok {
+        let settings = EncoderSettings::new(
+            crate::cli::DEFAULT_BITRATE,
+            crate::cli::DEFAULT_FPS,
+            crate::cli::DEFAULT_FPS,
+            crate::cli::DEFAULT_QP_MAX,
+            crate::config::profile(ProfileArg::High),
+        );
+        let probe = |b| pipeline::probe(b, &settings, width, height, Duration::from_secs(5));
+        let (report, chosen) =
+            select::probe_all(&select::candidates(EncoderArg::Auto), pipeline::element_installed, probe, true);
+        for (family, name, hint) in [
+            ("nvenc", "nvenc", "NVIDIA GeForce/RTX/L4/T4 only: H100, H200 and A100 have no NVENC"),
+            ("vaapi", "vaapi", "needs a VA-API driver with H.264 encode (Intel/AMD)"),
+        ] {
+            let rows: Vec<&(Backend, select::Outcome)> = report.iter().filter(|(b, _)| b.name() == family).collect();
+            let opened = rows.iter().find(|(_, o)| *o == select::Outcome::Opened);
+            let detail = rows.iter().map(|(b, o)| format!("{} {o}", b.element())).collect::<Vec<_>>().join("; ");
+            out.push(match opened {
+                Some((b, _)) => check(name, Status::Ok, format!("{} opens", b.element()), None),
+                None => check(name, Status::Warn, detail, Some(hint)),
+            });
+        }
+        out.push(match chosen {
+            Some(b) => check("encoder", Status::Ok, format!("--encoder auto picks {b}"), None),
+            None => check(
+                "encoder",
+                Status::Fail,
+                "no H.264 encoder opens",
+                Some("install gstreamer1.0-plugins-ugly (x264) or gstreamer1.0-plugins-bad (openh264)"),
+            ),
+        });
+    }
+
+    // Lock dir (NVENC slots) and FIFO dir.
+    match crate::slots::LockDir::open(&lock_dir, 0) {
+        Ok(_) => {
+            let held = || -> Option<(usize, u32)> {
+                let n = std::fs::read_dir(&lock_dir)
+                    .ok()?
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("slot-"))
+                    .count() as u32;
+                let list = crate::slots::LockDir::open(&lock_dir, n).ok()?.list().ok()?;
+                Some((list.iter().filter(|(_, s)| matches!(s, crate::slots::SlotState::Held { .. })).count(), n))
+            };
+            let (held, n) = held().unwrap_or((0, 0));
+            out.push(check(
+                "lock-dir",
+                Status::Ok,
+                format!("{} is writable; NVENC slots held: {held} of {n} slot files", lock_dir.display()),
+                None,
+            ));
+        }
+        Err(e) => out.push(check(
+            "lock-dir",
+            Status::Fail,
+            e,
+            Some("pass --lock-dir (or AGENTCAST_LOCK_DIR) a directory this user can write"),
+        )),
+    }
+    if fifo_dir != lock_dir {
+        out.push(match crate::slots::LockDir::open(&fifo_dir, 0) {
+            Ok(_) => check("fifo-dir", Status::Ok, format!("{} is writable", fifo_dir.display()), None),
+            Err(e) => check(
+                "fifo-dir",
+                Status::Fail,
+                e.replace("--lock-dir", "FIFO dir"),
+                Some("put --output fifo:PATH in a directory this user can write"),
+            ),
+        });
+    }
+    out
+}
+
+/// `agentcast doctor`.
+pub fn doctor(args: &crate::cli::DoctorArgs) -> anyhow::Result<Exit> {
+    let lock_dir = args.lock_dir.clone().unwrap_or_else(crate::slots::default_dir);
+    let fifo_dir = args.fifo_dir.clone().unwrap_or_else(|| lock_dir.clone());
+    let checks = run_checks(lock_dir, fifo_dir, args.width, args.height);
+    let failed = checks.iter().any(|c| c.status == Status::Fail);
+    if args.json {
+        let rows: Vec<serde_json::Value> = checks
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "check": c.name, "status": c.status.word().to_lowercase(), "detail": c.detail, "fix": c.fix,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "ok": !failed, "checks": rows }))?);
+    } else {
+        for c in &checks {
+            println!("{:<4}  {:<9} {}", c.status.word(), c.name, c.detail);
+            if c.status != Status::Ok
+                && let Some(fix) = &c.fix
+            {
+                println!("{:<4}  {:<9} fix: {fix}", "", "");
+            }
+        }
+        println!(
+            "{}",
+            if failed { "the default path cannot work here (see FAIL above)" } else { "the default path works here" }
+        );
+    }
+    Ok(if failed { Exit::Unavailable } else { Exit::Ok })
+}

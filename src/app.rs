@@ -6,7 +6,7 @@
 //! pipeline errors; a signal thread forwards SIGTERM/SIGINT/SIGUSR1.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -42,7 +42,6 @@ const STOP_TIMEOUT: Duration = Duration::from_millis(700);
 const LAG_KEYFRAME_EVERY: Duration = Duration::from_secs(1);
 /// How long an unpaced run waits for room in the encoder's queue before calling it stuck.
 const ENCODER_STALL: Duration = Duration::from_secs(10);
-const STATS_EVERY: Duration = Duration::from_secs(10);
 
 /// Something that happened outside the frame loop.
 #[derive(Debug)]
@@ -84,10 +83,17 @@ struct LoopState {
     generation: u64,
     /// With --idle pause: stop the encoder and free its NVENC slot while nobody reads.
     release_on_idle: bool,
+    /// Per-frame stage times, shared with the sink.
+    timings: Arc<crate::stats::Timings>,
+    /// The encoder element and NVENC slot now in use, for the stats line.
+    backend: &'static str,
+    slot: Option<u32>,
+    /// When the next stats line is due, and the counters at the last one.
+    next_report: Option<Instant>,
+    last_report: (Instant, u64, u64),
     /// The frame clock, kept across pipeline rebuilds so stamps and PTS continue.
     start: Instant,
     index: u64,
-    next_stats: Instant,
 }
 
 /// Where the stream goes, opened before anything heavy so path and port errors come first.
@@ -104,8 +110,10 @@ struct Counters {
     late: u64,
     /// Rendered frames the encoder had no room for.
     encoder_busy: u64,
-    /// Frame slots passed while no reader was attached (FIFO/TCP).
+    /// Frame slots passed while no reader was attached (FIFO/TCP, --idle pause): never rendered.
     idle: u64,
+    /// Frames rendered with no reader attached (--idle render): rendered, not encoded.
+    idle_rendered: u64,
 }
 
 /// Installs the signal thread. The first SIGTERM/SIGINT becomes an event; a second one exits at
@@ -171,7 +179,9 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
     let stats = Arc::new(SinkStats::default());
     let source = Arc::new(Source::new(live.encoder.appsink()));
     let demand = matches!(destination, Destination::Demand(_));
-    spawn_sink(cfg, destination, &source, &tx, &stop_threads, &stats)?;
+    let timings = Arc::new(crate::stats::Timings::default());
+    let timing = sink::FrameTiming { timings: timings.clone(), fps: cfg.fps };
+    spawn_sink(cfg, destination, &source, &tx, &stop_threads, &stats, timing.clone())?;
 
     let mut counters = Counters::default();
     let pulse = Arc::new(Pulse::default());
@@ -182,6 +192,11 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
     }
     let now = Instant::now();
     let mut state = LoopState {
+        timings: timings.clone(),
+        backend: live.backend.element(),
+        slot: live.lease.as_ref().map(|l| l.index),
+        next_report: cfg.stats_interval.map(|i| now + i),
+        last_report: (now, 0, 0),
         pulse,
         reader: !demand,
         sink_done: false,
@@ -191,7 +206,6 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
         release_on_idle: demand && cfg.idle == IdleArg::Pause && cfg.leases.sessions > 0,
         start: now,
         index: 0,
-        next_stats: now + STATS_EVERY,
     };
     let started = Instant::now();
     // Failures of the current backend since it was built or chosen.
@@ -225,6 +239,8 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
                 };
                 failures = 0;
                 state.generation = generation;
+                state.backend = live.backend.element();
+                state.slot = live.lease.as_ref().map(|l| l.index);
                 // A new reader session starts here anyway, so a different backend is fine.
                 source.replace(live.encoder.appsink(), false);
                 live.encoder.force_keyframe();
@@ -278,6 +294,8 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
             failures = 0;
         }
         state.generation = generation;
+        state.backend = live.backend.element();
+        state.slot = live.lease.as_ref().map(|l| l.index);
         source.replace(live.encoder.appsink(), changed);
         live.encoder.force_keyframe();
         info!("encoder: now {} (pipeline generation {generation})", live.backend);
@@ -303,6 +321,9 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
     }
     live.retire();
     log_stats("done", started, &counters, &stats);
+    if cfg.stats_interval.is_some() || cfg.stats_file.is_some() {
+        report(cfg, &mut state, &counters, &stats, true);
+    }
     result
 }
 
@@ -490,19 +511,20 @@ fn spawn_sink(
     tx: &Sender<Event>,
     stop: &Arc<AtomicBool>,
     stats: &Arc<SinkStats>,
+    timing: sink::FrameTiming,
 ) -> anyhow::Result<()> {
     let (source, stop, stats, tx) = (source.clone(), stop.clone(), stats.clone(), tx.clone());
     let raw = cfg.mux == crate::cli::MuxArg::Raw;
     let settings = DemandSettings { budget_aus: cfg.max_lag_frames(), keyframe_every: LAG_KEYFRAME_EVERY };
     thread::Builder::new().name("sink".into()).spawn(move || {
         let end = match destination {
-            Destination::Stdout(mut out) => sink::run_writer(&source, &mut out, &stop, &stats, raw),
+            Destination::Stdout(mut out) => sink::run_writer(&source, &mut out, &stop, &stats, raw, &timing),
             Destination::Demand(mut endpoint) => {
                 let notes = tx.clone();
                 let notify = move |n: Note| {
                     let _ = notes.send(Event::Reader(n));
                 };
-                let end = sink::run_demand(&source, endpoint.as_mut(), settings, &stop, &stats, &notify);
+                let end = sink::run_demand(&source, endpoint.as_mut(), settings, &stop, &stats, &notify, &timing);
                 drop(endpoint); // removes a FIFO we created, before the process may exit
                 end
             }
@@ -638,7 +660,9 @@ fn frame_loop(
         if !state.reader && cfg.idle == IdleArg::Pause {
             continue; // the reader left while we waited
         }
+        let render_start = Instant::now();
         renderer.render(state.index)?;
+        state.timings.rendered(state.index, render_start, Instant::now());
         if c.rendered == 0 {
             // The first draw compiles shaders and warms caches; the clock restarts once it is done,
             // so the next frame is not already late.
@@ -646,18 +670,18 @@ fn frame_loop(
         }
         c.rendered += 1;
         if state.reader {
-            renderer.collect_ready(|frame, bytes| offer(encoder, frame, bytes, c))?;
+            let (timings, since) = (state.timings.clone(), Instant::now());
+            renderer.collect_ready(|frame, bytes| offer(encoder, frame, bytes, c, Some((&timings, since))))?;
         } else {
             // --idle render: the frame loop runs for the agent's sake; nothing is encoded.
             renderer.collect_ready(|_, _| {
-                c.idle += 1;
+                c.idle_rendered += 1;
                 Ok(())
             })?;
         }
         state.index += 1;
-        if Instant::now() >= state.next_stats {
-            state.next_stats += STATS_EVERY;
-            log_stats("streaming", state.start, c, stats);
+        if state.next_report.is_some_and(|t| Instant::now() >= t) {
+            report(cfg, state, c, stats, false);
         }
     }
 }
@@ -700,9 +724,21 @@ pub fn stream_time(index: u64, fps: u32) -> Duration {
     Duration::from_nanos((u128::from(index) * 1_000_000_000 / u128::from(fps)) as u64)
 }
 
-fn offer(encoder: &Encoder, frame: u64, bytes: &[u8], c: &mut Counters) -> anyhow::Result<()> {
+/// Hands a frame to the encoder; `timing` notes when (and since when it was being read back).
+fn offer(
+    encoder: &Encoder,
+    frame: u64,
+    bytes: &[u8],
+    c: &mut Counters,
+    timing: Option<(&crate::stats::Timings, Instant)>,
+) -> anyhow::Result<()> {
     match encoder.push(frame, bytes)? {
-        Push::Queued => c.encoded += 1,
+        Push::Queued => {
+            c.encoded += 1;
+            if let Some((t, since)) = timing {
+                t.pushed(frame, since, Instant::now());
+            }
+        }
         Push::Full => {
             c.encoder_busy += 1;
             debug!("encoder busy: dropped raw frame {frame}");
@@ -742,7 +778,7 @@ fn drain(
             early = wait_for_room(encoder, rx, state)?;
         }
         if early.is_none() {
-            offer(encoder, frame, bytes, c)?;
+            offer(encoder, frame, bytes, c, None)?;
         }
         Ok(())
     })?;
@@ -785,6 +821,63 @@ fn wait_for_sink(rx: &Receiver<Event>, timeout: Duration) {
             }
         }
     }
+}
+
+/// The JSON stats line (stderr) and file (`--stats-file`). Counters only grow; at the end of a run
+/// (`last`), frames rendered = written + dropped.total once nothing is in flight.
+fn report(cfg: &Config, state: &mut LoopState, c: &Counters, s: &SinkStats, last: bool) {
+    let now = Instant::now();
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let (written, bytes) = (load(&s.access_units), load(&s.bytes));
+    let (t0, rendered0, bytes0) = state.last_report;
+    let secs = now.duration_since(t0).as_secs_f64().max(1e-9);
+    let mut samples = state.timings.take();
+    let dropped = [
+        ("encoder_busy", c.encoder_busy),
+        ("idle_rendered", c.idle_rendered),
+        ("before_idr", load(&s.skipped_before_idr)),
+        ("attach", load(&s.dropped_attach)),
+        ("lag", load(&s.dropped_lag)),
+        ("detach", load(&s.dropped_detach)),
+        ("no_reader", load(&s.dropped_no_reader)),
+    ];
+    let mut dropped_json: serde_json::Map<String, serde_json::Value> =
+        dropped.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
+    dropped_json.insert("total".into(), dropped.iter().map(|(_, v)| v).sum::<u64>().into());
+    let line = serde_json::json!({
+        "stats": if last { "final" } else { "interval" },
+        "stream": cfg.stream,
+        "backend": state.backend,
+        "width": cfg.width,
+        "height": cfg.height,
+        "fps_target": cfg.fps,
+        "uptime_s": (now.duration_since(state.start).as_secs_f64() * 10.0).round() / 10.0,
+        "frames": { "rendered": c.rendered, "encoded": c.encoded, "written": written },
+        "dropped": dropped_json,
+        "skipped": { "late": c.late, "idle": c.idle },
+        "fps": ((c.rendered - rendered0) as f64 / secs * 10.0).round() / 10.0,
+        "bitrate_kbps": ((bytes - bytes0) as f64 * 8.0 / 1000.0 / secs).round(),
+        "latency_ms": {
+            "render": crate::stats::summary(&mut samples.render),
+            "readback": crate::stats::summary(&mut samples.readback),
+            "encode": crate::stats::summary(&mut samples.encode),
+            "write": crate::stats::summary(&mut samples.write),
+            "render_to_write": crate::stats::summary(&mut samples.render_to_write),
+        },
+        "nvenc_slot": state.slot,
+        "rss_kib": crate::stats::rss_kib(),
+        // Real GPU memory needs NVML, which agentcast does not load yet; never VMS.
+        "gpu_memory_mib": serde_json::Value::Null,
+    });
+    let text = line.to_string();
+    eprintln!("{text}");
+    if let Some(path) = &cfg.stats_file
+        && let Err(e) = crate::stats::write_atomic(path, &text)
+    {
+        warn!("--stats-file {}: {e}", path.display());
+    }
+    state.last_report = (now, c.rendered, bytes);
+    state.next_report = cfg.stats_interval.map(|i| now + i);
 }
 
 fn log_stats(when: &str, start: Instant, c: &Counters, s: &SinkStats) {

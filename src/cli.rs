@@ -319,6 +319,15 @@ pub struct StreamArgs {
     #[arg(long, env = "AGENTCAST_STREAM", value_name = "NAME")]
     pub stream: Option<String>,
 
+    /// Log one JSON stats line to stderr this often (seconds; 0 = never): counters, fps, bitrate,
+    /// p50/p99 latency per stage, NVENC slot, RSS.
+    #[arg(long, env = "AGENTCAST_STATS_INTERVAL", value_name = "SECONDS", default_value_t = 5)]
+    pub stats_interval: u64,
+
+    /// Also keep the latest stats in this file, replaced atomically (for dashboards and scripts).
+    #[arg(long, env = "AGENTCAST_STATS_FILE", value_name = "PATH")]
+    pub stats_file: Option<PathBuf>,
+
     /// Exit 70 (so the supervisor restarts us) when frames go into the encoder but no access unit
     /// comes out for this long, or the frame loop stops coming round; 0 = never.
     #[arg(long, env = "AGENTCAST_STALL_TIMEOUT", value_name = "SECONDS", default_value_t = 5)]

@@ -53,6 +53,9 @@ pub struct Config {
     pub leases: LeasePolicy,
     /// Stream name for logs and slot records.
     pub stream: String,
+    /// `--stats-interval`; `None` = off.
+    pub stats_interval: Option<Duration>,
+    pub stats_file: Option<PathBuf>,
     /// `--stall-timeout`; `None` = off.
     pub stall_timeout: Option<Duration>,
     /// Testing aid: drop the encoder's output after this many access units.
@@ -164,6 +167,8 @@ impl Config {
                 extra_element: a.debug_lease_encoder.clone(),
             },
             stream: a.stream.clone().unwrap_or_else(|| format!("agentcast-{}", std::process::id())),
+            stats_interval: (a.stats_interval > 0).then(|| Duration::from_secs(a.stats_interval)),
+            stats_file: a.stats_file.clone(),
             stall_timeout: (a.stall_timeout > 0).then(|| Duration::from_secs(a.stall_timeout)),
             debug_stall_after: a.debug_stall_after,
             debug_fail_after: a.debug_fail_after,

@@ -40,4 +40,5 @@ pub mod render;
 pub mod sink;
 pub mod slots;
 pub mod stamp;
+pub mod stats;
 pub mod watchdog;

@@ -129,3 +129,63 @@ fn doctor_fails_the_right_line_in_a_broken_environment() {
     assert_eq!(out.status.code(), Some(69), "{text}");
     assert!(text.lines().any(|l| l.starts_with("FAIL  lock-dir")), "{text}");
 }
+
+// The JSON stats.
+
+fn stats_lines(stderr: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("stats line does not parse ({e}): {l}")))
+        .collect()
+}
+
+#[test]
+fn stats_lines_parse_grow_and_add_up() {
+    let out = run(&["--frames", "100", "--stats-interval", "1"]);
+    assert!(out.status.success());
+    let lines = stats_lines(&out.stderr);
+    assert!(lines.len() >= 3, "expected a line a second and a final one, got {}", lines.len());
+    let counter = |v: &serde_json::Value, a: &str, b: &str| v[a][b].as_u64().unwrap();
+    for pair in lines.windows(2) {
+        for (a, b) in [("frames", "rendered"), ("frames", "encoded"), ("frames", "written"), ("dropped", "total")] {
+            assert!(counter(&pair[1], a, b) >= counter(&pair[0], a, b), "{a}.{b} went down");
+        }
+    }
+    let last = lines.last().unwrap();
+    assert_eq!(last["stats"], "final");
+    assert_eq!(
+        counter(last, "frames", "written") + counter(last, "dropped", "total"),
+        counter(last, "frames", "rendered"),
+        "{last}"
+    );
+    let mid = &lines[1];
+    assert_eq!(mid["backend"], "x264enc");
+    assert!(mid["latency_ms"]["render_to_write"]["p50"].as_f64().unwrap() > 0.0, "{mid}");
+    assert!(mid["rss_kib"].as_u64().unwrap() > 0);
+    assert!(mid.get("vms").is_none());
+}
+
+#[test]
+fn the_stats_file_is_always_complete_json() {
+    let dir = tempdir();
+    let file = dir.path().join("stats.json");
+    let mut child = agentcast(&["--frames", "75", "--stats-interval", "1", "--stats-file", file.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reads = 0;
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            let v: serde_json::Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("a partial stats file ({e}): {text:?}"));
+            assert!(v["frames"]["rendered"].is_u64());
+            reads += 1;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert!(reads > 10, "the file should have been read while it was being replaced ({reads} reads)");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(v["stats"], "final");
+}

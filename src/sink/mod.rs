@@ -131,6 +131,7 @@ pub fn run_writer(
     stop: &AtomicBool,
     stats: &SinkStats,
     annexb: bool,
+    timing: &FrameTiming,
 ) -> SinkEnd {
     let (mut generation, mut appsink) = source.current();
     let mut normalizer = Normalizer::new();
@@ -167,6 +168,8 @@ pub fn run_writer(
             stats.bytes.fetch_add(map.len() as u64, Ordering::Relaxed);
             continue;
         }
+        let out_at = std::time::Instant::now();
+        let index = timing.index_of(&sample);
         let info = normalizer.normalize(map.as_slice(), &mut au);
         if waiting_for_idr && !info.idr {
             stats.skipped_before_idr.fetch_add(1, Ordering::Relaxed);
@@ -186,6 +189,9 @@ pub fn run_writer(
         }
         if let Err(e) = out.write_all(&au).and_then(|()| out.flush()) {
             return write_failed(e);
+        }
+        if let Some(i) = index {
+            timing.timings.written(i, out_at, std::time::Instant::now());
         }
         stats.access_units.fetch_add(1, Ordering::Relaxed);
         stats.bytes.fetch_add(au.len() as u64, Ordering::Relaxed);
@@ -226,6 +232,24 @@ fn write_failed(e: std::io::Error) -> SinkEnd {
         return SinkEnd::ReaderGone;
     }
     SinkEnd::Failed(Err::<(), _>(e).exit(Exit::Io).unwrap_err().context("writing the stream"))
+}
+
+/// What the sink needs to note each access unit's times: the shared table and the frame rate that
+/// turns a sample's running time back into the frame's stream index.
+#[derive(Debug, Clone)]
+pub struct FrameTiming {
+    pub timings: std::sync::Arc<crate::stats::Timings>,
+    pub fps: u32,
+}
+
+impl FrameTiming {
+    /// The stream index of the frame in `sample`, from its PTS as running time.
+    pub fn index_of(&self, sample: &gst::Sample) -> Option<u64> {
+        let pts = sample.buffer()?.pts()?;
+        let segment = sample.segment()?.downcast_ref::<gst::ClockTime>()?;
+        let rt = segment.to_running_time(pts)?;
+        Some(((u128::from(rt.nseconds()) * u128::from(self.fps) + 500_000_000) / 1_000_000_000) as u64)
+    }
 }
 
 /// A place readers attach to: a FIFO or a TCP listener.
@@ -309,6 +333,7 @@ pub fn run_demand(
     stop: &AtomicBool,
     stats: &SinkStats,
     notify: &dyn Fn(Note),
+    timing: &FrameTiming,
 ) -> SinkEnd {
     let name = endpoint.describe();
     let (mut generation, mut appsink) = source.current();
@@ -391,9 +416,16 @@ pub fn run_demand(
             let Ok(map) = buffer.map_readable() else {
                 return SinkEnd::Failed(anyhow::anyhow!("mapping an encoded buffer"));
             };
+            let out_at = std::time::Instant::now();
             let info = normalizer.normalize(map.as_slice(), &mut au);
             if info.idr {
                 stats.idr.fetch_add(1, Ordering::Relaxed);
+            }
+            // FIFO/TCP: "written" is the hand-over to the reader's queue.
+            if conn.is_some()
+                && let Some(i) = timing.index_of(&sample)
+            {
+                timing.timings.written(i, out_at, std::time::Instant::now());
             }
             if conn.is_none() {
                 stats.dropped_no_reader.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,175 @@
+//! Per-stage latency and the JSON stats line (`--stats-interval`, `--stats-file`).
+//!
+//! Each frame's times are noted as it passes the stages: the frame loop notes render start and end
+//! and when the frame was handed to the encoder; the sink notes when its access unit came out of the
+//! encoder and when it was written. Frames are matched by their stream index (the PTS from the
+//! frame clock, recovered from the sample's running time). Every interval the samples become p50/p99
+//! figures and are cleared.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Frames whose times are remembered while they travel (older ones are forgotten).
+const IN_FLIGHT: usize = 512;
+
+#[derive(Debug, Clone, Copy)]
+struct Frame {
+    render_start: Instant,
+    pushed: Option<Instant>,
+}
+
+/// Latency samples, in milliseconds, per stage.
+#[derive(Debug, Default, Clone)]
+pub struct Samples {
+    pub render: Vec<f64>,
+    pub readback: Vec<f64>,
+    pub encode: Vec<f64>,
+    pub write: Vec<f64>,
+    pub render_to_write: Vec<f64>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    frames: HashMap<u64, Frame>,
+    order: VecDeque<u64>,
+    samples: Samples,
+}
+
+/// Shared between the frame loop and the sink thread.
+#[derive(Debug, Default)]
+pub struct Timings {
+    inner: Mutex<Inner>,
+}
+
+fn ms(from: Instant, to: Instant) -> f64 {
+    to.saturating_duration_since(from).as_secs_f64() * 1000.0
+}
+
+impl Timings {
+    fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The frame loop drew frame `index` between `start` and `end`.
+    pub fn rendered(&self, index: u64, start: Instant, end: Instant) {
+        self.with(|i| {
+            i.samples.render.push(ms(start, end));
+            i.frames.insert(index, Frame { render_start: start, pushed: None });
+            i.order.push_back(index);
+            while i.order.len() > IN_FLIGHT {
+                if let Some(old) = i.order.pop_front() {
+                    i.frames.remove(&old);
+                }
+            }
+        });
+    }
+
+    /// Frame `index` was read back (from `start`) and handed to the encoder at `at`.
+    pub fn pushed(&self, index: u64, start: Instant, at: Instant) {
+        self.with(|i| {
+            i.samples.readback.push(ms(start, at));
+            if let Some(f) = i.frames.get_mut(&index) {
+                f.pushed = Some(at);
+            }
+        });
+    }
+
+    /// Frame `index`'s access unit left the encoder at `out` and was written from `out` to `done`.
+    pub fn written(&self, index: u64, out: Instant, done: Instant) {
+        self.with(|i| {
+            i.samples.write.push(ms(out, done));
+            if let Some(f) = i.frames.remove(&index) {
+                if let Some(p) = f.pushed {
+                    i.samples.encode.push(ms(p, out));
+                }
+                i.samples.render_to_write.push(ms(f.render_start, done));
+            }
+        });
+    }
+
+    /// Takes the samples gathered since the last call.
+    pub fn take(&self) -> Samples {
+        self.with(|i| std::mem::take(&mut i.samples))
+    }
+}
+
+/// The p-th percentile (0..=100) by nearest rank; `None` for no samples.
+pub fn percentile(values: &mut [f64], p: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * values.len() as f64).ceil().max(1.0) as usize;
+    Some(values[rank.min(values.len()) - 1])
+}
+
+/// `{"p50": .., "p99": ..}` in milliseconds (nulls when there were no samples).
+pub fn summary(values: &mut [f64]) -> serde_json::Value {
+    let round = |v: Option<f64>| v.map(|v| (v * 100.0).round() / 100.0);
+    serde_json::json!({ "p50": round(percentile(values, 50.0)), "p99": round(percentile(values, 99.0)), "n": values.len() })
+}
+
+/// Resident memory of this process (VmRSS), in KiB. Never VMS: virtual size counts every mapping
+/// (GPU drivers map gigabytes they never touch) and reads as a leak when there is none.
+pub fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()
+}
+
+/// Writes `text` to `path` atomically: a temporary file in the same directory, then rename.
+pub fn write_atomic(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let mut v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&mut v, 50.0), Some(50.0));
+        assert_eq!(percentile(&mut v, 99.0), Some(99.0));
+        assert_eq!(percentile(&mut [7.0], 99.0), Some(7.0));
+        assert_eq!(percentile(&mut [], 50.0), None);
+    }
+
+    #[test]
+    fn a_frame_is_followed_through_every_stage() {
+        let t = Timings::default();
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        t.rendered(5, t0, ms(10));
+        t.pushed(5, ms(10), ms(12));
+        t.written(5, ms(40), ms(41));
+        let s = t.take();
+        assert_eq!((s.render.len(), s.readback.len(), s.encode.len(), s.write.len()), (1, 1, 1, 1));
+        assert!((s.encode[0] - 28.0).abs() < 1e-6);
+        assert!((s.render_to_write[0] - 41.0).abs() < 1e-6);
+        assert!(t.take().render.is_empty(), "take clears");
+        // An access unit for a forgotten frame still counts its write time.
+        t.written(99, ms(50), ms(52));
+        assert_eq!(t.take().render_to_write.len(), 0);
+    }
+
+    #[test]
+    fn atomic_writes_replace_whole_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("stats.json");
+        write_atomic(&p, "{\"a\":1}").unwrap();
+        write_atomic(&p, "{\"a\":2}").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "{\"a\":2}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
+    }
+
+    #[test]
+    fn rss_is_read() {
+        assert!(rss_kib().unwrap() > 0);
+    }
+}

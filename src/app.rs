@@ -238,12 +238,8 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
                     Err(e) => break Err(e.context("reopening the encoder for a new reader")),
                 };
                 failures = 0;
-                state.generation = generation;
-                state.backend = live.backend.element();
-                state.slot = live.lease.as_ref().map(|l| l.index);
                 // A new reader session starts here anyway, so a different backend is fine.
-                source.replace(live.encoder.appsink(), false);
-                live.encoder.force_keyframe();
+                adopt(&mut state, &source, &live, generation, false);
                 info!("encoder: {} reopened for the new reader (pipeline generation {generation})", live.backend);
                 continue;
             }
@@ -293,11 +289,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
         if changed {
             failures = 0;
         }
-        state.generation = generation;
-        state.backend = live.backend.element();
-        state.slot = live.lease.as_ref().map(|l| l.index);
-        source.replace(live.encoder.appsink(), changed);
-        live.encoder.force_keyframe();
+        adopt(&mut state, &source, &live, generation, changed);
         info!("encoder: now {} (pipeline generation {generation})", live.backend);
     };
     let result = match outcome {
@@ -325,6 +317,16 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
         report(cfg, &mut state, &counters, &stats, true);
     }
     result
+}
+
+/// Makes a newly built pipeline the current one: the loop's bookkeeping, the sink's source (`new_sps`:
+/// another backend, so FIFO/TCP readers start a new session), and an IDR to start on.
+fn adopt(state: &mut LoopState, source: &Source, live: &Live, generation: u64, new_sps: bool) {
+    state.generation = generation;
+    state.backend = live.backend.element();
+    state.slot = live.lease.as_ref().map(|l| l.index);
+    source.replace(live.encoder.appsink(), new_sps);
+    live.encoder.force_keyframe();
 }
 
 /// While the encoder is released: waits for a reader (`None`) or a stop, keeping the frame clock and

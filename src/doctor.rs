@@ -3,10 +3,8 @@
 //! fast paths would use (a real GPU, CUDA, NVENC, VA-API). Exits 69 when the default path cannot work.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use crate::cli::{EncoderArg, ProfileArg};
-use crate::encode::settings::{Backend, EncoderSettings};
+use crate::encode::settings::Backend;
 use crate::encode::{pipeline, select};
 use crate::exit::Exit;
 
@@ -116,16 +114,7 @@ pub fn run_checks(lock_dir: PathBuf, fifo_dir: PathBuf, width: u32, height: u32)
 
     // Encoders: every backend opened for real.
     if gst_ok {
-        let settings = EncoderSettings::new(
-            crate::cli::DEFAULT_BITRATE,
-            crate::cli::DEFAULT_FPS,
-            crate::cli::DEFAULT_FPS,
-            crate::cli::DEFAULT_QP_MAX,
-            crate::config::profile(ProfileArg::High),
-        );
-        let probe = |b| pipeline::probe(b, &settings, width, height, Duration::from_secs(5));
-        let (report, chosen) =
-            select::probe_all(&select::candidates(EncoderArg::Auto), pipeline::element_installed, probe, true);
+        let (report, chosen) = crate::encode::probe_every_backend(width, height);
         for (family, name, hint) in [
             ("nvenc", "nvenc", "NVIDIA GeForce/RTX/L4/T4 only: H100, H200 and A100 have no NVENC"),
             ("vaapi", "vaapi", "needs a VA-API driver with H.264 encode (Intel/AMD)"),

@@ -13,10 +13,9 @@ use crate::exit::Exit;
 use select::Outcome;
 use settings::{Backend, EncoderSettings};
 
-/// `agentcast encoders`: every backend, whether it is installed and really opens here, and which one
-/// `--encoder auto` would choose. Exits 69 when none opens.
-pub fn list(args: &EncodersArgs) -> anyhow::Result<Exit> {
-    pipeline::init()?;
+/// Opens every backend for real with the default settings at `width` x `height`: what happened to
+/// each, and the one `--encoder auto` would choose. (`agentcast encoders` and `doctor`.)
+pub fn probe_every_backend(width: u32, height: u32) -> (Vec<(Backend, Outcome)>, Option<Backend>) {
     let settings = EncoderSettings::new(
         crate::cli::DEFAULT_BITRATE,
         crate::cli::DEFAULT_FPS,
@@ -24,9 +23,15 @@ pub fn list(args: &EncodersArgs) -> anyhow::Result<Exit> {
         crate::cli::DEFAULT_QP_MAX,
         crate::config::profile(ProfileArg::High),
     );
-    let probe = |b| pipeline::probe(b, &settings, args.width, args.height, Duration::from_secs(5));
-    let (report, chosen) =
-        select::probe_all(&select::candidates(EncoderArg::Auto), pipeline::element_installed, probe, true);
+    let probe = |b| pipeline::probe(b, &settings, width, height, Duration::from_secs(5));
+    select::probe_all(&select::candidates(EncoderArg::Auto), pipeline::element_installed, probe, true)
+}
+
+/// `agentcast encoders`: every backend, whether it is installed and really opens here, and which one
+/// `--encoder auto` would choose. Exits 69 when none opens.
+pub fn list(args: &EncodersArgs) -> anyhow::Result<Exit> {
+    pipeline::init()?;
+    let (report, chosen) = probe_every_backend(args.width, args.height);
     if args.json {
         let rows: Vec<serde_json::Value> = report
             .iter()

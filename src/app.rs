@@ -419,6 +419,9 @@ fn choose_encoder(cfg: &Config) -> anyhow::Result<(Backend, Option<Lease>)> {
 /// Opens the first of `candidates` that works (see [`choose_encoder`]).
 fn open_backend(cfg: &Config, candidates: &[Backend]) -> anyhow::Result<(Backend, Option<Lease>)> {
     let policy = &cfg.leases;
+    if let Some(e) = &policy.extra_element {
+        warn!("testing aid: {e} takes NVENC slot leases as if it were NVENC");
+    }
     let lease_bound = |b: Backend| {
         policy.sessions > 0
             && (matches!(b, Backend::Nvenc | Backend::NvencCuda)

@@ -21,7 +21,7 @@ import time
 
 X264 = (
     "pass=cbr bitrate=4000 vbv-buf-capacity=67 key-int-max=30 bframes=0 b-adapt=false "
-    "speed-preset=superfast tune=zerolatency sliced-threads=false qp-max=34 byte-stream=true "
+    "speed-preset=superfast tune=zerolatency sliced-threads=false threads=1 qp-max=34 byte-stream=true "
     "option-string=sliced-threads=0:slices=1:nal-hrd=cbr:filler=1:scenecut=0"
 )
 

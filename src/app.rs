@@ -787,8 +787,8 @@ fn drain(
         }
         Ok(())
     })?;
-    if early.is_some() {
-        return Ok(()); // a signal or the reader leaving ends the drain early
+    if let Some(stop) = early {
+        return ended_while_draining(stop); // a signal or the reader leaving ends the drain early
     }
     encoder.end_of_stream();
     let deadline = Instant::now() + DRAIN_TIMEOUT;
@@ -800,12 +800,23 @@ fn drain(
                 return Ok(());
             }
             Ok(ev) => {
-                if handle(ev, encoder, state)?.is_some() {
-                    return Ok(());
+                if let Some(stop) = handle(ev, encoder, state)? {
+                    return ended_while_draining(stop);
                 }
             }
             Err(_) => return Err(fail(Exit::Software, format!("the encoder did not drain within {DRAIN_TIMEOUT:?}"))),
         }
+    }
+}
+
+/// How a drain that was cut short ends: a signal or the reader leaving is a clean end; an encoder
+/// failure is not (the last frames are lost, and a rebuild could not bring them back).
+fn ended_while_draining(stop: Stop) -> anyhow::Result<()> {
+    match stop {
+        Stop::Rebuild(why) => {
+            Err(fail(Exit::Software, format!("the encoder failed while draining the last frames: {why}")))
+        }
+        Stop::Finish { .. } | Stop::ReaderGone | Stop::Release => Ok(()),
     }
 }
 

@@ -36,6 +36,7 @@ pub mod doctor;
 pub mod encode;
 pub mod exit;
 pub mod go2rtc;
+pub mod quality;
 pub mod render;
 pub mod sink;
 pub mod slots;

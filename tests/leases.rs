@@ -211,3 +211,11 @@ fn idle_fifo_producers_give_their_slots_back() {
     }
     assert!(producers.iter().any(|p| p.log().contains("releasing NVENC slot")));
 }
+
+/// A real encoder failure (x264 refuses lossless in the High profile) that hits while a short run
+/// drains must not end in exit 0 with a truncated stream.
+#[test]
+fn an_encoder_that_fails_on_every_build_exits_70_even_in_a_short_run() {
+    let args = ["--encoder-opt", "pass=quant", "--encoder-opt", "quantizer=0", "--frames", "12", "--no-pace"];
+    assert_usage_error(&run(&args), 70, "encoder x264enc failed");
+}

@@ -694,3 +694,24 @@ fn wrapper_script_killed_with_sigkill_leaves_no_orphans() {
     drop(stdout);
     assert_gone(&kids);
 }
+
+/// The banding metric on real encodes of the `gradient` scene: against a near-lossless reference
+/// (constant QP 1; High profile cannot do lossless), a starved bitrate bands more than a generous one.
+#[test]
+fn banding_score_rises_when_the_bitrate_falls() {
+    use agentcast::quality::{banding_score, psnr};
+    let dir = tempdir();
+    let encode = |name: &str, extra: &[&str]| {
+        let mut args = vec!["--scene", "gradient", "--frames", "12", "--no-pace", "--width", "640", "--height", "360"];
+        args.extend_from_slice(extra);
+        let path = write(dir.path(), name, &stream(&args));
+        decode_luma(&path, 640, 360).swap_remove(11)
+    };
+    let reference = encode("ref.h264", &["--encoder-opt", "pass=quant", "--encoder-opt", "quantizer=1"]);
+    let high = encode("high.h264", &["--bitrate", "8000"]);
+    let low = encode("low.h264", &["--bitrate", "100", "--qp-max", "51"]);
+    let (b_high, b_low) = (banding_score(&reference, &high, 640, 360), banding_score(&reference, &low, 640, 360));
+    eprintln!("banding: 8000 kbit/s {b_high:.1}, 100 kbit/s {b_low:.1}");
+    assert!(b_low > b_high, "100 kbit/s should band more than 8000 kbit/s: {b_low:.1} vs {b_high:.1}");
+    assert!(psnr(&reference, &low) < psnr(&reference, &high));
+}

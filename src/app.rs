@@ -18,6 +18,7 @@ use log::{debug, info, warn};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 
 use crate::cli::{IdleArg, OnBusyArg};
+use crate::clock::{frames_due, stream_time};
 use crate::config::Config;
 use crate::convert::{self, Plan};
 use crate::encode::pipeline::{self, Encoder, Input, Push, Setup};
@@ -338,12 +339,12 @@ fn wait_for_reader(
     state: &mut LoopState,
     c: &mut Counters,
 ) -> anyhow::Result<Option<Stop>> {
-    let limit = cfg.stop.duration.map(|d| (d.as_secs_f64() * f64::from(cfg.fps)).round().max(1.0) as u64);
+    let limit = cfg.duration_frames();
     loop {
         if let Some(stop) = wait_events(rx, encoder, state, Instant::now() + Duration::from_secs(1))? {
             return Ok(Some(stop));
         }
-        let due = (state.start.elapsed().as_nanos() * u128::from(cfg.fps) / 1_000_000_000) as u64;
+        let due = frames_due(state.start.elapsed(), cfg.fps);
         if cfg.pace && due > state.index {
             c.idle += due - state.index;
             state.index = due;
@@ -611,8 +612,7 @@ fn frame_loop(
     stats: &SinkStats,
 ) -> anyhow::Result<Stop> {
     let fps = cfg.fps;
-    let index_limit = cfg.stop.duration.map(|d| (d.as_secs_f64() * f64::from(fps)).round().max(1.0) as u64);
-    let due = |start: Instant| (start.elapsed().as_nanos() * u128::from(fps) / 1_000_000_000) as u64;
+    let index_limit = cfg.duration_frames();
     loop {
         state.pulse.loop_beats.fetch_add(1, Ordering::Relaxed);
         state.pulse.frames_in.store(c.encoded, Ordering::Relaxed);
@@ -634,7 +634,7 @@ fn frame_loop(
                 return Ok(stop);
             }
             if cfg.pace {
-                let now = due(state.start).max(state.index);
+                let now = frames_due(state.start.elapsed(), fps).max(state.index);
                 c.idle += now - state.index;
                 state.index = now;
             }
@@ -646,7 +646,7 @@ fn frame_loop(
                 return Ok(stop);
             }
             // More than a whole interval late: skip to the current deadline instead of queueing.
-            let now = due(state.start);
+            let now = frames_due(state.start.elapsed(), fps);
             if now > state.index {
                 c.late += now - state.index;
                 debug!("late by {} frame(s); skipping to frame {now}", now - state.index);
@@ -722,11 +722,6 @@ fn wait_events(
             Err(()) => return Ok(None),
         }
     }
-}
-
-/// When frame `index` is due, from the start of the stream (exact, no accumulated rounding).
-pub fn stream_time(index: u64, fps: u32) -> Duration {
-    Duration::from_nanos((u128::from(index) * 1_000_000_000 / u128::from(fps)) as u64)
 }
 
 /// Hands a frame to the encoder; `timing` notes when (and since when it was being read back).
@@ -917,16 +912,4 @@ fn log_stats(when: &str, start: Instant, c: &Counters, s: &SinkStats) {
         s.dropped_detach.load(Ordering::Relaxed),
         s.repaired.load(Ordering::Relaxed),
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stream_time_does_not_drift() {
-        assert_eq!(stream_time(30, 30), Duration::from_secs(1));
-        assert_eq!(stream_time(3_000_000, 30), Duration::from_secs(100_000));
-        assert_eq!(stream_time(1, 30), Duration::from_nanos(33_333_333));
-    }
 }

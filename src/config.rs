@@ -78,8 +78,9 @@ pub struct LeasePolicy {
 }
 
 impl Config {
-    pub fn frame_interval(&self) -> Duration {
-        Duration::from_nanos(1_000_000_000 / u64::from(self.fps))
+    /// `--duration` as a number of frames of the stream (at least one).
+    pub fn duration_frames(&self) -> Option<u64> {
+        self.stop.duration.map(|d| (d.as_secs_f64() * f64::from(self.fps)).round().max(1.0) as u64)
     }
 
     /// The lag budget in access units (at least one).
@@ -206,7 +207,7 @@ mod tests {
         assert_eq!(c.encoder_settings.bitrate_kbps, 4000);
         assert!(c.stamp && c.pace);
         assert_eq!(c.scene, SceneSource::Builtin(SceneArg::Demo));
-        assert_eq!(c.frame_interval(), Duration::from_nanos(33_333_333));
+        assert_eq!(c.duration_frames(), None);
     }
 
     #[test]
@@ -240,6 +241,8 @@ mod tests {
         assert!(parse(&["--duration=-1"]).is_err());
         assert!(parse(&["--duration", "NaN"]).is_err());
         assert_eq!(parse(&["--duration", "1.5"]).unwrap().stop.duration, Some(Duration::from_millis(1500)));
+        assert_eq!(parse(&["--duration", "1.5"]).unwrap().duration_frames(), Some(45));
+        assert_eq!(parse(&["--duration", "0.001"]).unwrap().duration_frames(), Some(1));
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod annexb;
 pub mod app;
 pub mod check;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod convert;
 pub mod cuda;

@@ -265,7 +265,7 @@ impl Encoder {
             s.settings.qp_max,
             s.settings.profile.caps_name()
         );
-        let frame_duration = gst::ClockTime::from_nseconds(1_000_000_000 / u64::from(s.fps));
+        let frame_duration = gst::ClockTime::from_nseconds(crate::clock::stream_time(1, s.fps).as_nanos() as u64);
         Ok(Encoder { pipeline, appsrc, appsink, frame_bytes, frame_duration, fps: s.fps })
     }
 
@@ -279,12 +279,7 @@ impl Encoder {
 
     /// An error already posted on the bus, if any, as one line.
     pub fn pending_error(&self) -> Option<String> {
-        let bus = self.pipeline.bus()?;
-        let msg = bus.pop_filtered(&[gst::MessageType::Error])?;
-        match msg.view() {
-            gst::MessageView::Error(e) => Some(bus_error_line(&msg, e)),
-            _ => None,
-        }
+        first_bus_error(&self.pipeline.bus()?)
     }
 
     pub fn bus(&self) -> gst::Bus {
@@ -301,7 +296,7 @@ impl Encoder {
 
     /// PTS of stream frame `index`, from the frame clock.
     pub fn pts(&self, index: u64) -> gst::ClockTime {
-        gst::ClockTime::from_nseconds((u128::from(index) * 1_000_000_000 / u128::from(self.fps)) as u64)
+        gst::ClockTime::from_nseconds(crate::clock::stream_time(index, self.fps).as_nanos() as u64)
     }
 
     /// Whether the input queue has room for another frame.
@@ -356,6 +351,15 @@ impl Encoder {
 impl Drop for Encoder {
     fn drop(&mut self) {
         let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// The first error already posted on `bus`, as one line.
+fn first_bus_error(bus: &gst::Bus) -> Option<String> {
+    let msg = bus.pop_filtered(&[gst::MessageType::Error])?;
+    match msg.view() {
+        gst::MessageView::Error(e) => Some(bus_error_line(&msg, e)),
+        _ => None,
     }
 }
 
@@ -425,15 +429,8 @@ pub fn probe(
     gst::Element::link_many(chain).map_err(|_| format!("{format:?} input does not negotiate"))?;
     let result = (|| {
         let bus = pipeline.bus().ok_or("no bus")?;
-        let first_error = |bus: &gst::Bus| -> Option<String> {
-            let msg = bus.pop_filtered(&[gst::MessageType::Error])?;
-            match msg.view() {
-                gst::MessageView::Error(e) => Some(bus_error_line(&msg, e)),
-                _ => None,
-            }
-        };
         if pipeline.set_state(gst::State::Playing).is_err() {
-            return Err(first_error(&bus).unwrap_or_else(|| "the element failed to start".into()));
+            return Err(first_bus_error(&bus).unwrap_or_else(|| "the element failed to start".into()));
         }
         let mut frame = gst::Buffer::with_size(info.size()).map_err(|e| e.to_string())?;
         {
@@ -446,7 +443,7 @@ pub fn probe(
         // appsink holds EOS back until its samples are pulled, so pull, and watch the bus meanwhile.
         let deadline = std::time::Instant::now() + timeout;
         while std::time::Instant::now() < deadline {
-            if let Some(e) = first_error(&bus) {
+            if let Some(e) = first_bus_error(&bus) {
                 return Err(e);
             }
             if appsink.try_pull_sample(gst::ClockTime::from_mseconds(20)).is_some() {

@@ -783,7 +783,7 @@ fn drain(
         Ok(())
     })?;
     if let Some(stop) = early {
-        return ended_while_draining(stop); // a signal or the reader leaving ends the drain early
+        return ended_while_draining(stop, state.backend); // a signal or the reader leaving ends the drain early
     }
     encoder.end_of_stream();
     let deadline = Instant::now() + DRAIN_TIMEOUT;
@@ -796,7 +796,7 @@ fn drain(
             }
             Ok(ev) => {
                 if let Some(stop) = handle(ev, encoder, state)? {
-                    return ended_while_draining(stop);
+                    return ended_while_draining(stop, state.backend);
                 }
             }
             Err(_) => return Err(fail(Exit::Software, format!("the encoder did not drain within {DRAIN_TIMEOUT:?}"))),
@@ -806,10 +806,10 @@ fn drain(
 
 /// How a drain that was cut short ends: a signal or the reader leaving is a clean end; an encoder
 /// failure is not (the last frames are lost, and a rebuild could not bring them back).
-fn ended_while_draining(stop: Stop) -> anyhow::Result<()> {
+fn ended_while_draining(stop: Stop, encoder: &str) -> anyhow::Result<()> {
     match stop {
         Stop::Rebuild(why) => {
-            Err(fail(Exit::Software, format!("the encoder failed while draining the last frames: {why}")))
+            Err(fail(Exit::Software, format!("encoder {encoder} failed while draining the last frames: {why}")))
         }
         Stop::Finish { .. } | Stop::ReaderGone | Stop::Release => Ok(()),
     }

@@ -94,6 +94,8 @@ struct LoopState {
     last_report: (Instant, u64, u64),
     /// The frame clock, kept across pipeline rebuilds so stamps and PTS continue.
     start: Instant,
+    /// `--frame-log`, open for the whole run.
+    frame_log: Option<crate::stats::FrameLog>,
     index: u64,
 }
 
@@ -153,6 +155,13 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
         Output::Tcp(addr) => Destination::Demand(Box::new(Tcp::bind(*addr)?)),
     };
 
+    let frame_log = match &cfg.frame_log {
+        Some(path) => Some(
+            crate::stats::FrameLog::create(path)
+                .map_err(|e| fail(Exit::CantCreate, format!("--frame-log {}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
     pipeline::init()?;
     let (backend, lease) = choose_encoder(cfg)?;
 
@@ -206,6 +215,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
         // slot freed meanwhile goes to whoever is watched next (even one that fell back earlier).
         release_on_idle: demand && cfg.idle == IdleArg::Pause && cfg.leases.sessions > 0,
         start: now,
+        frame_log,
         index: 0,
     };
     let started = Instant::now();
@@ -413,7 +423,7 @@ impl Live {
 /// Chooses the encoder by opening candidates in order. NVENC candidates (and the testing aid's
 /// element) open only while holding a session slot when `--nvenc-sessions` is set; the returned
 /// lease must live as long as the encoder.
-fn choose_encoder(cfg: &Config) -> anyhow::Result<(Backend, Option<Lease>)> {
+pub(crate) fn choose_encoder(cfg: &Config) -> anyhow::Result<(Backend, Option<Lease>)> {
     open_backend(cfg, &select::candidates(cfg.encoder))
 }
 
@@ -666,6 +676,9 @@ fn frame_loop(
             continue; // the reader left while we waited
         }
         let render_start = Instant::now();
+        if let Some(log) = &mut state.frame_log {
+            log.note(state.index, crate::clock::monotonic_ns());
+        }
         renderer.render(state.index)?;
         state.timings.rendered(state.index, render_start, Instant::now());
         if c.rendered == 0 {

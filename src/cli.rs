@@ -100,6 +100,64 @@ pub enum Command {
     /// 4-byte start codes, SPS+PPS before every IDR, one slice per picture, no B slices, one SPS.
     /// Exits 1 when the stream breaks a rule, 66 when FILE cannot be read.
     Check(CheckArgs),
+    /// Measure end-to-end latency from outside: run a producer (the flags after `--`), timestamp
+    /// every access unit as it arrives on its stdout, decode the frame stamps and report render ->
+    /// arrival per frame (p50/p99/max), the extra frame go2rtc's framing adds, and the producer's own
+    /// per-stage figures. Frames whose stamp cannot be read are counted as misreads, never guessed.
+    Latency(LatencyArgs),
+    /// Is it the encoder settings? Render the `gradient` and `demo` scenes (or the --scene/--shader
+    /// after `--`), encode them with the producer's encoder and settings, decode in-process
+    /// (avdec_h264) and compare every picture with its source by frame stamp: PSNR, SSIM and a
+    /// banding score (false contour steps per 10,000 positions where the source is smooth; 0 = none).
+    /// `--sweep` varies bitrate and --qp-max per size and names the cheapest settings under
+    /// --threshold.
+    Quality(QualityArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct QualityArgs {
+    /// Frames to render and encode per run.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub frames: u64,
+    /// Vary bitrate and --qp-max for each size and print which settings keep banding under
+    /// --threshold at the lowest bitrate.
+    #[arg(long)]
+    pub sweep: bool,
+    /// With --sweep: bitrates to try, kbit/s [default: 500,1000,2000,4000,8000].
+    #[arg(long, value_delimiter = ',', value_name = "KBPS,...")]
+    pub bitrates: Option<Vec<u32>>,
+    /// With --sweep: --qp-max values to try [default: 34,42,51].
+    #[arg(long, value_delimiter = ',', value_name = "QP,...")]
+    pub qp_max_values: Option<Vec<u32>>,
+    /// With --sweep: sizes to try [default: 1280x720,1920x1080].
+    #[arg(long, value_delimiter = ',', value_name = "WxH,...")]
+    pub sizes: Option<Vec<String>>,
+    /// Banding score that counts as visible banding (mean over the compared pictures).
+    #[arg(long, default_value_t = 1.0)]
+    pub threshold: f64,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Producer flags (after `--`): --scene/--shader, --width/--height, --fps, --bitrate, --qp-max,
+    /// --gop, --profile, --encoder, --encoder-opt.
+    #[arg(last = true, value_name = "PRODUCER ARGS")]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LatencyArgs {
+    /// Frames to stream and measure.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(2..))]
+    pub frames: u64,
+    /// Print JSON (with every frame's figures) instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Also keep the captured stream in this file.
+    #[arg(long, value_name = "PATH")]
+    pub keep_stream: Option<PathBuf>,
+    /// The producer's flags (after `--`), e.g. `-- --width 1920 --height 1080 --bitrate 6000`.
+    #[arg(last = true, value_name = "PRODUCER ARGS")]
+    pub args: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -253,7 +311,7 @@ pub enum IdleArg {
 }
 
 /// The streaming options (the default command).
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct StreamArgs {
     /// Picture width in pixels (even).
     #[arg(long, env = "AGENTCAST_WIDTH", default_value_t = DEFAULT_WIDTH)]
@@ -367,6 +425,12 @@ pub struct StreamArgs {
     /// Leave out the frame-number stamp (the row of black and white blocks near the top).
     #[arg(long, env = "AGENTCAST_NO_STAMP")]
     pub no_stamp: bool,
+
+    /// Append one line per rendered frame to this file: its frame number (the stamp) and
+    /// CLOCK_MONOTONIC in nanoseconds when its render started. `agentcast latency` maps decoded
+    /// stamps back to render times with it.
+    #[arg(long, env = "AGENTCAST_FRAME_LOG", value_name = "PATH")]
+    pub frame_log: Option<PathBuf>,
 
     /// Stop cleanly after this many frames have been encoded.
     #[arg(long, env = "AGENTCAST_FRAMES", value_parser = clap::value_parser!(u64).range(1..))]

@@ -8,6 +8,14 @@ pub fn stream_time(index: u64, fps: u32) -> Duration {
     Duration::from_nanos((u128::from(index) * 1_000_000_000 / u128::from(fps)) as u64)
 }
 
+/// CLOCK_MONOTONIC in nanoseconds: the clock every process on the machine shares (and the one
+/// `Instant` reads), so a reader process can compare its arrival times with our render times.
+pub fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
 /// The index of the frame due after `elapsed` of stream (rounded down).
 pub fn frames_due(elapsed: Duration, fps: u32) -> u64 {
     (elapsed.as_nanos() * u128::from(fps) / 1_000_000_000) as u64

@@ -56,6 +56,8 @@ pub struct Config {
     /// `--stats-interval`; `None` = off.
     pub stats_interval: Option<Duration>,
     pub stats_file: Option<PathBuf>,
+    /// `--frame-log`: frame number -> render start (CLOCK_MONOTONIC), one line per frame.
+    pub frame_log: Option<PathBuf>,
     /// `--stall-timeout`; `None` = off.
     pub stall_timeout: Option<Duration>,
     /// Testing aid: drop the encoder's output after this many access units.
@@ -112,6 +114,9 @@ impl Config {
                 a.height,
                 StampLayout::min_width()
             ));
+        }
+        if a.no_stamp && a.frame_log.is_some() {
+            return Err("--frame-log maps frame stamps to render times; it cannot go with --no-stamp".into());
         }
         let duration = match a.duration {
             None => None,
@@ -170,6 +175,7 @@ impl Config {
             stream: a.stream.clone().unwrap_or_else(|| format!("agentcast-{}", std::process::id())),
             stats_interval: (a.stats_interval > 0).then(|| Duration::from_secs(a.stats_interval)),
             stats_file: a.stats_file.clone(),
+            frame_log: a.frame_log.clone(),
             stall_timeout: (a.stall_timeout > 0).then(|| Duration::from_secs(a.stall_timeout)),
             debug_stall_after: a.debug_stall_after,
             debug_fail_after: a.debug_fail_after,

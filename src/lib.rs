@@ -37,7 +37,7 @@ pub mod doctor;
 pub mod encode;
 pub mod exit;
 pub mod go2rtc;
-pub mod quality;
+pub mod measure;
 pub mod render;
 pub mod sink;
 pub mod slots;

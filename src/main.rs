@@ -19,6 +19,8 @@ fn main() -> ExitCode {
     init_logging(cli.log_level.as_deref());
     let result = match &cli.command {
         Some(Command::Check(args)) => run_check(args),
+        Some(Command::Latency(args)) => agentcast::measure::latency::run(args),
+        Some(Command::Quality(args)) => agentcast::measure::quality::run(args),
         Some(Command::Encoders(args)) => agentcast::encode::list(args),
         Some(Command::Slots(args)) => agentcast::slots::show(args),
         Some(Command::Doctor(args)) => agentcast::doctor::doctor(args),

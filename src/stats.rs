@@ -19,6 +19,48 @@ struct Frame {
     pushed: Option<Instant>,
 }
 
+/// `--frame-log`: one `FRAME MONOTONIC_NS` line per rendered frame, written as it happens (a
+/// line-buffered file costs one small write per frame), so it is complete even if we are killed.
+pub struct FrameLog {
+    path: std::path::PathBuf,
+    out: Option<std::io::LineWriter<std::fs::File>>,
+}
+
+impl FrameLog {
+    pub fn create(path: &std::path::Path) -> std::io::Result<FrameLog> {
+        let file = std::fs::File::create(path)?;
+        Ok(FrameLog { path: path.to_path_buf(), out: Some(std::io::LineWriter::new(file)) })
+    }
+
+    /// Frame `index` started rendering at `at_ns` (CLOCK_MONOTONIC). A write error is logged once
+    /// and ends the log; it never stops the stream.
+    pub fn note(&mut self, index: u64, at_ns: u64) {
+        use std::io::Write;
+        if let Some(out) = &mut self.out
+            && let Err(e) = writeln!(out, "{index} {at_ns}")
+        {
+            log::warn!("--frame-log {}: {e}; no more frames are logged", self.path.display());
+            self.out = None;
+        }
+    }
+}
+
+/// Parses a frame log: (frame number, CLOCK_MONOTONIC ns) per line. Bad lines are an error naming
+/// the line.
+pub fn parse_frame_log(text: &str) -> Result<Vec<(u64, u64)>, String> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(n, line)| {
+            let mut it = line.split_ascii_whitespace().map(str::parse::<u64>);
+            match (it.next(), it.next(), it.next()) {
+                (Some(Ok(frame)), Some(Ok(ns)), None) => Ok((frame, ns)),
+                _ => Err(format!("line {}: expected 'FRAME MONOTONIC_NS', got {line:?}", n + 1)),
+            }
+        })
+        .collect()
+}
+
 /// Latency samples, in milliseconds, per stage.
 #[derive(Debug, Default, Clone)]
 pub struct Samples {
@@ -104,10 +146,15 @@ pub fn percentile(values: &mut [f64], p: f64) -> Option<f64> {
     Some(values[rank.min(values.len()) - 1])
 }
 
-/// `{"p50": .., "p99": ..}` in milliseconds (nulls when there were no samples).
+/// `{"p50": .., "p99": .., "max": .., "n": ..}` in milliseconds (nulls when there were no samples).
 pub fn summary(values: &mut [f64]) -> serde_json::Value {
     let round = |v: Option<f64>| v.map(|v| (v * 100.0).round() / 100.0);
-    serde_json::json!({ "p50": round(percentile(values, 50.0)), "p99": round(percentile(values, 99.0)), "n": values.len() })
+    serde_json::json!({
+        "p50": round(percentile(values, 50.0)),
+        "p99": round(percentile(values, 99.0)),
+        "max": round(percentile(values, 100.0)),
+        "n": values.len(),
+    })
 }
 
 /// Resident memory of this process (VmRSS), in KiB. Never VMS: virtual size counts every mapping
@@ -130,6 +177,20 @@ pub fn write_atomic(path: &std::path::Path, text: &str) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn frame_log_round_trips_and_names_bad_lines() {
+        let dir = std::env::temp_dir().join(format!("agentcast-framelog-{}", std::process::id()));
+        let mut log = FrameLog::create(&dir).unwrap();
+        log.note(0, 100);
+        log.note(1, 33_433_433);
+        drop(log);
+        let text = std::fs::read_to_string(&dir).unwrap();
+        std::fs::remove_file(&dir).unwrap();
+        assert_eq!(parse_frame_log(&text).unwrap(), vec![(0, 100), (1, 33_433_433)]);
+        assert_eq!(parse_frame_log("0 1\n1 x\n").unwrap_err(), "line 2: expected 'FRAME MONOTONIC_NS', got \"1 x\"");
+        assert!(parse_frame_log("0 1 2").is_err());
+    }
 
     #[test]
     fn percentiles_by_nearest_rank() {

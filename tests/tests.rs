@@ -3,6 +3,7 @@
 
 mod deploy;
 mod leases;
+mod measure;
 mod outputs;
 mod util;
 
@@ -699,7 +700,7 @@ fn wrapper_script_killed_with_sigkill_leaves_no_orphans() {
 /// (constant QP 1; High profile cannot do lossless), a starved bitrate bands more than a generous one.
 #[test]
 fn banding_score_rises_when_the_bitrate_falls() {
-    use agentcast::quality::{banding_score, psnr};
+    use agentcast::measure::metrics::{banding_score, psnr};
     let dir = tempdir();
     let encode = |name: &str, extra: &[&str]| {
         let mut args = vec!["--scene", "gradient", "--frames", "12", "--no-pace", "--width", "640", "--height", "360"];

@@ -84,7 +84,7 @@ pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     p
 }
 
-fn tool(name: &str) -> Command {
+pub fn tool(name: &str) -> Command {
     let found = Command::new(name).arg("-version").stdout(Stdio::null()).stderr(Stdio::null()).status();
     assert!(found.is_ok(), "{name} is not installed; run scripts/setup.sh");
     Command::new(name)

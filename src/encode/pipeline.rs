@@ -63,7 +63,7 @@ pub fn element_installed(name: &str) -> bool {
     gst::ElementFactory::find(name).is_some()
 }
 
-fn make(factory: &str, package: &str) -> anyhow::Result<gst::Element> {
+pub(crate) fn make(factory: &str, package: &str) -> anyhow::Result<gst::Element> {
     gst::ElementFactory::make(factory)
         .build()
         .with_context(|| format!("creating GStreamer element {factory} (is {package} installed?)"))

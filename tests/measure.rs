@@ -1,0 +1,180 @@
+//! The measuring tools: `agentcast latency` and `agentcast quality`, on real streams decoded by
+//! real decoders. Timings are never asserted here (they belong to scripts/bench.py); only that the
+//! figures exist, add up, and come from stamps that were really read.
+
+use crate::util::*;
+
+fn json_of(out: &std::process::Output) -> serde_json::Value {
+    assert!(out.status.success(), "exit {:?}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("stdout is one JSON document")
+}
+
+/// 300 paced frames at the default size and bitrate: every stamp is read back, every frame gets a
+/// latency, and the go2rtc figure is the arrival figure plus the wait for the next frame.
+#[test]
+fn latency_reads_every_stamp_at_the_default_bitrate() {
+    let dir = tempdir();
+    let kept = dir.path().join("kept.h264");
+    let r = json_of(&run(&["latency", "--frames", "300", "--json", "--keep-stream", kept.to_str().unwrap()]));
+    let f = &r["frames"];
+    assert_eq!(f["requested"], 300);
+    assert_eq!(f["access_units"], 300, "{f}");
+    assert_eq!(f["stamps_read"], 300, "{f}");
+    assert_eq!(f["misreads"], 0, "{f}");
+    let per_frame = r["per_frame"].as_array().unwrap();
+    assert_eq!(per_frame.len(), 300);
+    let frames: Vec<u64> = per_frame.iter().map(|p| p[0].as_u64().unwrap()).collect();
+    assert_eq!(frames, (0..300).collect::<Vec<_>>(), "paced at 30 fps on this machine, no frame is skipped");
+    for p in per_frame {
+        let (arrival, go2rtc) = (p[1].as_f64().unwrap(), p[2].as_f64());
+        assert!(arrival > 0.0 && arrival < 5000.0, "{p}");
+        if let Some(g) = go2rtc {
+            assert!(g >= arrival, "go2rtc cannot emit a frame before it arrived: {p}");
+        }
+    }
+    let l = &r["latency_ms"];
+    for key in ["render_to_arrival", "go2rtc_framing", "render_to_go2rtc"] {
+        assert!(l[key]["p50"].as_f64().is_some() && l[key]["max"].as_f64().is_some(), "{key}: {l}");
+    }
+    assert_eq!(l["render_to_arrival"]["n"], 300);
+    assert_eq!(l["render_to_go2rtc"]["n"], 299, "the last frame has no next frame to be emitted by");
+    for stage in ["render", "readback", "encode", "write", "render_to_write"] {
+        assert!(r["producer_ms"][stage]["p50"].as_f64().is_some(), "producer stage {stage}: {}", r["producer_ms"]);
+    }
+    assert!(r["join_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(r["encoder"], "x264enc");
+    // The kept stream is what was measured: a real decoder sees 300 pictures.
+    assert_eq!(probe(&kept).frames.len(), 300);
+}
+
+/// The stamp survives every setting agentcast's encoders allow (QP is capped at 51, so x264
+/// overshoots instead of skipping), so the misread path is driven by a foreign encoder that does
+/// starve the picture: libx264 at 8 kbit/s with its default preset skips macroblocks and freezes or
+/// smears the stamp. The reader must count those pictures as misreads, never give them a latency.
+#[test]
+fn latency_reports_misreads_at_a_very_low_bitrate() {
+    use agentcast::measure::latency::analyse;
+    let dir = tempdir();
+    let frames = 90u64;
+    let original = write(
+        dir.path(),
+        "orig.h264",
+        &stream(&["--width", "640", "--height", "360", "--frames", &frames.to_string(), "--no-pace"]),
+    );
+    let low = dir.path().join("low.h264");
+    let st = tool("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(&original)
+        .args(["-c:v", "libx264", "-b:v", "8k", "-maxrate", "8k", "-bufsize", "8k", "-bf", "0", "-f", "h264"])
+        .arg(&low)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // A frame log as the producer writes it: frame i rendered at i * 33.3 ms; all bytes "arrived"
+    // at 10 s (only the stamp reading is under test here).
+    let log: Vec<(u64, u64)> = (0..frames).map(|i| (i, i * 33_333_333)).collect();
+    let check = |path: &std::path::Path| {
+        let bytes = std::fs::read(path).unwrap();
+        let r = analyse(&bytes, &[(bytes.len(), 10_000_000_000)], 0, &log).unwrap();
+        let f = r["frames"].clone();
+        let read: Vec<u64> = r["per_frame"].as_array().unwrap().iter().map(|p| p[0].as_u64().unwrap()).collect();
+        assert!(read.windows(2).all(|w| w[0] < w[1]), "matched frames must be strictly increasing: {read:?}");
+        assert!(read.iter().all(|&n| n < frames));
+        assert_eq!(
+            f["stamps_read"].as_u64().unwrap() + f["misreads"].as_u64().unwrap(),
+            f["access_units"].as_u64().unwrap(),
+            "every access unit is either read or a misread: {f}"
+        );
+        f
+    };
+    let control = check(&original);
+    assert_eq!((control["stamps_read"].as_u64(), control["misreads"].as_u64()), (Some(frames), Some(0)), "{control}");
+    let starved = check(&low);
+    eprintln!("8 kbit/s: {starved}");
+    assert!(starved["misreads"].as_u64().unwrap() > 0, "a starved stream must show misreads: {starved}");
+}
+
+#[test]
+fn latency_refuses_producer_flags_it_cannot_measure() {
+    for (args, needle) in [
+        (vec!["latency", "--", "--no-stamp"], "drop --no-stamp"),
+        (vec!["latency", "--", "--frames", "5"], "--frames is set by agentcast latency itself"),
+        (vec!["latency", "--", "--output", "fifo:/tmp/x"], "drop --output"),
+        (vec!["latency", "--", "--bogus"], "producer arguments after --"),
+        (vec!["latency", "--frames", "1"], "--frames"),
+    ] {
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+}
+
+fn quality(extra: &[&str]) -> serde_json::Value {
+    let mut args =
+        vec!["quality", "--json", "--frames", "10", "--", "--scene", "gradient", "--width", "640", "--height", "360"];
+    args.extend_from_slice(extra);
+    json_of(&run(&args))
+}
+
+/// `quality` end to end on the gradient scene: every decoded picture is matched by stamp, and a
+/// starved bitrate scores worse on every metric than a generous one.
+#[test]
+fn quality_scores_a_starved_bitrate_worse() {
+    let high = quality(&["--bitrate", "8000"]);
+    let low = quality(&["--bitrate", "64", "--qp-max", "51"]);
+    let (h, l) = (&high["runs"][0], &low["runs"][0]);
+    eprintln!("8000: {h}\n64: {l}");
+    for r in [h, l] {
+        assert_eq!(r["compared"], 10, "{r}");
+        assert_eq!(r["misreads"], 0, "{r}");
+        assert_eq!(r["scene"], "gradient");
+    }
+    assert!(l["banding"].as_f64().unwrap() > h["banding"].as_f64().unwrap(), "banding: {l} vs {h}");
+    assert!(l["psnr_db"].as_f64().unwrap() < h["psnr_db"].as_f64().unwrap());
+    assert!(l["ssim"].as_f64().unwrap() < h["ssim"].as_f64().unwrap());
+    assert!(l["actual_kbps"].as_f64().unwrap() < h["actual_kbps"].as_f64().unwrap());
+}
+
+#[test]
+fn quality_sweep_names_the_cheapest_settings_under_the_threshold() {
+    let out = run(&[
+        "quality",
+        "--json",
+        "--frames",
+        "6",
+        "--sweep",
+        "--sizes",
+        "640x360",
+        "--bitrates",
+        "64,4000",
+        "--qp-max-values",
+        "51",
+        "--threshold",
+        "1000",
+        "--",
+        "--scene",
+        "gradient",
+    ]);
+    let r = json_of(&out);
+    assert_eq!(r["runs"].as_array().unwrap().len(), 2);
+    let best = &r["cheapest"][0];
+    assert_eq!((best["width"].as_u64(), best["height"].as_u64()), (Some(640), Some(360)));
+    assert_eq!(best["run"]["bitrate_kbps"], 64, "with a lax threshold the cheaper run wins: {r}");
+}
+
+#[test]
+fn quality_refuses_sweep_flags_out_of_place() {
+    for (args, needle) in [
+        (vec!["quality", "--bitrates", "100"], "--bitrates only applies with --sweep"),
+        (vec!["quality", "--sweep", "--", "--bitrate", "100"], "--bitrate after -- conflicts with --sweep"),
+        (vec!["quality", "--sweep", "--sizes", "640"], "--sizes: size \"640\" is not WIDTHxHEIGHT"),
+        (vec!["quality", "--", "--no-stamp"], "drop --no-stamp"),
+    ] {
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}

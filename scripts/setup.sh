@@ -11,6 +11,8 @@ packages=(
     gstreamer1.0-plugins-base gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-tools
     # run: EGL loader, Mesa's EGL and llvmpipe for machines without an NVIDIA GPU, GLES entry points
     libegl1 libegl-mesa0 libgl1-mesa-dri libgles2
+    # measuring: avdec_h264 for `agentcast latency`/`quality`; python3 + gnuplot for scripts/bench.py
+    gstreamer1.0-libav python3 gnuplot-nox
     # tests: real decoders; pgrep/kill for process checks; docker-compose validates the compose
     # files without a Docker engine
     ffmpeg procps docker-compose

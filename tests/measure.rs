@@ -178,3 +178,53 @@ fn quality_refuses_sweep_flags_out_of_place() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+/// scripts/bench.py in a tiny configuration: it runs every contender, and its JSON has every field.
+/// (Its numbers are not checked: timings stay out of the tests.)
+#[test]
+fn bench_runs_tiny_and_its_json_has_every_field() {
+    let dir = tempdir();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench.py");
+    let out = std::process::Command::new("python3")
+        .args([script, "--runs", "1", "--frames", "5", "--configs", "640x360@30", "--bin", BIN, "--out"])
+        .arg(dir.path())
+        .output()
+        .expect("python3");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("| 640x360@30 | agentcast-paced |"), "{stdout}");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("bench.json")).unwrap()).unwrap();
+    for key in ["cpu_model", "cpus", "kernel", "date", "gstreamer", "ffmpeg"] {
+        assert!(!r["machine"][key].is_null(), "machine.{key}");
+    }
+    let c = &r["configs"][0];
+    assert_eq!((c["width"].as_u64(), c["height"].as_u64(), c["fps"].as_u64()), (Some(640), Some(360), Some(30)));
+    assert!(c["keeps_up"].is_boolean());
+    for name in ["agentcast-paced", "agentcast-unpaced", "gst-x264", "ffmpeg-paced", "ffmpeg-unpaced"] {
+        let k = &c["contenders"][name];
+        for metric in ["fps", "cpu_ms_per_frame", "peak_rss_mib", "join_ms", "exit_ms"] {
+            for q in ["median", "min", "max"] {
+                assert!(k[metric][q].as_f64().is_some(), "{name}.{metric}.{q}: {k}");
+            }
+            assert_eq!(k[metric]["runs"].as_array().unwrap().len(), 1, "{name}.{metric}");
+        }
+        assert!(k["go2rtc_ok"].is_boolean() && k["command"].is_array() && k["exit_status"].is_array());
+    }
+    assert_eq!(c["contenders"]["agentcast-paced"]["go2rtc_ok"], true);
+    assert_eq!(c["contenders"]["agentcast-paced"]["exit_status"][0], "exit 0", "BrokenPipe is a clean exit");
+    let l = &c["latency"];
+    for key in ["render_to_arrival", "go2rtc_framing", "render_to_go2rtc"] {
+        for q in ["p50", "p99", "max"] {
+            assert!(l[key][q].as_f64().is_some(), "latency.{key}.{q}: {l}");
+        }
+    }
+    for s in ["render", "readback", "encode", "write"] {
+        assert!(l["producer"][s].as_f64().is_some(), "latency.producer.{s}");
+    }
+    assert_eq!(l["stamps_read"], 5);
+    assert_eq!(l["misreads"], 0);
+    let png = std::fs::read(dir.path().join("latency.png")).expect("latency.png (gnuplot-nox)");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert!(std::fs::read_to_string(dir.path().join("bench.md")).unwrap().contains("agentcast-unpaced"));
+}

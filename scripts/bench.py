@@ -278,12 +278,14 @@ def plot(report, out):
                 for n, v in enumerate(values):
                     f.write(f"{v} {(n + 1) / len(values)}\n")
             series.append((path, f"{c['name']} {label}"))
-    joins = os.path.join(out, "join.dat")
-    with open(joins, "w") as f:
-        for i, c in enumerate(report["configs"]):
+    joins = []
+    for i, c in enumerate(report["configs"]):
+        path = os.path.join(out, f"join-{i}.dat")
+        with open(path, "w") as f:
             for j, name in enumerate(CONTENDERS):
                 for v in c["contenders"][name]["join_ms"]["runs"]:
-                    f.write(f"{j + i * 0.15} {v} {i}\n")
+                    f.write(f"{j + i * 0.15} {v}\n")
+        joins.append((path, c["name"]))
     png = os.path.join(out, "latency.png")
     xtics = ", ".join(f'"{n}" {j}' for j, n in enumerate(CONTENDERS))
     script = [
@@ -295,8 +297,8 @@ def plot(report, out):
         "plot " + ", ".join(f"'{p}' using 1:2 with lines lw 2 title '{t}'" for p, t in series),
         "set title 'viewer join: spawn -> SPS+PPS in the first 256 bytes'",
         "set xlabel ''", "set ylabel 'ms'", f"set xtics ({xtics}) rotate by -20", "set xrange [-0.5:4.8]",
-        "set key off",
-        f"plot '{joins}' using 1:2:3 with points pt 7 ps 1.2 lc variable",
+        "set key top right",
+        "plot " + ", ".join(f"'{p}' using 1:2 with points pt 7 ps 1.2 title '{t}'" for p, t in joins),
         "unset multiplot",
     ]
     r = subprocess.run(["gnuplot"], input="\n".join(script), text=True, capture_output=True)

@@ -94,6 +94,8 @@ struct LoopState {
     last_report: (Instant, u64, u64),
     /// The frame clock, kept across pipeline rebuilds so stamps and PTS continue.
     start: Instant,
+    /// Bytes each frame crosses from the GPU to the host (the readback path; 0 would be zero-copy).
+    host_bytes_per_frame: usize,
     /// `--frame-log`, open for the whole run.
     frame_log: Option<crate::stats::FrameLog>,
     index: u64,
@@ -215,6 +217,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
         // slot freed meanwhile goes to whoever is watched next (even one that fell back earlier).
         release_on_idle: demand && cfg.idle == IdleArg::Pause && cfg.leases.sessions > 0,
         start: now,
+        host_bytes_per_frame: plan.readback_bytes(cfg.width, cfg.height),
         frame_log,
         index: 0,
     };
@@ -888,6 +891,9 @@ fn report(cfg: &Config, state: &mut LoopState, c: &Counters, s: &SinkStats, last
             "write": crate::stats::summary(&mut samples.write),
             "render_to_write": crate::stats::summary(&mut samples.render_to_write),
         },
+        // Proof of the path: what each frame costs the PCIe bus / host memory.
+        "path": "readback",
+        "host_bytes_per_frame": state.host_bytes_per_frame,
         "nvenc_slot": state.slot,
         "rss_kib": crate::stats::rss_kib(),
         // Real GPU memory needs NVML, which agentcast does not load yet; never VMS.

@@ -164,6 +164,9 @@ fn stats_lines_parse_grow_and_add_up() {
     assert!(mid["latency_ms"]["render_to_write"]["p50"].as_f64().unwrap() > 0.0, "{mid}");
     assert!(mid["rss_kib"].as_u64().unwrap() > 0);
     assert!(mid.get("vms").is_none());
+    // Proof of the path: on llvmpipe, auto converts on the CPU, so RGBA (4 B/px) crosses to the host.
+    assert_eq!(mid["path"], "readback");
+    assert_eq!(mid["host_bytes_per_frame"], 1280 * 720 * 4, "{mid}");
 }
 
 #[test]
@@ -188,4 +191,16 @@ fn the_stats_file_is_always_complete_json() {
     assert!(reads > 10, "the file should have been read while it was being replaced ({reads} reads)");
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     assert_eq!(v["stats"], "final");
+}
+
+/// With the shader pass packing YUV on the GPU, 1.5 bytes per pixel cross to the host, not 4.
+#[test]
+fn stats_show_the_host_bytes_of_the_gpu_packed_path() {
+    let dir = tempdir();
+    let file = dir.path().join("stats.json");
+    let out = run(&["--frames", "10", "--no-pace", "--convert", "gpu", "--stats-file", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stats: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(stats["path"], "readback");
+    assert_eq!(stats["host_bytes_per_frame"], 1280 * 720 * 3 / 2, "{stats}");
 }

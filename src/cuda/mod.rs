@@ -2,6 +2,8 @@
 //! there is no libcuda. All of the crate's CUDA `unsafe` lives under this module.
 #![allow(unsafe_code)]
 
+pub mod layout;
+
 /// What CUDA looks like on this machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cuda {

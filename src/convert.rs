@@ -51,6 +51,30 @@ impl fmt::Display for Plan {
     }
 }
 
+/// How frames reach the encoder on this machine, with the reason: what `agentcast doctor` reports.
+/// The zero-copy path (GL texture -> CUDA -> NVENC, issue 6) is not built yet, so every machine reads
+/// back; the difference is how many bytes per pixel cross to the host.
+pub fn auto_path(cuda_devices: usize, software_renderer: bool, nvenc_opens: bool) -> (&'static str, &'static str) {
+    match (software_renderer, cuda_devices > 0, nvenc_opens) {
+        (true, _, _) => (
+            "readback of RGBA (4 B/px)",
+            "the renderer is software (llvmpipe), so videoconvert on the CPU is cheaper than the shader pass",
+        ),
+        (false, true, true) => (
+            "readback of shader-packed YUV (1.5 B/px) into NVENC",
+            "CUDA and NVENC are here, but the zero-copy path is not built yet",
+        ),
+        (false, true, false) => (
+            "readback of shader-packed YUV (1.5 B/px) into a CPU encoder",
+            "CUDA but no NVENC (as on H100/H200/A100): render and convert on the GPU, encode on the CPU, the best possible here",
+        ),
+        (false, false, _) => (
+            "readback of shader-packed YUV (1.5 B/px)",
+            "a hardware renderer without CUDA: the GPU converts, the host gets 1.5 bytes per pixel",
+        ),
+    }
+}
+
 /// Whether the shader pass can pack this size into this layout: it writes four bytes per texel,
 /// so every plane row must be a multiple of four bytes.
 pub fn gpu_packs(format: RawFormat, width: u32, height: u32) -> bool {
@@ -132,6 +156,17 @@ impl GpuPack {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_path_says_which_bytes_cross_to_the_host_and_why() {
+        assert!(auto_path(0, true, false).0.contains("4 B/px"));
+        assert!(auto_path(1, true, true).0.contains("4 B/px"), "llvmpipe reads back RGBA even beside CUDA");
+        let (path, why) = auto_path(1, false, false);
+        assert!(path.contains("1.5 B/px") && path.contains("CPU encoder") && why.contains("no NVENC"));
+        let (path, why) = auto_path(2, false, true);
+        assert!(path.contains("NVENC") && why.contains("not built yet"), "never claims zero-copy");
+        assert!(auto_path(0, false, false).0.contains("1.5 B/px"));
+    }
 
     const X264: &[RawFormat] = &[RawFormat::Nv12, RawFormat::I420];
     const OPENH264: &[RawFormat] = &[RawFormat::I420];

@@ -76,8 +76,10 @@ pub fn run_checks(lock_dir: PathBuf, fifo_dir: PathBuf, width: u32, height: u32)
     }
 
     // EGL and the GL renderer.
+    let mut software_renderer = None;
     match crate::render::Gpu::open(None) {
         Ok(gpu) => {
+            software_renderer = Some(gpu.info.software);
             out.push(check("egl", Status::Ok, gpu.info.platform.clone(), None));
             if gpu.info.software {
                 out.push(check(
@@ -99,7 +101,8 @@ pub fn run_checks(lock_dir: PathBuf, fifo_dir: PathBuf, width: u32, height: u32)
     }
 
     // CUDA.
-    out.push(match crate::cuda::probe() {
+    let cuda = crate::cuda::probe();
+    out.push(match cuda.clone() {
         crate::cuda::Cuda::Absent => check(
             "cuda",
             Status::Warn,
@@ -126,6 +129,12 @@ pub fn run_checks(lock_dir: PathBuf, fifo_dir: PathBuf, width: u32, height: u32)
                 Some((b, _)) => check(name, Status::Ok, format!("{} opens", b.element()), None),
                 None => check(name, Status::Warn, detail, Some(hint)),
             });
+        }
+        let nvenc_opens = report.iter().any(|(b, o)| b.name() == "nvenc" && *o == select::Outcome::Opened);
+        let cuda_devices = if let crate::cuda::Cuda::Devices(n) = cuda { n } else { 0 };
+        if let Some(software) = software_renderer {
+            let (path, why) = crate::convert::auto_path(cuda_devices, software, nvenc_opens);
+            out.push(check("path", Status::Ok, format!("--convert auto takes {path}: {why}"), None));
         }
         out.push(match chosen {
             Some(b) => check("encoder", Status::Ok, format!("--encoder auto picks {b}"), None),

@@ -19,10 +19,9 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 
 use anyhow::Context;
-use clap::Parser;
 use log::{info, warn};
 
-use crate::cli::{Cli, LatencyArgs};
+use crate::cli::LatencyArgs;
 use crate::clock::monotonic_ns;
 use crate::config::Config;
 use crate::exit::{Exit, ExitExt, fail};
@@ -47,13 +46,15 @@ pub struct Matched {
     /// (frame, render -> arrival ms, render -> go2rtc emits ms (None for the last unit)).
     pub frames: Vec<(u64, f64, Option<f64>)>,
     pub unreadable: u64,
+    /// Access units that gave no picture at all.
+    pub undecoded: u64,
     /// Stamps that decoded but name no logged frame, or go backwards.
     pub unknown: u64,
 }
 
 impl Matched {
     pub fn misreads(&self) -> u64 {
-        self.unreadable + self.unknown
+        self.unreadable + self.undecoded + self.unknown
     }
 }
 
@@ -78,7 +79,8 @@ pub fn match_readings(
     let mut last: Option<u64> = None;
     for (i, reading) in readings.iter().enumerate() {
         match reading {
-            None | Some(Reading::Unreadable) => m.unreadable += 1,
+            None => m.undecoded += 1,
+            Some(Reading::Unreadable) => m.unreadable += 1,
             Some(Reading::Stamp(n)) => match by_stamp.get(n) {
                 Some(&(frame, rendered)) if last.is_none_or(|l| frame > l) => {
                     last = Some(frame);
@@ -92,20 +94,10 @@ pub fn match_readings(
 }
 
 pub fn run(a: &LatencyArgs) -> anyhow::Result<Exit> {
-    // The producer's flags are parsed and validated here first, so a mistake is one line from us.
-    let mut argv = vec!["agentcast".to_string()];
-    argv.extend(a.args.iter().cloned());
-    let cli = Cli::try_parse_from(&argv).map_err(|e| {
-        let first = e.to_string().lines().next().unwrap_or("").trim_start_matches("error: ").to_string();
-        fail(Exit::Usage, format!("producer arguments after --: {first}"))
-    })?;
-    if cli.command.is_some() {
-        return Err(fail(Exit::Usage, "producer arguments after -- must be stream flags, not a subcommand"));
-    }
-    if let Some(flag) = a.args.iter().find(|arg| OWN_FLAGS.iter().any(|f| arg.split('=').next() == Some(*f))) {
+    let (_, cfg) = super::producer_config(&a.args)?;
+    if let Some(flag) = OWN_FLAGS.iter().find(|f| super::flag_given(&a.args, f)) {
         return Err(fail(Exit::Usage, format!("{flag} is set by agentcast latency itself (use its --frames)")));
     }
-    let cfg = Config::from_args(&cli.stream).map_err(|e| fail(Exit::Usage, e))?;
     if !cfg.stamp {
         return Err(fail(Exit::Usage, "latency needs the frame stamp; drop --no-stamp"));
     }
@@ -215,13 +207,13 @@ pub fn analyse(
         }
     })?;
     let matched = match_readings(&readings, &arrived, &next_started, log);
-    let undecoded = readings.iter().filter(|r| r.is_none()).count() as u64;
     if matched.misreads() > 0 {
         warn!(
-            "{} of {} pictures had no readable stamp ({} unreadable or undecoded, {} not in the frame log): they get no latency",
+            "{} of {} pictures had no readable stamp ({} unreadable, {} undecoded, {} not in the frame log): they get no latency",
             matched.misreads(),
             units.len(),
             matched.unreadable,
+            matched.undecoded,
             matched.unknown
         );
     }
@@ -238,8 +230,8 @@ pub fn analyse(
             "decoded": decoded,
             "stamps_read": matched.frames.len(),
             "misreads": matched.misreads(),
-            "unreadable": matched.unreadable - undecoded.min(matched.unreadable),
-            "undecoded": undecoded,
+            "unreadable": matched.unreadable,
+            "undecoded": matched.undecoded,
             "not_in_log": matched.unknown,
         },
         "join_ms": join_ms.map(round),
@@ -318,6 +310,6 @@ mod tests {
         let next = [Some(40_000_000), None, None, None, None, None];
         let m = match_readings(&readings, &arrived, &next, &log);
         assert_eq!(m.frames, vec![(0, 10.0, Some(39.0)), (3, 30.0, None)]);
-        assert_eq!((m.unreadable, m.unknown, m.misreads()), (2, 2, 4));
+        assert_eq!((m.unreadable, m.undecoded, m.unknown, m.misreads()), (1, 1, 2, 4));
     }
 }

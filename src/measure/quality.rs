@@ -6,10 +6,9 @@
 //! names the cheapest settings (by the bitrate actually produced) whose banding stays under the
 //! threshold.
 
-use clap::Parser;
 use log::info;
 
-use crate::cli::{Cli, QualityArgs, SceneArg};
+use crate::cli::{QualityArgs, SceneArg};
 use crate::config::{Config, SceneSource};
 use crate::convert::{Plan, gpu_packs};
 use crate::encode::pipeline::{self, Encoder, Input, Push, Setup};
@@ -120,7 +119,7 @@ pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
 const SWEPT: &[&str] = &["--bitrate", "--qp-max", "--width", "--height"];
 
 pub fn run(a: &QualityArgs) -> anyhow::Result<Exit> {
-    let given = |flag: &str| a.args.iter().any(|arg| arg.split('=').next() == Some(flag));
+    let given = |flag: &str| super::flag_given(&a.args, flag);
     if !a.sweep {
         for (flag, set) in [
             ("--bitrates", a.bitrates.is_some()),
@@ -137,16 +136,7 @@ pub fn run(a: &QualityArgs) -> anyhow::Result<Exit> {
             format!("{flag} after -- conflicts with --sweep, which sets it (use --bitrates, --qp-max-values, --sizes)"),
         ));
     }
-    let mut argv = vec!["agentcast".to_string()];
-    argv.extend(a.args.iter().cloned());
-    let cli = Cli::try_parse_from(&argv).map_err(|e| {
-        let first = e.to_string().lines().next().unwrap_or("").trim_start_matches("error: ").to_string();
-        fail(Exit::Usage, format!("producer arguments after --: {first}"))
-    })?;
-    if cli.command.is_some() {
-        return Err(fail(Exit::Usage, "producer arguments after -- must be stream flags, not a subcommand"));
-    }
-    let base = Config::from_args(&cli.stream).map_err(|e| fail(Exit::Usage, e))?;
+    let (stream_args, base) = super::producer_config(&a.args)?;
     if !base.stamp {
         return Err(fail(Exit::Usage, "quality matches pictures by frame stamp; drop --no-stamp"));
     }
@@ -184,7 +174,7 @@ pub fn run(a: &QualityArgs) -> anyhow::Result<Exit> {
     let mut runs = Vec::new();
     for &(width, height) in &sizes {
         // Each size goes through the producer's own validation.
-        let mut sized = cli.stream.clone();
+        let mut sized = stream_args.clone();
         sized.width = width;
         sized.height = height;
         let cfg = Config::from_args(&sized).map_err(|e| fail(Exit::Usage, format!("--sizes {width}x{height}: {e}")))?;
@@ -228,10 +218,12 @@ pub fn run(a: &QualityArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
+/// The scene as the user names it: the `--scene` value, or the `--shader` path.
 fn scene_name(s: &SceneSource) -> String {
     match s {
-        SceneSource::Builtin(SceneArg::Gradient) => "gradient".into(),
-        SceneSource::Builtin(SceneArg::Demo) => "demo".into(),
+        SceneSource::Builtin(scene) => {
+            clap::ValueEnum::to_possible_value(scene).map_or_else(|| format!("{scene:?}"), |v| v.get_name().to_string())
+        }
         SceneSource::Shader(p) => p.display().to_string(),
     }
 }
@@ -411,18 +403,18 @@ pub fn table(runs: &[Run], sweep: Option<(f64, &Cheapest)>) -> String {
     t
 }
 
-/// Scores crafted (source, decoded) pairs, exactly as a run scores decoded pictures.
-pub fn score_pairs(pairs: &[(&[u8], &[u8])], width: usize, height: usize) -> Scores {
-    let mut s = Scores::default();
-    for (a, b) in pairs {
-        s.add(a, b, width, height);
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Scores crafted (source, decoded) pairs, exactly as a run scores decoded pictures.
+    fn score_pairs(pairs: &[(&[u8], &[u8])], width: usize, height: usize) -> Scores {
+        let mut s = Scores::default();
+        for (a, b) in pairs {
+            s.add(a, b, width, height);
+        }
+        s
+    }
 
     fn gradient(w: usize, h: usize) -> Vec<u8> {
         (0..h).flat_map(|_| (0..w).map(move |x| (16 + x * 200 / w) as u8)).collect()

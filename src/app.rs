@@ -165,9 +165,12 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
         None => None,
     };
     pipeline::init()?;
+    // The CUDA device first: the renderer and NVENC both go to it (render::device).
+    let cuda = crate::cuda::select(cfg.gpu).map_err(|e| fail(Exit::Unavailable, e))?;
+    let cfg = &Config { gpu: cuda.map(|c| c.ordinal), ..cfg.clone() };
     let (backend, lease) = choose_encoder(cfg)?;
 
-    let gpu = Gpu::open(cfg.egl_device)?;
+    let gpu = Gpu::open(cfg.egl_device, cuda)?;
     let (plan, why) = convert::choose(
         cfg.convert,
         gpu.info.software,
@@ -408,6 +411,7 @@ impl Live {
             stall_after: cfg.debug_stall_after,
             fail_after,
             mpegts: cfg.mux == crate::cli::MuxArg::Mpegts,
+            gpu: cfg.gpu,
         };
         let encoder = Encoder::new(&setup)?;
         encoder.start()?;
@@ -470,7 +474,7 @@ fn open_backend(cfg: &Config, candidates: &[Backend]) -> anyhow::Result<(Backend
                 }
             }
         }
-        let opened = pipeline::probe(b, &cfg.encoder_settings, cfg.width, cfg.height, PROBE_TIMEOUT);
+        let opened = pipeline::probe(b, cfg.gpu, &cfg.encoder_settings, cfg.width, cfg.height, PROBE_TIMEOUT);
         match &opened {
             Ok(()) => lease = held,
             // NVENC's own session limit counts as busy too.

@@ -469,9 +469,16 @@ pub struct StreamArgs {
           value_parser = clap::value_parser!(u32).range(1..=60_000))]
     pub max_lag: u32,
 
-    /// Render on this EGL device (index into eglQueryDevicesEXT; see --log-level debug).
+    /// Render on this EGL device (index into eglQueryDevicesEXT; see --log-level debug). With CUDA,
+    /// it must be the --gpu device.
     #[arg(long, env = "AGENTCAST_EGL_DEVICE", value_name = "N")]
     pub egl_device: Option<u32>,
+
+    /// CUDA device (ordinal, as CUDA_VISIBLE_DEVICES leaves them) to render, convert and encode on:
+    /// the NVIDIA EGL device that is this GPU is picked (by PCI bus id or EGL_CUDA_DEVICE_NV) and
+    /// NVENC opens on it. Default 0 where there is CUDA; an error where there is none.
+    #[arg(long, env = "AGENTCAST_GPU", value_name = "N")]
+    pub gpu: Option<u32>,
 }
 
 #[cfg(test)]

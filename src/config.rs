@@ -45,6 +45,8 @@ pub struct Config {
     pub stop: StopAfter,
     pub pace: bool,
     pub egl_device: Option<u32>,
+    /// `--gpu`: the CUDA device; `None` = device 0 where there is CUDA.
+    pub gpu: Option<u32>,
     pub output: Output,
     pub mux: MuxArg,
     pub idle: IdleArg,
@@ -161,6 +163,7 @@ impl Config {
             stop: StopAfter { frames: a.frames, duration },
             pace: !a.no_pace,
             egl_device: a.egl_device,
+            gpu: a.gpu,
             output: a.output.clone(),
             mux: a.mux,
             idle: a.idle,

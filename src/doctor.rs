@@ -77,7 +77,7 @@ pub fn run_checks(lock_dir: PathBuf, fifo_dir: PathBuf, width: u32, height: u32)
 
     // EGL and the GL renderer.
     let mut software_renderer = None;
-    match crate::render::Gpu::open(None) {
+    match crate::render::Gpu::open(None, crate::cuda::select(None).ok().flatten()) {
         Ok(gpu) => {
             software_renderer = Some(gpu.info.software);
             out.push(check("egl", Status::Ok, gpu.info.platform.clone(), None));

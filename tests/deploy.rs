@@ -205,3 +205,14 @@ fn stats_show_the_host_bytes_of_the_gpu_packed_path() {
     assert_eq!(stats["path"], "readback");
     assert_eq!(stats["host_bytes_per_frame"], 1280 * 720 * 3 / 2, "{stats}");
 }
+
+// --gpu: the CUDA device; never silently ignored.
+
+#[test]
+fn gpu_without_cuda_is_a_one_line_error_naming_the_flag() {
+    let out = run(&["--gpu", "0", "--frames", "5"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{err}");
+    assert!(out.stdout.is_empty(), "nothing streamed");
+    assert_eq!(err.trim(), "agentcast: --gpu 0: there is no CUDA here (libcuda.so.1 is not installed)");
+}

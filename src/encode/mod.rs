@@ -23,7 +23,7 @@ pub fn probe_every_backend(width: u32, height: u32) -> (Vec<(Backend, Outcome)>,
         crate::cli::DEFAULT_QP_MAX,
         crate::config::profile(ProfileArg::High),
     );
-    let probe = |b| pipeline::probe(b, &settings, width, height, Duration::from_secs(5));
+    let probe = |b| pipeline::probe(b, None, &settings, width, height, Duration::from_secs(5));
     select::probe_all(&select::candidates(EncoderArg::Auto), pipeline::element_installed, probe, true)
 }
 

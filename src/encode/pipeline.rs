@@ -52,6 +52,8 @@ pub struct Setup<'a> {
     pub fail_after: Option<u64>,
     /// Wrap the stream in MPEG-TS (mpegtsmux) instead of raw Annex-B.
     pub mpegts: bool,
+    /// `--gpu`: the CUDA device NVENC must open on (`None`: the first).
+    pub gpu: Option<u32>,
 }
 
 /// Initialises GStreamer once; a failure means the libraries are broken or missing.
@@ -192,7 +194,8 @@ impl Encoder {
         queue.set_property("max-size-time", 0u64);
         chain.push(queue);
 
-        let encoder = make(s.backend.element(), s.backend.package())?;
+        let factory = factory_for(s.backend, s.gpu).map_err(|e| fail(Exit::Unavailable, e))?;
+        let encoder = make(&factory, s.backend.package())?;
         apply_properties(&encoder, &settings::properties(s.backend, &s.settings), false).exit(Exit::Unavailable)?;
         apply_user_options(&encoder, s.backend, s.options)?;
         if let (Some(n), Some(pad)) = (s.fail_after, encoder.static_pad("src")) {
@@ -406,11 +409,61 @@ pub fn apply_user_options(
     Ok(())
 }
 
+/// NVENC registers one element per GPU, in registration order (`nvcudah264enc` for the first with
+/// NVENC, then `nvcudah264device1enc`, ...), so the suffix is not the CUDA ordinal: the one whose
+/// read-only `cuda-device-id` is `gpu` is picked from `(factory, cuda-device-id)` pairs.
+pub fn pick_nvenc_factory(base: &str, gpu: u32, found: &[(String, Option<i64>)]) -> Result<String, String> {
+    let stem = base.strip_suffix("enc").unwrap_or(base);
+    let ours = |name: &str| {
+        name == base
+            || name
+                .strip_prefix(stem)
+                .and_then(|r| r.strip_prefix("device"))
+                .and_then(|r| r.strip_suffix("enc"))
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let mut seen = Vec::new();
+    for (name, id) in found.iter().filter(|(n, _)| ours(n)) {
+        if *id == Some(i64::from(gpu)) {
+            return Ok(name.clone());
+        }
+        seen.push(format!("{name} on {}", id.map_or("an unknown device".into(), |i| format!("CUDA device {i}"))));
+    }
+    Err(format!(
+        "no {base} element for CUDA device {gpu} (--gpu){}",
+        if seen.is_empty() { String::new() } else { format!("; there is {}", seen.join(", ")) }
+    ))
+}
+
+/// The element factory for `backend` on `gpu`: the table's name, except NVENC on a chosen GPU.
+pub fn factory_for(backend: Backend, gpu: Option<u32>) -> Result<String, String> {
+    let (true, Some(gpu)) = (matches!(backend, Backend::Nvenc | Backend::NvencCuda), gpu) else {
+        return Ok(backend.element().to_string());
+    };
+    let base = backend.element();
+    let found: Vec<(String, Option<i64>)> = gst::Registry::get()
+        .features(gst::ElementFactory::static_type())
+        .into_iter()
+        .filter(|f| f.name().starts_with(base.strip_suffix("enc").unwrap_or(base)))
+        .filter_map(|f| f.downcast::<gst::ElementFactory>().ok())
+        .map(|f| {
+            let id = f.load().ok().and_then(|f| {
+                let class = gst::glib::object::ObjectClass::from_type(f.element_type())?;
+                let value = class.find_property("cuda-device-id")?.default_value().clone();
+                value.get::<i32>().map(i64::from).or_else(|_| value.get::<u32>().map(i64::from)).ok()
+            });
+            (f.name().to_string(), id)
+        })
+        .collect();
+    pick_nvenc_factory(base, gpu, &found)
+}
+
 /// Opens `backend` for real: builds it with our settings and encodes one grey frame at the stream's
 /// size, within `timeout`. An element that exists but cannot open (NVENC on an H100, a VA driver
 /// without H.264 encode) fails here with the reason.
 pub fn probe(
     backend: Backend,
+    gpu: Option<u32>,
     settings: &EncoderSettings,
     width: u32,
     height: u32,
@@ -420,7 +473,8 @@ pub fn probe(
     let caps = caps_for(format.caps_name(), width, height, settings.fps, "bt709");
     let info = gst_video::VideoInfo::from_caps(&caps).map_err(|e| format!("caps: {e}"))?;
     let appsrc = gst_app::AppSrc::builder().caps(&caps).format(gst::Format::Time).build();
-    let encoder = gst::ElementFactory::make(backend.element()).build().map_err(|e| e.to_string())?;
+    let factory = factory_for(backend, gpu)?;
+    let encoder = gst::ElementFactory::make(&factory).build().map_err(|e| e.to_string())?;
     apply_properties(&encoder, &settings::properties(backend, settings), true).map_err(|e| format!("{e:#}"))?;
     let appsink = gst_app::AppSink::builder().sync(false).build();
     let pipeline = gst::Pipeline::with_name("probe");
@@ -457,4 +511,37 @@ pub fn probe(
     })();
     let _ = pipeline.set_state(gst::State::Null);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(list: &[(&str, Option<i64>)]) -> Vec<(String, Option<i64>)> {
+        list.iter().map(|(n, i)| (n.to_string(), *i)).collect()
+    }
+
+    #[test]
+    fn nvenc_factory_is_picked_by_cuda_device_id_not_by_its_suffix() {
+        // GPU 0 has no NVENC (an H100 beside an L4): the L4 is CUDA device 1 but registers first.
+        let f = found(&[("nvcudah264enc", Some(1)), ("nvcudah264device1enc", Some(2)), ("nvcudah265enc", Some(0))]);
+        assert_eq!(pick_nvenc_factory("nvcudah264enc", 1, &f).unwrap(), "nvcudah264enc");
+        assert_eq!(pick_nvenc_factory("nvcudah264enc", 2, &f).unwrap(), "nvcudah264device1enc");
+        let e = pick_nvenc_factory("nvcudah264enc", 0, &f).unwrap_err();
+        assert_eq!(
+            e,
+            "no nvcudah264enc element for CUDA device 0 (--gpu); there is nvcudah264enc on CUDA device 1, \
+             nvcudah264device1enc on CUDA device 2"
+        );
+        let old = found(&[("nvh264enc", Some(0)), ("nvh264device1enc", Some(1)), ("nvh264devicexenc", Some(3))]);
+        assert_eq!(pick_nvenc_factory("nvh264enc", 1, &old).unwrap(), "nvh264device1enc");
+        assert!(pick_nvenc_factory("nvh264enc", 3, &old).is_err(), "not an NVENC device element name");
+        assert!(pick_nvenc_factory("nvh264enc", 0, &[]).unwrap_err().ends_with("(--gpu)"));
+    }
+
+    #[test]
+    fn other_backends_keep_their_element_whatever_the_gpu() {
+        assert_eq!(factory_for(Backend::X264, Some(3)).unwrap(), "x264enc");
+        assert_eq!(factory_for(Backend::NvencCuda, None).unwrap(), "nvcudah264enc");
+    }
 }

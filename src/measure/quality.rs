@@ -235,7 +235,8 @@ fn render_sources(cfg: &Config, frames: u64) -> anyhow::Result<(RawFormat, Vec<V
         .into_iter()
         .find(|&f| gpu_packs(f, cfg.width, cfg.height))
         .ok_or_else(|| fail(Exit::Usage, format!("quality needs --width a multiple of 4 (got {})", cfg.width)))?;
-    let gpu = Gpu::open(cfg.egl_device)?;
+    let cuda = crate::cuda::select(cfg.gpu).map_err(|e| fail(Exit::Unavailable, e))?;
+    let gpu = Gpu::open(cfg.egl_device, cuda)?;
     let mut renderer = Renderer::new(gpu, cfg, Plan::Gpu(format))?;
     let mut sources = Vec::with_capacity(frames as usize);
     for i in 0..frames {
@@ -317,6 +318,7 @@ fn encode(
         stall_after: None,
         fail_after: None,
         mpegts: false,
+        gpu: cfg.gpu,
     };
     let encoder = Encoder::new(&setup)?;
     encoder.start()?;

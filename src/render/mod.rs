@@ -2,6 +2,7 @@
 //! conversion pass when the plan says so, and reads frames back asynchronously through a ring of
 //! pixel-pack buffers.
 
+pub mod device;
 pub mod egl;
 pub mod scene;
 
@@ -40,8 +41,9 @@ pub struct Gpu {
 }
 
 impl Gpu {
-    pub fn open(egl_device: Option<u32>) -> anyhow::Result<Gpu> {
-        let display = egl::Display::open(egl_device)?;
+    /// `cuda`: the CUDA device frames go to, where there is one (see [`device`]).
+    pub fn open(egl_device: Option<u32>, cuda: Option<device::CudaIds>) -> anyhow::Result<Gpu> {
+        let display = egl::Display::open(egl_device, cuda)?;
         let ctx = egl::Context::new(display).context("creating an OpenGL ES 3 context").exit(Exit::Unavailable)?;
         let gl = &ctx.gl;
         let renderer = gl.renderer();

@@ -21,6 +21,7 @@ use anyhow::{Context as _, anyhow, bail};
 use khronos_egl as egl;
 use log::{debug, info, warn};
 
+use super::device::{self, CudaIds, EglIds, PciAddress};
 use crate::exit::{Exit, ExitExt, fail};
 
 type Instance = egl::DynamicInstance<egl::EGL1_4>;
@@ -28,16 +29,19 @@ type Instance = egl::DynamicInstance<egl::EGL1_4>;
 const PLATFORM_DEVICE_EXT: egl::Enum = 0x313F;
 const PLATFORM_SURFACELESS_MESA: egl::Enum = 0x31DD;
 const DRM_DEVICE_FILE_EXT: egl::Int = 0x3233;
+const CUDA_DEVICE_NV: egl::Int = 0x323A;
 
 type QueryDevicesExt = unsafe extern "system" fn(egl::Int, *mut *mut c_void, *mut egl::Int) -> egl::Boolean;
 type QueryDeviceStringExt = unsafe extern "system" fn(*mut c_void, egl::Int) -> *const c_char;
+type QueryDeviceAttribExt = unsafe extern "system" fn(*mut c_void, egl::Int, *mut egl::Attrib) -> egl::Boolean;
 type GetPlatformDisplayExt = unsafe extern "system" fn(egl::Enum, *mut c_void, *const egl::Int) -> egl::EGLDisplay;
 
 /// Which platform the display came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Platform {
-    /// `EGL_EXT_platform_device`, device index and a description.
-    Device { index: usize, description: String, software: bool },
+    /// `EGL_EXT_platform_device`, device index and a description; `cuda` is the CUDA device it is
+    /// (`EGL_CUDA_DEVICE_NV`), on NVIDIA.
+    Device { index: usize, description: String, software: bool, cuda: Option<i64> },
     /// `EGL_MESA_platform_surfaceless`.
     Surfaceless,
     /// `eglGetDisplay(EGL_DEFAULT_DISPLAY)` with a pbuffer.
@@ -90,6 +94,7 @@ struct DeviceInfo {
     raw: *mut c_void,
     extensions: String,
     drm_file: Option<String>,
+    ids: EglIds,
 }
 
 impl DeviceInfo {
@@ -105,16 +110,24 @@ impl DeviceInfo {
         } else {
             "GPU"
         };
-        match &self.drm_file {
-            Some(f) => format!("{kind}, {f}"),
-            None => kind.to_string(),
+        let mut out = kind.to_string();
+        if let Some(c) = self.ids.cuda {
+            out += &format!(", CUDA device {c}");
         }
+        if let Some(f) = &self.drm_file {
+            out += &format!(", {f}");
+        }
+        if let Some(p) = self.ids.pci {
+            out += &format!(", PCI {p}");
+        }
+        out
     }
 }
 
 fn query_devices(egl: &Instance) -> anyhow::Result<Vec<DeviceInfo>> {
     let query: QueryDevicesExt = proc(egl, "eglQueryDevicesEXT").context("no eglQueryDevicesEXT")?;
     let query_string: Option<QueryDeviceStringExt> = proc(egl, "eglQueryDeviceStringEXT");
+    let query_attrib: Option<QueryDeviceAttribExt> = proc(egl, "eglQueryDeviceAttribEXT");
     let mut count: egl::Int = 0;
     // SAFETY: a null device array asks only for the count, written to `count`.
     if unsafe { query(0, std::ptr::null_mut(), &mut count) } != egl::TRUE {
@@ -134,14 +147,66 @@ fn query_devices(egl: &Instance) -> anyhow::Result<Vec<DeviceInfo>> {
         // SAFETY: non-null results are NUL-terminated strings (EGL_EXT_device_query).
         (!s.is_null()).then(|| unsafe { CStr::from_ptr(s) }.to_string_lossy().into_owned())
     };
+    let attrib = |dev: *mut c_void, name: egl::Int| -> Option<egl::Attrib> {
+        let f = query_attrib?;
+        let mut value: egl::Attrib = 0;
+        // SAFETY: `dev` came from eglQueryDevicesEXT and `value` is a valid EGLAttrib to write.
+        (unsafe { f(dev, name, &mut value) } == egl::TRUE).then_some(value)
+    };
     Ok(raw
         .into_iter()
-        .map(|dev| DeviceInfo {
-            raw: dev,
-            extensions: string(dev, egl::EXTENSIONS).unwrap_or_default(),
-            drm_file: string(dev, DRM_DEVICE_FILE_EXT),
+        .map(|dev| {
+            let extensions = string(dev, egl::EXTENSIONS).unwrap_or_default();
+            let drm_file = string(dev, DRM_DEVICE_FILE_EXT);
+            let cuda = if has_ext(&extensions, "EGL_NV_device_cuda") {
+                attrib(dev, CUDA_DEVICE_NV).map(|c| c as i64)
+            } else {
+                None
+            };
+            let ids = EglIds { cuda, pci: drm_file.as_deref().and_then(pci_of_drm_file) };
+            DeviceInfo { raw: dev, extensions, drm_file, ids }
         })
         .collect())
+}
+
+/// The PCI address behind a DRM device file, from sysfs (`/sys/class/drm/card1/device` links to
+/// `.../0000:65:00.0`).
+fn pci_of_drm_file(file: &str) -> Option<PciAddress> {
+    let name = std::path::Path::new(file).file_name()?;
+    let link = std::fs::canonicalize(std::path::Path::new("/sys/class/drm").join(name).join("device")).ok()?;
+    PciAddress::parse(&link.file_name()?.to_string_lossy())
+}
+
+/// Picks the device that is CUDA device `cuda` where the devices say which CUDA device they are,
+/// and checks an explicit `--egl-device` against it.
+fn pick_for_cuda(devices: &[DeviceInfo], requested: Option<usize>, cuda: &CudaIds) -> anyhow::Result<Option<usize>> {
+    if !devices.iter().any(|d| d.ids.cuda.is_some()) {
+        if devices.iter().any(|d| !d.software()) {
+            warn!(
+                "EGL: no EGL device reports EGL_NV_device_cuda, so the renderer cannot be matched to CUDA device {}; it may \
+                 render on another GPU than the encoder uses",
+                cuda.ordinal
+            );
+        }
+        return Ok(None);
+    }
+    let ids: Vec<EglIds> = devices.iter().map(|d| d.ids.clone()).collect();
+    match (device::match_device(&ids, cuda), requested) {
+        (Ok((i, how)), None) => {
+            info!("EGL: device {i} is CUDA device {} (matched by {how})", cuda.ordinal);
+            Ok(Some(i))
+        }
+        (Ok((i, _)), Some(n)) if i == n => Ok(Some(n)),
+        (Ok((i, how)), Some(n)) => Err(fail(
+            Exit::Usage,
+            format!(
+                "--egl-device {n} is not CUDA device {} (--gpu): that is EGL device {i} ({how}); rendering and encoding \
+                 would run on different GPUs",
+                cuda.ordinal
+            ),
+        )),
+        (Err(e), _) => Err(fail(Exit::Unavailable, format!("--gpu {}: {e}", cuda.ordinal))),
+    }
 }
 
 fn no_display(passed_over: &[String]) -> String {
@@ -150,7 +215,9 @@ fn no_display(passed_over: &[String]) -> String {
 
 impl Display {
     /// Loads libEGL and opens the first platform that works (see the module docs).
-    pub fn open(requested_device: Option<u32>) -> anyhow::Result<Rc<Display>> {
+    /// `cuda` is the CUDA device frames go to, where there is CUDA: on NVIDIA the device platform
+    /// then renders on the EGL device that is that GPU.
+    pub fn open(requested_device: Option<u32>, cuda: Option<CudaIds>) -> anyhow::Result<Rc<Display>> {
         // AGENTCAST_EGL_LIB names another libEGL (a vendor's, or a broken one for tests).
         let lib = std::env::var("AGENTCAST_EGL_LIB").unwrap_or_else(|_| "libEGL.so.1".into());
         // SAFETY: loading libEGL runs its initialisers; it is the system's EGL loader (glvnd or
@@ -191,9 +258,16 @@ impl Display {
                                     ),
                                 ));
                             }
-                            Some(n)
+                            match &cuda {
+                                Some(c) => pick_for_cuda(&devices, Some(n), c)?.or(Some(n)),
+                                None => Some(n),
+                            }
                         }
-                        None => devices.iter().position(|d| !d.software()),
+                        None => match &cuda {
+                            Some(c) => pick_for_cuda(&devices, None, c)?,
+                            None => None,
+                        }
+                        .or_else(|| devices.iter().position(|d| !d.software())),
                     };
                     match pick {
                         Some(index) => {
@@ -202,6 +276,7 @@ impl Display {
                                 index,
                                 description: dev.describe(),
                                 software: dev.software(),
+                                cuda: dev.ids.cuda,
                             };
                             // SAFETY: `dev.raw` is a device handle from eglQueryDevicesEXT, the
                             // attribute list is empty (NULL is allowed).

@@ -206,3 +206,11 @@ pub fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
     a.iter().zip(b).map(|(x, y)| (i32::from(*x) - i32::from(*y)).unsigned_abs() as u64).sum::<u64>() as f64
         / a.len() as f64
 }
+
+/// Whether this machine has the NVIDIA driver's CUDA library (tests of the CUDA-free behaviour skip
+/// there; hardware tests skip everywhere else).
+pub fn nvidia_present() -> bool {
+    let ldconfig = Command::new("/sbin/ldconfig").arg("-p").output();
+    Path::new("/proc/driver/nvidia/version").exists()
+        || ldconfig.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("libcuda.so.1"))
+}

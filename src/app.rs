@@ -17,11 +17,11 @@ use gstreamer::prelude::*;
 use log::{debug, info, warn};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 
-use crate::cli::{IdleArg, OnBusyArg};
+use crate::cli::{IdleArg, OnBusyArg, PathArg};
 use crate::clock::{frames_due, stream_time};
 use crate::config::Config;
-use crate::convert::{self, Plan};
-use crate::encode::pipeline::{self, Encoder, Input, Push, Setup};
+use crate::convert::{self, PathFacts, Plan};
+use crate::encode::pipeline::{self, Encoder, Frame, Input, Push, Setup};
 use crate::encode::select;
 use crate::encode::settings::Backend;
 use crate::exit::{Exit, fail};
@@ -96,6 +96,10 @@ struct LoopState {
     start: Instant,
     /// Bytes each frame crosses from the GPU to the host (the readback path; 0 would be zero-copy).
     host_bytes_per_frame: usize,
+    /// "zero-copy", "readback" or "cuda-download", from the plan and the encoder built.
+    path: &'static str,
+    plan: Plan,
+    size: (u32, u32),
     /// `--frame-log`, open for the whole run.
     frame_log: Option<crate::stats::FrameLog>,
     index: u64,
@@ -168,27 +172,69 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
     // The CUDA device first: the renderer and NVENC both go to it (render::device).
     let cuda = crate::cuda::select(cfg.gpu).map_err(|e| fail(Exit::Unavailable, e))?;
     let cfg = &Config { gpu: cuda.map(|c| c.ordinal), ..cfg.clone() };
+    if cfg.path == PathArg::ZeroCopy && cuda.is_none() {
+        // Said before encoders are opened and EGL is set up: nothing else can change it.
+        return Err(fail(Exit::Unavailable, "--path zero-copy is not possible here: there is no CUDA device"));
+    }
     let (backend, lease) = choose_encoder(cfg)?;
 
     let gpu = Gpu::open(cfg.egl_device, cuda)?;
-    let (plan, why) = convert::choose(
-        cfg.convert,
-        gpu.info.software,
-        &gpu.info.renderer,
-        backend.raw_formats(),
-        cfg.width,
-        cfg.height,
-    )
-    .map_err(|e| fail(Exit::Usage, e))?;
-    info!("convert: {plan} ({why}); {} bytes read back per frame", plan.readback_bytes(cfg.width, cfg.height));
-    let mut renderer = Renderer::new(gpu, cfg, plan)?;
-
+    let facts = PathFacts {
+        cuda: cuda.map(|c| c.ordinal),
+        egl_on_cuda_device: gpu.info.cuda_device.is_some(),
+        software_renderer: gpu.info.software,
+        encoder_takes_cuda: encoder_takes_cuda(cfg, backend),
+        gst_cuda: crate::cuda::gst_cuda_ready(),
+        gl_interop: crate::cuda::gl_interop_ready(),
+        width: cfg.width,
+        height: cfg.height,
+    };
+    let (zero_copy, why_path) =
+        convert::choose_path(cfg.path, cfg.convert, &facts).map_err(|e| fail(Exit::Unavailable, e))?;
+    let readback_plan = |gpu: &Gpu| {
+        convert::choose(
+            cfg.convert,
+            gpu.info.software,
+            &gpu.info.renderer,
+            backend.raw_formats(),
+            cfg.width,
+            cfg.height,
+        )
+        .map_err(|e| fail(Exit::Usage, e))
+    };
+    let (plan, mut renderer) = match cuda.filter(|_| zero_copy) {
+        Some(c) => {
+            let plan = Plan::Cuda { gpu: c.ordinal };
+            info!("path: zero-copy ({why_path})");
+            match Renderer::new(gpu, cfg, plan) {
+                Ok(r) => (plan, r),
+                Err(e) if cfg.path == PathArg::ZeroCopy => {
+                    return Err(fail(Exit::Unavailable, format!("--path zero-copy: {e:#}")));
+                }
+                Err(e) => {
+                    warn!("path: zero-copy failed to set up ({e:#}); reading frames back instead");
+                    let gpu = Gpu::open(cfg.egl_device, cuda)?;
+                    let (plan, _) = readback_plan(&gpu)?;
+                    (plan, Renderer::new(gpu, cfg, plan)?)
+                }
+            }
+        }
+        None => {
+            info!("path: {why_path}");
+            let (plan, why) = readback_plan(&gpu)?;
+            info!("convert: {plan} ({why}); {} bytes read back per frame", plan.readback_bytes(cfg.width, cfg.height));
+            (plan, Renderer::new(gpu, cfg, plan)?)
+        }
+    };
+    let cuda_context = renderer.cuda_context();
     let input = match plan {
         Plan::Gpu(f) => Input::Yuv(f),
         Plan::Cpu(f) => Input::Rgba(f),
+        Plan::Cuda { .. } => Input::Cuda,
     };
+    let frames = FrameInput { input, cuda_context: cuda_context.as_ref() };
     let mut builds = 0u32;
-    let mut live = Live::build(cfg, backend, lease, input, 0, &tx, &mut builds)?;
+    let mut live = Live::build(cfg, backend, lease, frames, 0, &tx, &mut builds)?;
 
     let stop_threads = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(SinkStats::default());
@@ -220,10 +266,14 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
         // slot freed meanwhile goes to whoever is watched next (even one that fell back earlier).
         release_on_idle: demand && cfg.idle == IdleArg::Pause && cfg.leases.sessions > 0,
         start: now,
-        host_bytes_per_frame: plan.readback_bytes(cfg.width, cfg.height),
+        host_bytes_per_frame: 0,
+        path: "",
+        plan,
+        size: (cfg.width, cfg.height),
         frame_log,
         index: 0,
     };
+    note_path(&mut state, live.backend);
     let started = Instant::now();
     // Failures of the current backend since it was built or chosen.
     let mut failures = 0u32;
@@ -249,7 +299,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
                 }
                 let generation = state.generation + 1;
                 let reopened = choose_encoder(cfg)
-                    .and_then(|(b, lease)| Live::build(cfg, b, lease, input, generation, &tx, &mut builds));
+                    .and_then(|(b, lease)| Live::build(cfg, b, lease, frames, generation, &tx, &mut builds));
                 live = match reopened {
                     Ok(l) => l,
                     Err(e) => break Err(e.context("reopening the encoder for a new reader")),
@@ -287,7 +337,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
         let rebuilt = match next {
             Some(b) => {
                 let lease = live.lease.take();
-                Live::build(cfg, b, lease, input, generation, &tx, &mut builds)
+                Live::build(cfg, b, lease, frames, generation, &tx, &mut builds)
             }
             None => {
                 let later: Vec<Backend> =
@@ -295,7 +345,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
                 warn!("encoder {} failed again ({why}); demoting to the next backend", current.element());
                 drop(live.lease.take());
                 open_backend(cfg, &later)
-                    .and_then(|(b, lease)| Live::build(cfg, b, lease, input, generation, &tx, &mut builds))
+                    .and_then(|(b, lease)| Live::build(cfg, b, lease, frames, generation, &tx, &mut builds))
             }
         };
         live = match rebuilt {
@@ -338,10 +388,17 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
 
 /// Makes a newly built pipeline the current one: the loop's bookkeeping, the sink's source (`new_sps`:
 /// another backend, so FIFO/TCP readers start a new session), and an IDR to start on.
+/// Records which path frames take to the encoder now built, for the stats.
+fn note_path(state: &mut LoopState, backend: Backend) {
+    let takes_cuda = matches!(backend, Backend::Nvenc | Backend::NvencCuda);
+    (state.path, state.host_bytes_per_frame) = state.plan.host_path(takes_cuda, state.size.0, state.size.1);
+}
+
 fn adopt(state: &mut LoopState, source: &Source, live: &Live, generation: u64, new_sps: bool) {
     state.generation = generation;
     state.backend = live.backend.element();
     state.slot = live.lease.as_ref().map(|l| l.index);
+    note_path(state, live.backend);
     source.replace(live.encoder.appsink(), new_sps);
     live.encoder.force_keyframe();
 }
@@ -379,6 +436,14 @@ fn unreachable_rebuild() -> anyhow::Result<()> {
     Err(fail(Exit::Software, "internal error: a pipeline rebuild escaped the frame loop"))
 }
 
+/// What the renderer hands every encoder built for this stream.
+#[derive(Clone, Copy)]
+struct FrameInput<'a> {
+    input: Input,
+    /// The zero-copy frames' `gst.cuda.context`.
+    cuda_context: Option<&'a gst::Context>,
+}
+
 /// A running encoder pipeline with its bus watcher and NVENC lease.
 struct Live {
     encoder: Encoder,
@@ -392,7 +457,7 @@ impl Live {
         cfg: &Config,
         backend: Backend,
         lease: Option<Lease>,
-        input: Input,
+        frames: FrameInput<'_>,
         generation: u64,
         tx: &Sender<Event>,
         builds: &mut u32,
@@ -404,7 +469,7 @@ impl Live {
             width: cfg.width,
             height: cfg.height,
             fps: cfg.fps,
-            input,
+            input: frames.input,
             backend,
             settings: cfg.encoder_settings,
             options: &cfg.encoder_opts,
@@ -412,6 +477,7 @@ impl Live {
             fail_after,
             mpegts: cfg.mux == crate::cli::MuxArg::Mpegts,
             gpu: cfg.gpu,
+            cuda_context: frames.cuda_context,
         };
         let encoder = Encoder::new(&setup)?;
         encoder.start()?;
@@ -425,6 +491,19 @@ impl Live {
         self.bus_stop.store(true, Ordering::Release);
         self.encoder.stop();
     }
+}
+
+/// Whether `backend` takes frames in CUDA memory: NVENC does; a CPU encoder only through
+/// cudadownload under the `--debug-cuda-download` testing aid.
+fn encoder_takes_cuda(cfg: &Config, backend: Backend) -> Result<(), String> {
+    if matches!(backend, Backend::Nvenc | Backend::NvencCuda) {
+        return Ok(());
+    }
+    if cfg.debug_cuda_download && pipeline::element_installed("cudadownload") {
+        warn!("testing aid: zero-copy frames may reach {} through cudadownload", backend.element());
+        return Ok(());
+    }
+    Err(format!("the encoder is {}, which takes frames in host memory only (no NVENC opened)", backend.element()))
 }
 
 /// Chooses the encoder by opening candidates in order. NVENC candidates (and the testing aid's
@@ -696,7 +775,7 @@ fn frame_loop(
         c.rendered += 1;
         if state.reader {
             let (timings, since) = (state.timings.clone(), Instant::now());
-            renderer.collect_ready(|frame, bytes| offer(encoder, frame, bytes, c, Some((&timings, since))))?;
+            renderer.collect_ready(|index, frame| offer(encoder, index, frame, c, Some((&timings, since))))?;
         } else {
             // --idle render: the frame loop runs for the agent's sake; nothing is encoded.
             renderer.collect_ready(|_, _| {
@@ -748,7 +827,7 @@ fn wait_events(
 fn offer(
     encoder: &Encoder,
     frame: u64,
-    bytes: &[u8],
+    bytes: Frame<'_>,
     c: &mut Counters,
     timing: Option<(&crate::stats::Timings, Instant)>,
 ) -> anyhow::Result<()> {
@@ -896,7 +975,7 @@ fn report(cfg: &Config, state: &mut LoopState, c: &Counters, s: &SinkStats, last
             "render_to_write": crate::stats::summary(&mut samples.render_to_write),
         },
         // Proof of the path: what each frame costs the PCIe bus / host memory.
-        "path": "readback",
+        "path": state.path,
         "host_bytes_per_frame": state.host_bytes_per_frame,
         "nvenc_slot": state.slot,
         "rss_kib": crate::stats::rss_kib(),

@@ -286,6 +286,18 @@ pub enum ConvertArg {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PathArg {
+    /// zero-copy where CUDA, the renderer on that GPU, libgstcuda and an NVENC that opens are all
+    /// present; readback otherwise.
+    Auto,
+    /// GL texture -> CUDA -> NVENC on the GPU: no frame bytes cross to the host (an error where
+    /// that is not possible).
+    ZeroCopy,
+    /// Read frames back to the host (1.5 B/px with --convert gpu, 4 B/px with --convert cpu).
+    Readback,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProfileArg {
     /// Constrained baseline: every decoder, including WebRTC's OpenH264.
     Baseline,
@@ -408,9 +420,19 @@ pub struct StreamArgs {
     #[arg(long, hide = true, env = "AGENTCAST_DEBUG_LEASE_ENCODER", value_name = "ELEMENT")]
     pub debug_lease_encoder: Option<String>,
 
+    /// Testing aid: let the zero-copy path feed a CPU encoder through cudadownload, to check the
+    /// GL -> CUDA -> GStreamer handoff on GPUs without NVENC (H100/H200/A100).
+    #[arg(long, hide = true, env = "AGENTCAST_DEBUG_CUDA_DOWNLOAD")]
+    pub debug_cuda_download: bool,
+
     /// Where RGBA becomes YUV.
     #[arg(long, env = "AGENTCAST_CONVERT", value_enum, default_value_t = ConvertArg::Auto)]
     pub convert: ConvertArg,
+
+    /// How frames reach the encoder: zero-copy keeps them on the GPU (NVIDIA with NVENC), readback
+    /// copies them to the host. The stats' "path" and "host_bytes_per_frame" say which ran.
+    #[arg(long, env = "AGENTCAST_PATH", value_enum, default_value_t = PathArg::Auto)]
+    pub path: PathArg,
 
     /// Built-in scene.
     #[arg(long, env = "AGENTCAST_SCENE", value_enum, default_value_t = SceneArg::Demo)]

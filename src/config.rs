@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::{ConvertArg, EncoderArg, IdleArg, MuxArg, ProfileArg, SceneArg, StreamArgs};
+use crate::cli::{ConvertArg, EncoderArg, IdleArg, MuxArg, PathArg, ProfileArg, SceneArg, StreamArgs};
 use crate::encode::settings::EncoderSettings;
 use crate::sink::output::{self, Output};
 use crate::stamp::StampLayout;
@@ -40,6 +40,7 @@ pub struct Config {
     /// `--encoder-opt` overrides, in order.
     pub encoder_opts: Vec<(String, String)>,
     pub convert: ConvertArg,
+    pub path: PathArg,
     pub scene: SceneSource,
     pub stamp: bool,
     pub stop: StopAfter,
@@ -67,6 +68,8 @@ pub struct Config {
     /// Testing aid: the first `debug_fail_times` pipelines fail after this many access units.
     pub debug_fail_after: Option<u64>,
     pub debug_fail_times: u32,
+    /// Testing aid: zero-copy frames may reach a CPU encoder through cudadownload.
+    pub debug_cuda_download: bool,
 }
 
 /// NVENC session leasing, from --nvenc-sessions, --lock-dir, --on-busy, --wait-timeout.
@@ -145,6 +148,11 @@ impl Config {
                 return Err("--max-lag only applies to --output fifo:PATH or tcp:ADDR:PORT".into());
             }
         }
+        if a.path == PathArg::ZeroCopy && a.convert == ConvertArg::Cpu {
+            return Err(
+                "--path zero-copy needs the GPU conversion; --convert cpu reads RGBA back (drop one of them)".into()
+            );
+        }
         let gop = a.gop.unwrap_or(a.fps);
         let scene = match &a.shader {
             Some(path) => SceneSource::Shader(path.clone()),
@@ -158,6 +166,7 @@ impl Config {
             encoder_opts: a.encoder_opts.clone(),
             encoder_settings: EncoderSettings::new(a.bitrate, a.fps, gop, a.qp_max, profile(a.profile)),
             convert: a.convert,
+            path: a.path,
             scene,
             stamp: !a.no_stamp,
             stop: StopAfter { frames: a.frames, duration },
@@ -183,6 +192,7 @@ impl Config {
             debug_stall_after: a.debug_stall_after,
             debug_fail_after: a.debug_fail_after,
             debug_fail_times: a.debug_fail_times,
+            debug_cuda_download: a.debug_cuda_download,
         })
     }
 }

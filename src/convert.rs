@@ -12,7 +12,7 @@
 use std::fmt;
 use std::rc::Rc;
 
-use crate::cli::ConvertArg;
+use crate::cli::{ConvertArg, PathArg};
 use crate::encode::settings::RawFormat;
 use crate::render::egl::gl::{Gl, Pass, Program, Target, Uniform};
 
@@ -23,21 +23,38 @@ pub enum Plan {
     Gpu(RawFormat),
     /// RGBA readback; videoconvert produces `RawFormat`.
     Cpu(RawFormat),
+    /// Zero-copy: the shader pass packs NV12 and CUDA copies it on the GPU into the encoder's
+    /// CUDA-memory buffers (`cuda::frames`) on CUDA device `gpu`.
+    Cuda { gpu: u32 },
 }
 
 impl Plan {
     pub fn encoder_format(self) -> RawFormat {
         match self {
             Plan::Gpu(f) | Plan::Cpu(f) => f,
+            Plan::Cuda { .. } => RawFormat::Nv12,
         }
     }
 
-    /// Bytes read back per frame.
+    /// Bytes read back per frame (none on the zero-copy path).
     pub fn readback_bytes(self, width: u32, height: u32) -> usize {
         let px = width as usize * height as usize;
         match self {
             Plan::Gpu(_) => px * 3 / 2,
             Plan::Cpu(_) => px * 4,
+            Plan::Cuda { .. } => 0,
+        }
+    }
+
+    /// The frame path's name in the stats and the bytes that cross to the host per frame, given
+    /// whether the encoder built takes CUDA memory (NVENC). Zero-copy frames into any other encoder
+    /// go through cudadownload (the testing aid, or a fallback after NVENC failed), which copies
+    /// the packed NV12 to the host: that is said, not hidden.
+    pub fn host_path(self, encoder_takes_cuda: bool, width: u32, height: u32) -> (&'static str, usize) {
+        match self {
+            Plan::Cuda { .. } if encoder_takes_cuda => ("zero-copy", 0),
+            Plan::Cuda { .. } => ("cuda-download", width as usize * height as usize * 3 / 2),
+            _ => ("readback", self.readback_bytes(width, height)),
         }
     }
 }
@@ -47,31 +64,74 @@ impl fmt::Display for Plan {
         match self {
             Plan::Gpu(r) => write!(f, "GPU shader pass to {}", r.caps_name()),
             Plan::Cpu(r) => write!(f, "RGBA readback, videoconvert to {}", r.caps_name()),
+            Plan::Cuda { gpu } => {
+                write!(f, "GPU shader pass to NV12, copied into CUDA memory on device {gpu} (zero-copy)")
+            }
         }
     }
 }
 
-/// How frames reach the encoder on this machine, with the reason: what `agentcast doctor` reports.
-/// The zero-copy path (GL texture -> CUDA -> NVENC, issue 6) is not built yet, so every machine reads
-/// back; the difference is how many bytes per pixel cross to the host.
-pub fn auto_path(cuda_devices: usize, software_renderer: bool, nvenc_opens: bool) -> (&'static str, &'static str) {
-    match (software_renderer, cuda_devices > 0, nvenc_opens) {
-        (true, _, _) => (
-            "readback of RGBA (4 B/px)",
-            "the renderer is software (llvmpipe), so videoconvert on the CPU is cheaper than the shader pass",
-        ),
-        (false, true, true) => (
-            "readback of shader-packed YUV (1.5 B/px) into NVENC",
-            "CUDA and NVENC are here, but the zero-copy path is not built yet",
-        ),
-        (false, true, false) => (
-            "readback of shader-packed YUV (1.5 B/px) into a CPU encoder",
-            "CUDA but no NVENC (as on H100/H200/A100): render and convert on the GPU, encode on the CPU, the best possible here",
-        ),
-        (false, false, _) => (
-            "readback of shader-packed YUV (1.5 B/px)",
-            "a hardware renderer without CUDA: the GPU converts, the host gets 1.5 bytes per pixel",
-        ),
+/// What decides the frame path (`--path`), gathered at start-up; pure so it is tested without a GPU.
+#[derive(Debug, Clone)]
+pub struct PathFacts {
+    /// The CUDA device chosen (`--gpu`, else 0), where there is CUDA.
+    pub cuda: Option<u32>,
+    /// The renderer runs on an NVIDIA EGL device (`EGL_NV_device_cuda`), matched to that CUDA device.
+    pub egl_on_cuda_device: bool,
+    pub software_renderer: bool,
+    /// The encoder that opened (with its NVENC lease held) takes CUDA memory; else why not.
+    pub encoder_takes_cuda: Result<(), String>,
+    /// libgstcuda-1.0 loads and finds libcuda; else why not.
+    pub gst_cuda: Result<(), String>,
+    /// libcuda has the GL interop entry points; else why not.
+    pub gl_interop: Result<(), String>,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Chooses between the zero-copy path and the readback path, with the reason to log. `Ok(true)` is
+/// zero-copy. `auto` takes zero-copy only when every fact allows it; `zero-copy` names the first
+/// that does not as a one-line error.
+pub fn choose_path(path: PathArg, convert: ConvertArg, f: &PathFacts) -> Result<(bool, String), String> {
+    let blocker: Option<String> = if convert == ConvertArg::Cpu {
+        Some("--convert cpu reads RGBA back by definition".into())
+    } else if f.cuda.is_none() {
+        Some("there is no CUDA device".into())
+    } else if f.software_renderer {
+        Some("the renderer is software (llvmpipe), not the CUDA GPU".into())
+    } else if !f.egl_on_cuda_device {
+        Some("the renderer is not on an NVIDIA EGL device matched to the CUDA device".into())
+    } else if !gpu_packs(RawFormat::Nv12, f.width, f.height) {
+        Some(format!(
+            "the shader pass cannot pack {}x{} into NV12 (width a multiple of 4, even height)",
+            f.width, f.height
+        ))
+    } else if let Err(e) = &f.encoder_takes_cuda {
+        Some(e.clone())
+    } else if let Err(e) = &f.gst_cuda {
+        Some(e.clone())
+    } else if let Err(e) = &f.gl_interop {
+        Some(e.clone())
+    } else {
+        None
+    };
+    match (path, blocker) {
+        (PathArg::Readback, _) => Ok((false, "--path readback".into())),
+        (PathArg::ZeroCopy, Some(why)) => Err(format!("--path zero-copy is not possible here: {why}")),
+        (PathArg::ZeroCopy, None) => Ok((true, "--path zero-copy".into())),
+        (PathArg::Auto, None) => Ok((
+            true,
+            format!("CUDA device {}, its EGL device and a CUDA-memory encoder are all here", f.cuda.unwrap_or(0)),
+        )),
+        (PathArg::Auto, Some(why)) => {
+            let best = if f.cuda.is_some() && !f.software_renderer && f.encoder_takes_cuda.is_err() {
+                " (no NVENC, as on H100/H200/A100: render and convert on the GPU, read back 1.5 B/px, encode on the \
+                 CPU; the best possible here)"
+            } else {
+                ""
+            };
+            Ok((false, format!("readback, because {why}{best}")))
+        }
     }
 }
 
@@ -157,15 +217,64 @@ impl GpuPack {
 mod tests {
     use super::*;
 
+    fn nvidia(nvenc: bool) -> PathFacts {
+        PathFacts {
+            cuda: Some(0),
+            egl_on_cuda_device: true,
+            software_renderer: false,
+            encoder_takes_cuda: if nvenc { Ok(()) } else { Err("x264enc takes system memory only".into()) },
+            gst_cuda: Ok(()),
+            gl_interop: Ok(()),
+            width: 1920,
+            height: 1080,
+        }
+    }
+
     #[test]
-    fn auto_path_says_which_bytes_cross_to_the_host_and_why() {
-        assert!(auto_path(0, true, false).0.contains("4 B/px"));
-        assert!(auto_path(1, true, true).0.contains("4 B/px"), "llvmpipe reads back RGBA even beside CUDA");
-        let (path, why) = auto_path(1, false, false);
-        assert!(path.contains("1.5 B/px") && path.contains("CPU encoder") && why.contains("no NVENC"));
-        let (path, why) = auto_path(2, false, true);
-        assert!(path.contains("NVENC") && why.contains("not built yet"), "never claims zero-copy");
-        assert!(auto_path(0, false, false).0.contains("1.5 B/px"));
+    fn auto_takes_zero_copy_only_when_every_fact_allows_it() {
+        let (zero, why) = choose_path(PathArg::Auto, ConvertArg::Auto, &nvidia(true)).unwrap();
+        assert!(zero, "{why}");
+        type Block = fn(&mut PathFacts);
+        let blockers: [(&str, Block); 7] = [
+            ("no CUDA device", |f| f.cuda = None),
+            ("software", |f| f.software_renderer = true),
+            ("NVIDIA EGL device", |f| f.egl_on_cuda_device = false),
+            ("cannot pack 1922x1080", |f| f.width = 1922),
+            ("system memory only", |f| f.encoder_takes_cuda = Err("x264enc takes system memory only".into())),
+            ("libgstcuda", |f| f.gst_cuda = Err("libgstcuda-1.0.so.0 cannot load libcuda".into())),
+            ("cuGraphicsGLRegisterImage", |f| f.gl_interop = Err("no cuGraphicsGLRegisterImage".into())),
+        ];
+        for (reason, block) in blockers {
+            let mut f = nvidia(true);
+            block(&mut f);
+            let (zero, why) = choose_path(PathArg::Auto, ConvertArg::Auto, &f).unwrap();
+            assert!(!zero && why.starts_with("readback, because") && why.contains(reason), "{reason}: {why}");
+            let e = choose_path(PathArg::ZeroCopy, ConvertArg::Auto, &f).unwrap_err();
+            assert!(e.starts_with("--path zero-copy is not possible here: ") && e.contains(reason), "{e}");
+        }
+        let e = choose_path(PathArg::ZeroCopy, ConvertArg::Cpu, &nvidia(true)).unwrap_err();
+        assert!(e.contains("--convert cpu"), "{e}");
+        assert!(!choose_path(PathArg::Readback, ConvertArg::Auto, &nvidia(true)).unwrap().0);
+    }
+
+    #[test]
+    fn cuda_without_nvenc_says_it_is_the_best_possible_there() {
+        let (zero, why) = choose_path(PathArg::Auto, ConvertArg::Auto, &nvidia(false)).unwrap();
+        assert!(!zero);
+        assert!(why.contains("H100/H200/A100") && why.contains("1.5 B/px") && why.contains("best possible"), "{why}");
+        let mut llvmpipe = nvidia(false);
+        (llvmpipe.cuda, llvmpipe.software_renderer) = (None, true);
+        assert!(!choose_path(PathArg::Auto, ConvertArg::Auto, &llvmpipe).unwrap().1.contains("best possible"));
+    }
+
+    #[test]
+    fn the_zero_copy_plan_moves_no_bytes_to_the_host() {
+        let plan = Plan::Cuda { gpu: 0 };
+        assert_eq!(plan.readback_bytes(1920, 1080), 0);
+        assert_eq!(plan.host_path(true, 1920, 1080), ("zero-copy", 0));
+        assert_eq!(plan.host_path(false, 1920, 1080), ("cuda-download", 1920 * 1080 * 3 / 2), "cudadownload copies");
+        assert_eq!(Plan::Cpu(RawFormat::Nv12).host_path(true, 1280, 720), ("readback", 1280 * 720 * 4));
+        assert_eq!(plan.encoder_format(), RawFormat::Nv12);
     }
 
     const X264: &[RawFormat] = &[RawFormat::Nv12, RawFormat::I420];

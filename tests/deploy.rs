@@ -111,7 +111,9 @@ fn doctor_passes_here_and_reports_what_is_missing_without_failing() {
     assert!(line("cuda").starts_with("warn"), "{text}");
     assert!(line("nvenc").starts_with("warn"), "{text}");
     assert!(line("encoder").contains("x264"), "{text}");
-    assert!(line("path").contains("readback of RGBA (4 B/px)") && line("path").contains("llvmpipe"), "{text}");
+    let path = line("path");
+    assert!(path.contains("--path auto takes readback") && path.contains("RGBA, 4 B/px"), "{text}");
+    assert!(path.contains("there is no CUDA device") || nvidia_present(), "{text}");
     assert!(text.ends_with("the default path works here\n"), "{text}");
     let json = run(&["doctor", "--json"]);
     let doc: serde_json::Value = serde_json::from_slice(&json.stdout).expect("doctor --json parses");

@@ -6,6 +6,7 @@ mod leases;
 mod measure;
 mod outputs;
 mod util;
+mod zero_copy;
 
 use std::io::Read;
 use std::time::{Duration, Instant};

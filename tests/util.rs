@@ -214,3 +214,8 @@ pub fn nvidia_present() -> bool {
     Path::new("/proc/driver/nvidia/version").exists()
         || ldconfig.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("libcuda.so.1"))
 }
+
+/// Whether GStreamer has this element here (gst-inspect-1.0 exits 0).
+pub fn has_element(name: &str) -> bool {
+    Command::new("gst-inspect-1.0").args(["--exists", name]).status().is_ok_and(|s| s.success())
+}

@@ -1,6 +1,6 @@
 //! Copy geometry for handing a frame to an encoder in CUDA memory (pure; no CUDA needed): the NV12
 //! layout NVENC takes, with a row pitch aligned for the device, and the two 2D copies (luma, then
-//! interleaved chroma) that fill it from a packed source. Groundwork for the zero-copy path (issue 6).
+//! interleaved chroma) that fill it from a packed source. Used by the zero-copy path (`cuda::frames`).
 
 /// Where an NV12 frame's planes sit in one pitched allocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +45,33 @@ impl Nv12Layout {
         Ok(Nv12Layout { width, height, pitch, uv_offset, size: uv_offset + pitch * height as usize / 2 })
     }
 
+    /// The layout an allocator chose (GstCudaMemory: `cuMemAllocPitch`'s pitch for both planes, chroma
+    /// after `height` luma rows), as its GstVideoMeta reports it, checked before any copy trusts it.
+    pub fn with_planes(
+        width: u32,
+        height: u32,
+        pitches: [usize; 2],
+        uv_offset: usize,
+        size: usize,
+    ) -> Result<Nv12Layout, String> {
+        let even = Nv12Layout::new(width, height, 1)?;
+        let [pitch, uv_pitch] = pitches;
+        if pitch != uv_pitch {
+            return Err(format!("NV12 planes with different pitches ({pitch} and {uv_pitch}) are not supported"));
+        }
+        if pitch < width as usize {
+            return Err(format!("a row pitch of {pitch} bytes is less than the width {width}"));
+        }
+        if uv_offset < pitch * height as usize {
+            return Err(format!("the chroma plane at {uv_offset} overlaps {height} luma rows of {pitch} bytes"));
+        }
+        let needed = uv_offset + pitch * (height as usize / 2 - 1) + width as usize;
+        if needed > size {
+            return Err(format!("an NV12 frame needs {needed} bytes, the buffer has {size}"));
+        }
+        Ok(Nv12Layout { pitch, uv_offset, size, ..even })
+    }
+
     /// The copies from a tightly packed NV12 source (the shader pack's output: luma rows of `width`
     /// bytes, then `height / 2` interleaved chroma rows of `width` bytes) into this layout.
     pub fn copies_from_packed(&self) -> [Copy2d; 2] {
@@ -81,6 +108,26 @@ mod tests {
         assert_eq!(l.readback_bytes(), 1920 * 1080 * 3 / 2);
         let exact = Nv12Layout::new(1280, 720, 256).unwrap();
         assert_eq!(exact.pitch, 1280, "already aligned: no padding");
+    }
+
+    #[test]
+    fn allocator_layouts_are_checked_before_they_are_trusted() {
+        // GstCudaMemory at 1920x1080: pitch 2048, chroma right after the luma rows.
+        let l = Nv12Layout::with_planes(1920, 1080, [2048, 2048], 2048 * 1080, 2048 * 1620).unwrap();
+        assert_eq!(l, Nv12Layout::new(1920, 1080, 512).unwrap());
+        assert!(
+            Nv12Layout::with_planes(1920, 1080, [1024, 1024], 1024 * 1080, 1 << 24).unwrap_err().contains("less than")
+        );
+        assert!(
+            Nv12Layout::with_planes(1920, 1080, [2048, 2048], 2048 * 1000, 1 << 24).unwrap_err().contains("overlaps")
+        );
+        assert!(
+            Nv12Layout::with_planes(1920, 1080, [2048, 2048], 2048 * 1080, 2048 * 1600).unwrap_err().contains("needs")
+        );
+        assert!(
+            Nv12Layout::with_planes(1920, 1080, [2048, 4096], 2048 * 1080, 1 << 24).unwrap_err().contains("pitches")
+        );
+        assert!(Nv12Layout::with_planes(1919, 1080, [2048, 2048], 2048 * 1080, 1 << 24).unwrap_err().contains("even"));
     }
 
     #[test]

@@ -2,6 +2,9 @@
 //! there is no libcuda. All of the crate's CUDA `unsafe` lives under this module.
 #![allow(unsafe_code)]
 
+pub mod frames;
+pub mod gst;
+pub mod interop;
 pub mod layout;
 
 use crate::render::device::{CudaIds, PciAddress};
@@ -74,4 +77,15 @@ fn pci_bus_id(ordinal: u32) -> Option<PciAddress> {
     // SAFETY: on success the buffer holds a NUL-terminated string (and was zeroed beforehand).
     let id = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
     PciAddress::parse(&id.to_string_lossy())
+}
+
+/// Whether GStreamer's CUDA library loads and finds libcuda (the zero-copy path's buffers).
+pub fn gst_cuda_ready() -> Result<(), String> {
+    let lib = gst::GstCuda::get()?;
+    if lib.cuda_loads() { Ok(()) } else { Err(format!("{} cannot load libcuda", gst::LIBRARY)) }
+}
+
+/// Whether libcuda has the GL interop entry point the zero-copy path registers textures with.
+pub fn gl_interop_ready() -> Result<(), String> {
+    frames::gl_entry_points().map(|_| ())
 }

@@ -34,6 +34,8 @@ pub enum Input {
     Rgba(RawFormat),
     /// Already YUV in this layout (the GPU packed it).
     Yuv(RawFormat),
+    /// NV12 in CUDA memory on the GPU (the zero-copy path); `Setup::cuda_context` is its context.
+    Cuda,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +56,8 @@ pub struct Setup<'a> {
     pub mpegts: bool,
     /// `--gpu`: the CUDA device NVENC must open on (`None`: the first).
     pub gpu: Option<u32>,
+    /// With `Input::Cuda`: the `gst.cuda.context` the frames' memory belongs to.
+    pub cuda_context: Option<&'a gst::Context>,
 }
 
 /// Initialises GStreamer once; a failure means the libraries are broken or missing.
@@ -122,6 +126,24 @@ pub struct Encoder {
     fps: u32,
 }
 
+/// A rendered frame offered to the encoder.
+pub enum Frame<'a> {
+    /// Read back to the host, in the input layout.
+    Bytes(&'a [u8]),
+    /// NV12 in CUDA memory (the zero-copy path).
+    Cuda(gst::Buffer),
+}
+
+impl Frame<'_> {
+    /// The bytes of a frame read back to the host.
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            Frame::Bytes(b) => Some(b),
+            Frame::Cuda(_) => None,
+        }
+    }
+}
+
 /// Result of offering a frame to the encoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Push {
@@ -139,6 +161,7 @@ impl Encoder {
         // runtime fallback may not), else its own first choice.
         let yuv = match s.input {
             Input::Rgba(f) | Input::Yuv(f) if accepts(f) => f,
+            Input::Cuda if accepts(RawFormat::Nv12) => RawFormat::Nv12,
             _ => s.backend.raw_formats()[0],
         };
         // BT.709 limited range: what the GPU pass writes and what videoconvert is told to write.
@@ -146,10 +169,12 @@ impl Encoder {
         let src_caps = match s.input {
             Input::Rgba(_) => raw_caps("RGBA", s, "sRGB"),
             Input::Yuv(f) => raw_caps(f.caps_name(), s, "bt709"),
+            Input::Cuda => crate::cuda::frames::caps(s.width, s.height, s.fps),
         };
         let needs_convert = match s.input {
             Input::Rgba(_) => true,
             Input::Yuv(f) => f != yuv,
+            Input::Cuda => yuv != RawFormat::Nv12,
         };
         let info = gst_video::VideoInfo::from_caps(&src_caps).context("input caps")?;
         let frame_bytes = info.size();
@@ -179,6 +204,16 @@ impl Encoder {
             .max_bytes(0)
             .build();
         let mut chain: Vec<gst::Element> = vec![appsrc.clone().upcast()];
+        let cuda_into_nvenc = matches!(s.backend, Backend::Nvenc | Backend::NvencCuda);
+        if s.input == Input::Cuda && !cuda_into_nvenc {
+            // Frames in CUDA memory into a CPU encoder: only as the testing aid that checks the
+            // CUDA handoff on GPUs without NVENC, or after NVENC failed at run time.
+            warn!("cudadownload copies every frame to the host for {}", s.backend.element());
+            chain.push(make("cudadownload", bad)?);
+            let filter = make("capsfilter", "gstreamer1.0 core")?;
+            filter.set_property("caps", raw_caps("NV12", s, "bt709"));
+            chain.push(filter);
+        }
         if needs_convert {
             let convert = make("videoconvert", base)?;
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
@@ -256,6 +291,10 @@ impl Encoder {
 
         let pipeline = gst::Pipeline::with_name("agentcast");
         pipeline.add_many(&chain).context("building the pipeline")?;
+        if let Some(context) = s.cuda_context {
+            // The bin hands it to every element: nvcodec then uses our CUDA context, not its own.
+            pipeline.set_context(context);
+        }
         gst::Element::link_many(&chain).context("linking the pipeline (caps did not negotiate)")?;
         info!(
             "pipeline: appsrc {} -> {}{} -> h264parse -> appsink ({} kbit/s CBR, GOP {}, VBV {} ms, qp-max {}, profile {})",
@@ -307,8 +346,23 @@ impl Encoder {
         self.appsrc.current_level_buffers() < APPSRC_MAX_BUFFERS
     }
 
-    /// Offers a frame (stream index `index`, bytes in the input layout) without blocking.
-    pub fn push(&self, index: u64, bytes: &[u8]) -> anyhow::Result<Push> {
+    /// Offers a frame (stream index `index`, in the input layout) without blocking.
+    pub fn push(&self, index: u64, frame: Frame<'_>) -> anyhow::Result<Push> {
+        let bytes = match frame {
+            Frame::Bytes(bytes) => bytes,
+            Frame::Cuda(mut buffer) => {
+                if !self.has_room() {
+                    return Ok(Push::Full);
+                }
+                let b = buffer.make_mut();
+                b.set_pts(self.pts(index));
+                b.set_duration(self.frame_duration);
+                self.appsrc
+                    .push_buffer(buffer)
+                    .map_err(|e| fail(Exit::Software, format!("pushing a CUDA frame into the encoder: {e:?}")))?;
+                return Ok(Push::Queued);
+            }
+        };
         if bytes.len() != self.frame_bytes {
             return Err(anyhow!("frame of {} bytes, the caps need {}", bytes.len(), self.frame_bytes));
         }

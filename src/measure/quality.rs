@@ -11,7 +11,7 @@ use log::info;
 use crate::cli::{QualityArgs, SceneArg};
 use crate::config::{Config, SceneSource};
 use crate::convert::{Plan, gpu_packs};
-use crate::encode::pipeline::{self, Encoder, Input, Push, Setup};
+use crate::encode::pipeline::{self, Encoder, Frame, Input, Push, Setup};
 use crate::encode::settings::{Backend, EncoderSettings, RawFormat};
 use crate::exit::{Exit, fail};
 use crate::measure::{decode, metrics};
@@ -242,12 +242,12 @@ fn render_sources(cfg: &Config, frames: u64) -> anyhow::Result<(RawFormat, Vec<V
     for i in 0..frames {
         renderer.render(i)?;
         renderer.collect_ready(|_, bytes| {
-            sources.push(bytes.to_vec());
+            sources.push(bytes.bytes().ok_or_else(|| anyhow::anyhow!("quality reads frames back"))?.to_vec());
             Ok(())
         })?;
     }
     renderer.collect(0, |_, bytes| {
-        sources.push(bytes.to_vec());
+        sources.push(bytes.bytes().ok_or_else(|| anyhow::anyhow!("quality reads frames back"))?.to_vec());
         Ok(())
     })?;
     Ok((format, sources))
@@ -319,6 +319,7 @@ fn encode(
         fail_after: None,
         mpegts: false,
         gpu: cfg.gpu,
+        cuda_context: None,
     };
     let encoder = Encoder::new(&setup)?;
     encoder.start()?;
@@ -335,7 +336,7 @@ fn encode(
         });
         let pushed = (|| -> anyhow::Result<()> {
             for (i, frame) in sources.iter().enumerate() {
-                while encoder.push(i as u64, frame)? == Push::Full {
+                while encoder.push(i as u64, Frame::Bytes(frame))? == Push::Full {
                     if let Some(e) = encoder.pending_error() {
                         return Err(fail(Exit::Software, e));
                     }

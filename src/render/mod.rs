@@ -1,6 +1,6 @@
 //! The render stage: draws the scene and the frame stamp into an RGBA8 target, runs the GPU
-//! conversion pass when the plan says so, and reads frames back asynchronously through a ring of
-//! pixel-pack buffers.
+//! conversion pass when the plan says so, and hands frames on: read back asynchronously through a
+//! ring of pixel-pack buffers, or (zero-copy) copied on the GPU into CUDA memory.
 
 pub mod device;
 pub mod egl;
@@ -14,6 +14,9 @@ use log::info;
 
 use crate::config::Config;
 use crate::convert::{self, GpuPack, Plan};
+use crate::cuda::frames::ZeroCopy;
+use crate::encode::pipeline::Frame;
+use crate::encode::settings::RawFormat;
 use crate::exit::{Exit, ExitExt};
 use crate::stamp::{self, StampLayout};
 use egl::gl::{Pass, Program, Readback, Target, Uniform};
@@ -32,6 +35,8 @@ pub struct GpuInfo {
     pub version: String,
     pub vendor: String,
     pub software: bool,
+    /// The CUDA device the EGL device is (`EGL_CUDA_DEVICE_NV`), on NVIDIA's device platform.
+    pub cuda_device: Option<i64>,
 }
 
 /// An EGL context with nothing drawn yet: enough to learn what the GPU is before choosing the plan.
@@ -50,8 +55,18 @@ impl Gpu {
         let platform = ctx.platform();
         let software = convert::is_software_renderer(&renderer)
             || matches!(platform, egl::Platform::Device { software: true, .. });
-        let info =
-            GpuInfo { platform: platform.to_string(), version: gl.version(), vendor: gl.vendor(), software, renderer };
+        let cuda_device = match platform {
+            egl::Platform::Device { cuda, .. } => *cuda,
+            _ => None,
+        };
+        let info = GpuInfo {
+            platform: platform.to_string(),
+            version: gl.version(),
+            vendor: gl.vendor(),
+            software,
+            renderer,
+            cuda_device,
+        };
         info!(
             "GL_RENDERER: {}; GL_VERSION: {}; GL_VENDOR: {}{}",
             info.renderer,
@@ -65,8 +80,12 @@ impl Gpu {
 
 /// Draws frames and hands back their bytes in the layout the plan promised.
 pub struct Renderer {
-    // Field order is drop order: every GL object goes before the context.
-    readback: Readback,
+    // Field order is drop order: the CUDA registration before the texture it registers, every GL
+    // object before the context.
+    zero_copy: Option<ZeroCopy>,
+    /// Zero-copy frames copied and not yet handed out.
+    cuda_ready: VecDeque<(u64, gstreamer::Buffer)>,
+    readback: Option<Readback>,
     pack: Option<GpuPack>,
     stamp: Option<(Program, StampLayout)>,
     scene: scene::Scene,
@@ -94,11 +113,25 @@ impl Renderer {
         };
         let pack = match plan {
             Plan::Gpu(format) => Some(GpuPack::new(&gl, format, cfg.width, cfg.height)?),
+            Plan::Cuda { .. } => Some(GpuPack::new(&gl, RawFormat::Nv12, cfg.width, cfg.height)?),
             Plan::Cpu(_) => None,
         };
-        let bytes = plan.readback_bytes(cfg.width, cfg.height);
-        let readback = Readback::new(&gl, READBACK_SLOTS, bytes).exit(Exit::Software)?;
+        let zero_copy = match (plan, &pack) {
+            (Plan::Cuda { gpu }, Some(pack)) => {
+                Some(ZeroCopy::new(gpu, pack.target.texture_name(), cfg.width, cfg.height, cfg.fps)?)
+            }
+            _ => None,
+        };
+        let readback = match plan {
+            Plan::Cuda { .. } => None,
+            _ => {
+                let bytes = plan.readback_bytes(cfg.width, cfg.height);
+                Some(Readback::new(&gl, READBACK_SLOTS, bytes).exit(Exit::Software)?)
+            }
+        };
         Ok(Renderer {
+            zero_copy,
+            cuda_ready: VecDeque::new(),
             readback,
             pack,
             stamp,
@@ -138,29 +171,53 @@ impl Renderer {
             }
             None => &self.target,
         };
+        if let Some(zero_copy) = &mut self.zero_copy {
+            // Submit the draws; CUDA's map orders them before the copy (see cuda::interop).
+            self._ctx.gl.flush();
+            let buffer = zero_copy.copy_frame().context("copying the frame into CUDA memory").exit(Exit::Software)?;
+            self.cuda_ready.push_back((frame, buffer));
+            return Ok(());
+        }
+        let readback = self.readback.as_mut().expect("a readback unless zero-copy");
         let slot = self.next_slot;
-        self.readback.start(slot, source)?;
-        self.next_slot = (slot + 1) % self.readback.slots();
+        readback.start(slot, source)?;
+        self.next_slot = (slot + 1) % readback.slots();
         self.in_flight.push_back((slot, frame));
         Ok(())
     }
 
+    /// The `gst.cuda.context` of the zero-copy frames, for the encoder's pipeline.
+    pub fn cuda_context(&self) -> Option<gstreamer::Context> {
+        self.zero_copy.as_ref().map(|z| z.gst_context().clone())
+    }
+
     /// Frames rendered but not yet handed out.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
+        self.in_flight.len() + self.cuda_ready.len()
     }
 
     /// Hands out finished frames, oldest first, while more than `keep` are in flight (0 drains).
-    pub fn collect(&mut self, keep: usize, mut f: impl FnMut(u64, &[u8]) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    pub fn collect(
+        &mut self,
+        keep: usize,
+        mut f: impl FnMut(u64, Frame<'_>) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        while self.cuda_ready.len() > keep {
+            let (frame, buffer) = self.cuda_ready.pop_front().expect("checked non-empty");
+            f(frame, Frame::Cuda(buffer))?;
+        }
         while self.in_flight.len() > keep {
             let (slot, frame) = self.in_flight.pop_front().expect("checked non-empty");
-            self.readback.read(slot, READBACK_TIMEOUT, |bytes| f(frame, bytes))??;
+            let readback = self.readback.as_mut().expect("frames in flight are read back");
+            readback.read(slot, READBACK_TIMEOUT, |bytes| f(frame, Frame::Bytes(bytes)))??;
         }
         Ok(())
     }
 
-    /// Keeps the newest frame in flight and hands out the rest (the steady state).
-    pub fn collect_ready(&mut self, f: impl FnMut(u64, &[u8]) -> anyhow::Result<()>) -> anyhow::Result<()> {
-        self.collect(READBACK_SLOTS - 1, f)
+    /// Hands out finished frames (the steady state): on readback the newest stays in flight so its
+    /// read never waits on the GPU; zero-copy frames are complete when copied.
+    pub fn collect_ready(&mut self, f: impl FnMut(u64, Frame<'_>) -> anyhow::Result<()>) -> anyhow::Result<()> {
+        let keep = if self.zero_copy.is_some() { 0 } else { READBACK_SLOTS - 1 };
+        self.collect(keep, f)
     }
 }

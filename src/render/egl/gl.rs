@@ -216,6 +216,11 @@ impl Target {
             Ok(target)
         }
     }
+
+    /// The GL name of the color texture (for registering it with CUDA).
+    pub fn texture_name(&self) -> u32 {
+        self.texture.0.get()
+    }
 }
 
 impl Drop for Target {

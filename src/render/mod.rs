@@ -221,3 +221,53 @@ impl Renderer {
         self.collect(keep, f)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    /// Hardware leg of the zero-copy path (any NVIDIA GPU with CUDA and EGL; no NVENC needed): the
+    /// NV12 frame copied GL -> CUDA -> GstCudaMemory must equal, byte for byte, the same frame
+    /// packed by the same shader and read back through glReadPixels.
+    #[test]
+    fn zero_copy_frames_are_pixel_exact_against_the_readback() {
+        let Some(cuda) = crate::cuda::select(None).ok().flatten() else {
+            eprintln!("skipped: no CUDA device");
+            return;
+        };
+        crate::encode::pipeline::init().unwrap();
+        let cli = crate::cli::Cli::try_parse_from(["agentcast", "--width", "640", "--height", "360"]).unwrap();
+        let cfg = Config::from_args(&cli.stream).unwrap();
+        let frame_of = |plan: Plan| -> Vec<u8> {
+            let gpu = Gpu::open(None, Some(cuda)).unwrap();
+            assert!(gpu.info.cuda_device.is_some(), "rendering on the NVIDIA EGL device: {:?}", gpu.info);
+            let mut renderer = Renderer::new(gpu, &cfg, plan).unwrap();
+            renderer.render(7).unwrap();
+            let mut out = Vec::new();
+            renderer
+                .collect(0, |_, frame| {
+                    out = match frame {
+                        Frame::Bytes(b) => b.to_vec(),
+                        Frame::Cuda(buffer) => {
+                            // A CPU map of CUDA memory downloads it: the copy back the check needs.
+                            let meta = buffer.meta::<gstreamer_video::VideoMeta>().unwrap();
+                            let (stride, uv) = (meta.stride()[0] as usize, meta.offset()[1]);
+                            let map = buffer.map_readable().unwrap();
+                            let rows = |start: usize, n: usize| {
+                                (0..n).flat_map(move |r| start + r * stride..start + r * stride + 640)
+                            };
+                            rows(0, 360).chain(rows(uv, 180)).map(|i| map[i]).collect()
+                        }
+                    };
+                    Ok(())
+                })
+                .unwrap();
+            out
+        };
+        let readback = frame_of(Plan::Gpu(RawFormat::Nv12));
+        let zero_copy = frame_of(Plan::Cuda { gpu: cuda.ordinal });
+        assert_eq!(readback.len(), 640 * 360 * 3 / 2);
+        assert!(readback == zero_copy, "the CUDA copy differs from the readback");
+    }
+}

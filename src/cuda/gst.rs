@@ -92,8 +92,8 @@ impl GstCuda {
         // wrapped context, and `ZeroCopy` keeps the cudarc context alive longer than it.
         let raw = unsafe { (self.context_new_wrapped)(ctx.cu_ctx(), ctx.cu_device()) };
         anyhow::ensure!(!raw.is_null(), "gst_cuda_context_new_wrapped failed");
-        // SAFETY: a new, non-floating reference we own.
-        Ok(unsafe { gst::Object::from_glib_full(raw) })
+        // SAFETY: a new GstObject we own; sunk first if it came back floating.
+        Ok(unsafe { gst::Object::from_glib_full(sink_floating(raw)) })
     }
 
     /// The `gst.cuda.context` GstContext for a wrapped context.
@@ -112,8 +112,8 @@ impl GstCuda {
         // SAFETY: `cuda_ctx` is a GstCudaContext; the pool takes its own reference.
         let raw = unsafe { (self.buffer_pool_new)(cuda_ctx.to_glib_none().0) };
         anyhow::ensure!(!raw.is_null(), "gst_cuda_buffer_pool_new failed");
-        // SAFETY: a new reference we own (the pool is not floating once returned to us).
-        let pool = unsafe { gst::BufferPool::from_glib_full(raw) };
+        // SAFETY: a new GstBufferPool we own; sunk first if it came back floating.
+        let pool = unsafe { gst::BufferPool::from_glib_full(sink_floating(raw)) };
         use gst::prelude::*;
         let info = gstreamer_video::VideoInfo::from_caps(caps)?;
         let mut config = pool.config();
@@ -143,6 +143,23 @@ impl GstCuda {
     }
 }
 
+/// Turns a floating reference into a full one (GstObject constructors differ between versions in
+/// whether they sink before returning), so `from_glib_full` always takes exactly one reference.
+///
+/// # Safety
+/// `ptr` must be a valid GObject whose one (possibly floating) reference the caller owns.
+unsafe fn sink_floating<T>(ptr: *mut T) -> *mut T {
+    let object = ptr.cast::<gst::glib::gobject_ffi::GObject>();
+    // SAFETY: a valid GObject (the caller's contract); ref_sink on a floating reference converts
+    // it in place without adding one.
+    unsafe {
+        if gst::glib::gobject_ffi::g_object_is_floating(object) != 0 {
+            gst::glib::gobject_ffi::g_object_ref_sink(object);
+        }
+    }
+    ptr
+}
+
 /// A buffer mapped as device memory; unmapped on drop.
 pub struct DeviceMap<'a> {
     buffer: &'a mut gst::BufferRef,
@@ -169,6 +186,28 @@ impl Drop for DeviceMap<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gst::prelude::ObjectExt as _;
+
+    #[test]
+    fn floating_and_full_references_both_end_up_owned_once() {
+        gst::init().unwrap();
+        for already_sunk in [false, true] {
+            // SAFETY: a new element (floating, as GStreamer's constructors return them), sunk here
+            // for the second case; `sink_floating` then hands exactly one owned reference on.
+            let element = unsafe {
+                let raw = gst::ffi::gst_element_factory_make(c"queue".as_ptr(), std::ptr::null());
+                if already_sunk {
+                    gst::ffi::gst_object_ref_sink(raw.cast());
+                }
+                gst::Element::from_glib_full(sink_floating(raw))
+            };
+            assert_eq!(element.ref_count(), 1, "already sunk: {already_sunk}");
+            let raw: *mut gst::ffi::GstElement = element.to_glib_none().0;
+            // SAFETY: a live GObject.
+            let floating = unsafe { gst::glib::gobject_ffi::g_object_is_floating(raw.cast()) };
+            assert_eq!(floating, 0, "an owned reference, not a floating one (already sunk: {already_sunk})");
+        }
+    }
 
     #[test]
     fn every_entry_point_resolves_in_the_installed_libgstcuda() {

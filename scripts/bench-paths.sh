@@ -1,6 +1,7 @@
 #!/bin/bash
 # 1080p, 300 frames, unpaced, output to /dev/null; CPU ms/frame from /usr/bin/time; 3 alternating rounds.
-B=/work/main/target/release/agentcast
+# Needs a release build (cargo build --release) and gstreamer1.0-tools; see docs/PERFORMANCE.md.
+B="$(cd "$(dirname "$0")/.." && pwd)/target/release/agentcast"
 for r in 1 2 3; do
   for c in cpu gpu base; do
     if [ $c = base ]; then

@@ -86,20 +86,16 @@ struct LoopState {
     release_on_idle: bool,
     /// Per-frame stage times, shared with the sink.
     timings: Arc<crate::stats::Timings>,
-    /// The encoder element and NVENC slot now in use, for the stats line.
-    backend: &'static str,
+    /// The encoder backend and NVENC slot now in use, for the stats line.
+    backend: Backend,
     slot: Option<u32>,
     /// When the next stats line is due, and the counters at the last one.
     next_report: Option<Instant>,
     last_report: (Instant, u64, u64),
     /// The frame clock, kept across pipeline rebuilds so stamps and PTS continue.
     start: Instant,
-    /// Bytes each frame crosses from the GPU to the host (the readback path; 0 would be zero-copy).
-    host_bytes_per_frame: usize,
-    /// "zero-copy", "readback" or "cuda-download", from the plan and the encoder built.
-    path: &'static str,
+    /// How frames reach the encoder; with `backend`, the stats' path and host bytes per frame.
     plan: Plan,
-    size: (u32, u32),
     /// `--frame-log`, open for the whole run.
     frame_log: Option<crate::stats::FrameLog>,
     index: u64,
@@ -174,21 +170,13 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
     let cfg = &Config { gpu: cuda.map(|c| c.ordinal), ..cfg.clone() };
     if cfg.path == PathArg::ZeroCopy && cuda.is_none() {
         // Said before encoders are opened and EGL is set up: nothing else can change it.
-        return Err(fail(Exit::Unavailable, "--path zero-copy is not possible here: there is no CUDA device"));
+        return Err(fail(Exit::Unavailable, convert::zero_copy_refused(convert::NO_CUDA)));
     }
     let (backend, lease) = choose_encoder(cfg)?;
 
     let gpu = Gpu::open(cfg.egl_device, cuda)?;
-    let facts = PathFacts {
-        cuda: cuda.map(|c| c.ordinal),
-        egl_on_cuda_device: gpu.info.cuda_device.is_some(),
-        software_renderer: gpu.info.software,
-        encoder_takes_cuda: encoder_takes_cuda(cfg, backend),
-        gst_cuda: crate::cuda::gst_cuda_ready(),
-        gl_interop: crate::cuda::gl_interop_ready(),
-        width: cfg.width,
-        height: cfg.height,
-    };
+    let takes_cuda = encoder_takes_cuda(cfg, backend);
+    let facts = PathFacts::gather(cfg.gpu, &gpu.info, takes_cuda, cfg.width, cfg.height);
     let (zero_copy, why_path) =
         convert::choose_path(cfg.path, cfg.convert, &facts).map_err(|e| fail(Exit::Unavailable, e))?;
     let readback_plan = |gpu: &Gpu| {
@@ -254,7 +242,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
     let now = Instant::now();
     let mut state = LoopState {
         timings: timings.clone(),
-        backend: live.backend.element(),
+        backend: live.backend,
         slot: live.lease.as_ref().map(|l| l.index),
         next_report: cfg.stats_interval.map(|i| now + i),
         last_report: (now, 0, 0),
@@ -266,14 +254,10 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
         // slot freed meanwhile goes to whoever is watched next (even one that fell back earlier).
         release_on_idle: demand && cfg.idle == IdleArg::Pause && cfg.leases.sessions > 0,
         start: now,
-        host_bytes_per_frame: 0,
-        path: "",
         plan,
-        size: (cfg.width, cfg.height),
         frame_log,
         index: 0,
     };
-    note_path(&mut state, live.backend);
     let started = Instant::now();
     // Failures of the current backend since it was built or chosen.
     let mut failures = 0u32;
@@ -388,17 +372,10 @@ pub fn run(cfg: &Config) -> anyhow::Result<()> {
 
 /// Makes a newly built pipeline the current one: the loop's bookkeeping, the sink's source (`new_sps`:
 /// another backend, so FIFO/TCP readers start a new session), and an IDR to start on.
-/// Records which path frames take to the encoder now built, for the stats.
-fn note_path(state: &mut LoopState, backend: Backend) {
-    let takes_cuda = matches!(backend, Backend::Nvenc | Backend::NvencCuda);
-    (state.path, state.host_bytes_per_frame) = state.plan.host_path(takes_cuda, state.size.0, state.size.1);
-}
-
 fn adopt(state: &mut LoopState, source: &Source, live: &Live, generation: u64, new_sps: bool) {
     state.generation = generation;
-    state.backend = live.backend.element();
+    state.backend = live.backend;
     state.slot = live.lease.as_ref().map(|l| l.index);
-    note_path(state, live.backend);
     source.replace(live.encoder.appsink(), new_sps);
     live.encoder.force_keyframe();
 }
@@ -496,7 +473,7 @@ impl Live {
 /// Whether `backend` takes frames in CUDA memory: NVENC does; a CPU encoder only through
 /// cudadownload under the `--debug-cuda-download` testing aid.
 fn encoder_takes_cuda(cfg: &Config, backend: Backend) -> Result<(), String> {
-    if matches!(backend, Backend::Nvenc | Backend::NvencCuda) {
+    if backend.is_nvenc() {
         return Ok(());
     }
     if cfg.debug_cuda_download && pipeline::element_installed("cudadownload") {
@@ -519,11 +496,8 @@ fn open_backend(cfg: &Config, candidates: &[Backend]) -> anyhow::Result<(Backend
     if let Some(e) = &policy.extra_element {
         warn!("testing aid: {e} takes NVENC slot leases as if it were NVENC");
     }
-    let lease_bound = |b: Backend| {
-        policy.sessions > 0
-            && (matches!(b, Backend::Nvenc | Backend::NvencCuda)
-                || policy.extra_element.as_deref() == Some(b.element()))
-    };
+    let lease_bound =
+        |b: Backend| policy.sessions > 0 && (b.is_nvenc() || policy.extra_element.as_deref() == Some(b.element()));
     let dir = if policy.sessions > 0 {
         Some(LockDir::open(&policy.dir, policy.sessions).map_err(|e| fail(Exit::CantCreate, e))?)
     } else {
@@ -882,7 +856,7 @@ fn drain(
         Ok(())
     })?;
     if let Some(stop) = early {
-        return ended_while_draining(stop, state.backend); // a signal or the reader leaving ends the drain early
+        return ended_while_draining(stop, state.backend.element()); // a signal or the reader leaving ends the drain early
     }
     encoder.end_of_stream();
     let deadline = Instant::now() + DRAIN_TIMEOUT;
@@ -895,7 +869,7 @@ fn drain(
             }
             Ok(ev) => {
                 if let Some(stop) = handle(ev, encoder, state)? {
-                    return ended_while_draining(stop, state.backend);
+                    return ended_while_draining(stop, state.backend.element());
                 }
             }
             Err(_) => return Err(fail(Exit::Software, format!("the encoder did not drain within {DRAIN_TIMEOUT:?}"))),
@@ -942,6 +916,8 @@ fn report(cfg: &Config, state: &mut LoopState, c: &Counters, s: &SinkStats, last
     let (t0, rendered0, bytes0) = state.last_report;
     let secs = now.duration_since(t0).as_secs_f64().max(1e-9);
     let mut samples = state.timings.take();
+    // Proof of the path: what each frame costs the PCIe bus / host memory with the encoder now built.
+    let (path, host_bytes) = state.plan.host_path(state.backend.is_nvenc(), cfg.width, cfg.height);
     let dropped = [
         ("encoder_busy", c.encoder_busy),
         ("idle_rendered", c.idle_rendered),
@@ -957,7 +933,7 @@ fn report(cfg: &Config, state: &mut LoopState, c: &Counters, s: &SinkStats, last
     let line = serde_json::json!({
         "stats": if last { "final" } else { "interval" },
         "stream": cfg.stream,
-        "backend": state.backend,
+        "backend": state.backend.element(),
         "width": cfg.width,
         "height": cfg.height,
         "fps_target": cfg.fps,
@@ -974,9 +950,8 @@ fn report(cfg: &Config, state: &mut LoopState, c: &Counters, s: &SinkStats, last
             "write": crate::stats::summary(&mut samples.write),
             "render_to_write": crate::stats::summary(&mut samples.render_to_write),
         },
-        // Proof of the path: what each frame costs the PCIe bus / host memory.
-        "path": state.path,
-        "host_bytes_per_frame": state.host_bytes_per_frame,
+        "path": path,
+        "host_bytes_per_frame": host_bytes,
         "nvenc_slot": state.slot,
         "rss_kib": crate::stats::rss_kib(),
         // Real GPU memory needs NVML, which agentcast does not load yet; never VMS.

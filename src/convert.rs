@@ -89,6 +89,37 @@ pub struct PathFacts {
     pub height: u32,
 }
 
+impl PathFacts {
+    /// This machine's facts for the renderer `gpu` on CUDA device `cuda`; probes libgstcuda and
+    /// libcuda's GL entry point (the rest of the facts are the caller's).
+    pub fn gather(
+        cuda: Option<u32>,
+        gpu: &crate::render::GpuInfo,
+        encoder_takes_cuda: Result<(), String>,
+        width: u32,
+        height: u32,
+    ) -> PathFacts {
+        PathFacts {
+            cuda,
+            egl_on_cuda_device: gpu.cuda_device.is_some(),
+            software_renderer: gpu.software,
+            encoder_takes_cuda,
+            gst_cuda: crate::cuda::gst_cuda_ready(),
+            gl_interop: crate::cuda::gl_interop_ready(),
+            width,
+            height,
+        }
+    }
+}
+
+/// Why zero-copy is impossible where there is no CUDA at all (said before anything else is set up).
+pub const NO_CUDA: &str = "there is no CUDA device";
+
+/// The one-line refusal of `--path zero-copy`.
+pub fn zero_copy_refused(why: &str) -> String {
+    format!("--path zero-copy is not possible here: {why}")
+}
+
 /// Chooses between the zero-copy path and the readback path, with the reason to log. `Ok(true)` is
 /// zero-copy. `auto` takes zero-copy only when every fact allows it; `zero-copy` names the first
 /// that does not as a one-line error.
@@ -96,7 +127,7 @@ pub fn choose_path(path: PathArg, convert: ConvertArg, f: &PathFacts) -> Result<
     let blocker: Option<String> = if convert == ConvertArg::Cpu {
         Some("--convert cpu reads RGBA back by definition".into())
     } else if f.cuda.is_none() {
-        Some("there is no CUDA device".into())
+        Some(NO_CUDA.into())
     } else if f.software_renderer {
         Some("the renderer is software (llvmpipe), not the CUDA GPU".into())
     } else if !f.egl_on_cuda_device {
@@ -117,7 +148,7 @@ pub fn choose_path(path: PathArg, convert: ConvertArg, f: &PathFacts) -> Result<
     };
     match (path, blocker) {
         (PathArg::Readback, _) => Ok((false, "--path readback".into())),
-        (PathArg::ZeroCopy, Some(why)) => Err(format!("--path zero-copy is not possible here: {why}")),
+        (PathArg::ZeroCopy, Some(why)) => Err(zero_copy_refused(&why)),
         (PathArg::ZeroCopy, None) => Ok((true, "--path zero-copy".into())),
         (PathArg::Auto, None) => Ok((
             true,

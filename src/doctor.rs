@@ -76,11 +76,11 @@ pub fn run_checks(lock_dir: PathBuf, fifo_dir: PathBuf, width: u32, height: u32)
     }
 
     // EGL and the GL renderer.
-    let mut renderer_facts = None;
+    let mut renderer = None;
     let cuda_device = crate::cuda::select(None).ok().flatten();
     match crate::render::Gpu::open(None, cuda_device) {
         Ok(gpu) => {
-            renderer_facts = Some((gpu.info.software, gpu.info.cuda_device.is_some()));
+            renderer = Some(gpu.info.clone());
             out.push(check("egl", Status::Ok, gpu.info.platform.clone(), None));
             if gpu.info.software {
                 out.push(check(
@@ -132,22 +132,15 @@ pub fn run_checks(lock_dir: PathBuf, fifo_dir: PathBuf, width: u32, height: u32)
             });
         }
         let nvenc_opens = report.iter().any(|(b, o)| b.name() == "nvenc" && *o == select::Outcome::Opened);
-        if let Some((software_renderer, egl_on_cuda_device)) = renderer_facts {
-            let facts = crate::convert::PathFacts {
-                cuda: cuda_device.map(|c| c.ordinal),
-                egl_on_cuda_device,
-                software_renderer,
-                encoder_takes_cuda: if nvenc_opens { Ok(()) } else { Err("no NVENC opens here".into()) },
-                gst_cuda: crate::cuda::gst_cuda_ready(),
-                gl_interop: crate::cuda::gl_interop_ready(),
-                width,
-                height,
-            };
-            let cli = (crate::cli::PathArg::Auto, crate::cli::ConvertArg::Auto);
-            let line = match crate::convert::choose_path(cli.0, cli.1, &facts) {
+        if let Some(gpu) = renderer {
+            let takes_cuda = if nvenc_opens { Ok(()) } else { Err("no NVENC opens here".into()) };
+            let facts =
+                crate::convert::PathFacts::gather(cuda_device.map(|c| c.ordinal), &gpu, takes_cuda, width, height);
+            let (auto, convert) = (crate::cli::PathArg::Auto, crate::cli::ConvertArg::Auto);
+            let line = match crate::convert::choose_path(auto, convert, &facts) {
                 Ok((true, why)) => format!("--path auto takes zero-copy (0 host bytes per frame): {why}"),
                 Ok((false, why)) => {
-                    let bytes = if software_renderer { "RGBA, 4 B/px" } else { "shader-packed YUV, 1.5 B/px" };
+                    let bytes = if gpu.software { "RGBA, 4 B/px" } else { "shader-packed YUV, 1.5 B/px" };
                     format!("--path auto takes {why}; frames cross to the host as {bytes}")
                 }
                 Err(e) => e,

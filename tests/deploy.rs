@@ -135,14 +135,6 @@ fn doctor_fails_the_right_line_in_a_broken_environment() {
 
 // The JSON stats.
 
-fn stats_lines(stderr: &[u8]) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(stderr)
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("stats line does not parse ({e}): {l}")))
-        .collect()
-}
-
 #[test]
 fn stats_lines_parse_grow_and_add_up() {
     let out = run(&["--frames", "100", "--stats-interval", "1"]);

@@ -219,3 +219,12 @@ pub fn nvidia_present() -> bool {
 pub fn has_element(name: &str) -> bool {
     Command::new("gst-inspect-1.0").args(["--exists", name]).status().is_ok_and(|s| s.success())
 }
+
+/// The JSON stats lines in a run's stderr, each parsed (a line that does not parse fails the test).
+pub fn stats_lines(stderr: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("stats line does not parse ({e}): {l}")))
+        .collect()
+}

@@ -3,10 +3,10 @@
 
 use crate::util::*;
 
+/// The final stats line of a run.
 fn stats_of(stderr: &[u8]) -> serde_json::Value {
-    let text = String::from_utf8_lossy(stderr);
-    let last = text.lines().rfind(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no stats line: {text}"));
-    serde_json::from_str(last).unwrap()
+    let last = stats_lines(stderr).pop();
+    last.unwrap_or_else(|| panic!("no stats line: {}", String::from_utf8_lossy(stderr)))
 }
 
 #[test]

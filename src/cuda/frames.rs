@@ -90,12 +90,11 @@ impl ZeroCopy {
             let meta = b.meta::<gst_video::VideoMeta>().context("the CUDA pool's buffer has no video meta")?;
             let (strides, offsets) = (meta.stride(), meta.offset());
             anyhow::ensure!(strides.len() >= 2 && offsets.len() >= 2, "an NV12 video meta with one plane");
-            let pitches = [strides[0] as usize, strides[1] as usize];
-            let size = b.size();
-            let layout = Nv12Layout::with_planes(self.width, self.height, pitches, offsets[1], size)
-                .map_err(|e| anyhow::anyhow!("CUDA buffer layout: {e}"))?;
+            let (pitches, uv_offset) = ([strides[0] as usize, strides[1] as usize], offsets[1]);
             let device = self.gst_cuda.map_device(b)?;
-            anyhow::ensure!(device.size() >= layout.size, "the mapped CUDA buffer is smaller than its layout");
+            // Checked against the mapped allocation itself: every copy must land inside it.
+            let layout = Nv12Layout::with_planes(self.width, self.height, pitches, uv_offset, device.size())
+                .map_err(|e| anyhow::anyhow!("CUDA buffer layout: {e}"))?;
             let mapped = self.registered.map(&self.stream)?;
             for copy in layout.copies_from_packed() {
                 mapped.copy_to_device(&copy, device.device_ptr())?;

@@ -204,8 +204,7 @@ impl Encoder {
             .max_bytes(0)
             .build();
         let mut chain: Vec<gst::Element> = vec![appsrc.clone().upcast()];
-        let cuda_into_nvenc = matches!(s.backend, Backend::Nvenc | Backend::NvencCuda);
-        if s.input == Input::Cuda && !cuda_into_nvenc {
+        if s.input == Input::Cuda && !s.backend.is_nvenc() {
             // Frames in CUDA memory into a CPU encoder: only as the testing aid that checks the
             // CUDA handoff on GPUs without NVENC, or after NVENC failed at run time.
             warn!("cudadownload copies every frame to the host for {}", s.backend.element());
@@ -348,34 +347,26 @@ impl Encoder {
 
     /// Offers a frame (stream index `index`, in the input layout) without blocking.
     pub fn push(&self, index: u64, frame: Frame<'_>) -> anyhow::Result<Push> {
-        let bytes = match frame {
-            Frame::Bytes(bytes) => bytes,
-            Frame::Cuda(mut buffer) => {
-                if !self.has_room() {
-                    return Ok(Push::Full);
-                }
-                let b = buffer.make_mut();
-                b.set_pts(self.pts(index));
-                b.set_duration(self.frame_duration);
-                self.appsrc
-                    .push_buffer(buffer)
-                    .map_err(|e| fail(Exit::Software, format!("pushing a CUDA frame into the encoder: {e:?}")))?;
-                return Ok(Push::Queued);
-            }
-        };
-        if bytes.len() != self.frame_bytes {
+        if let Some(bytes) = frame.bytes()
+            && bytes.len() != self.frame_bytes
+        {
             return Err(anyhow!("frame of {} bytes, the caps need {}", bytes.len(), self.frame_bytes));
         }
         if !self.has_room() {
             return Ok(Push::Full);
         }
-        let mut buffer = gst::Buffer::with_size(bytes.len()).context("allocating a frame buffer")?;
-        {
-            let b = buffer.get_mut().expect("a new buffer is writable");
-            b.set_pts(self.pts(index));
-            b.set_duration(self.frame_duration);
-            b.map_writable().context("mapping a frame buffer")?.copy_from_slice(bytes);
-        }
+        let mut buffer = match frame {
+            Frame::Cuda(buffer) => buffer,
+            Frame::Bytes(bytes) => {
+                let mut buffer = gst::Buffer::with_size(bytes.len()).context("allocating a frame buffer")?;
+                let b = buffer.get_mut().expect("a new buffer is writable");
+                b.map_writable().context("mapping a frame buffer")?.copy_from_slice(bytes);
+                buffer
+            }
+        };
+        let b = buffer.make_mut();
+        b.set_pts(self.pts(index));
+        b.set_duration(self.frame_duration);
         self.appsrc
             .push_buffer(buffer)
             .map_err(|e| fail(Exit::Software, format!("pushing a frame into the encoder: {e:?}")))?;
@@ -491,7 +482,7 @@ pub fn pick_nvenc_factory(base: &str, gpu: u32, found: &[(String, Option<i64>)])
 
 /// The element factory for `backend` on `gpu`: the table's name, except NVENC on a chosen GPU.
 pub fn factory_for(backend: Backend, gpu: Option<u32>) -> Result<String, String> {
-    let (true, Some(gpu)) = (matches!(backend, Backend::Nvenc | Backend::NvencCuda), gpu) else {
+    let (true, Some(gpu)) = (backend.is_nvenc(), gpu) else {
         return Ok(backend.element().to_string());
     };
     let base = backend.element();

@@ -77,6 +77,11 @@ impl Backend {
         }
     }
 
+    /// NVENC (either element): takes CUDA memory, opens per GPU, and is bound by session leases.
+    pub fn is_nvenc(self) -> bool {
+        matches!(self, Backend::NvencCuda | Backend::Nvenc)
+    }
+
     /// Whether it encodes on a GPU (and so may be missing, full or hung at run time).
     pub fn hardware(self) -> bool {
         matches!(self, Backend::NvencCuda | Backend::Nvenc | Backend::Va | Backend::Vaapi)

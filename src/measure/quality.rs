@@ -239,17 +239,15 @@ fn render_sources(cfg: &Config, frames: u64) -> anyhow::Result<(RawFormat, Vec<V
     let gpu = Gpu::open(cfg.egl_device, cuda)?;
     let mut renderer = Renderer::new(gpu, cfg, Plan::Gpu(format))?;
     let mut sources = Vec::with_capacity(frames as usize);
+    let mut keep = |_, frame: Frame<'_>| {
+        sources.push(frame.bytes().ok_or_else(|| anyhow::anyhow!("quality reads frames back"))?.to_vec());
+        Ok(())
+    };
     for i in 0..frames {
         renderer.render(i)?;
-        renderer.collect_ready(|_, bytes| {
-            sources.push(bytes.bytes().ok_or_else(|| anyhow::anyhow!("quality reads frames back"))?.to_vec());
-            Ok(())
-        })?;
+        renderer.collect_ready(&mut keep)?;
     }
-    renderer.collect(0, |_, bytes| {
-        sources.push(bytes.bytes().ok_or_else(|| anyhow::anyhow!("quality reads frames back"))?.to_vec());
-        Ok(())
-    })?;
+    renderer.collect(0, &mut keep)?;
     Ok((format, sources))
 }
 

@@ -16,7 +16,6 @@ use crate::config::Config;
 use crate::convert::{self, GpuPack, Plan};
 use crate::cuda::frames::ZeroCopy;
 use crate::encode::pipeline::Frame;
-use crate::encode::settings::RawFormat;
 use crate::exit::{Exit, ExitExt};
 use crate::stamp::{self, StampLayout};
 use egl::gl::{Pass, Program, Readback, Target, Uniform};
@@ -78,23 +77,25 @@ impl Gpu {
     }
 }
 
-/// Draws frames and hands back their bytes in the layout the plan promised.
+/// How finished frames leave the renderer.
+enum Handoff {
+    /// Read back through a ring of pixel-pack buffers; `in_flight` holds (slot, frame index).
+    Readback { pbo: Readback, in_flight: VecDeque<(usize, u64)>, next_slot: usize },
+    /// Copied on the GPU into CUDA memory (zero-copy); `ready` holds frames not yet handed out.
+    Cuda { zero_copy: ZeroCopy, ready: VecDeque<(u64, gstreamer::Buffer)> },
+}
+
+/// Draws frames and hands them on in the layout the plan promised.
 pub struct Renderer {
-    // Field order is drop order: the CUDA registration before the texture it registers, every GL
-    // object before the context.
-    zero_copy: Option<ZeroCopy>,
-    /// Zero-copy frames copied and not yet handed out.
-    cuda_ready: VecDeque<(u64, gstreamer::Buffer)>,
-    readback: Option<Readback>,
+    // Field order is drop order: the CUDA registration (in `handoff`) before the texture it
+    // registers, every GL object before the context.
+    handoff: Handoff,
     pack: Option<GpuPack>,
     stamp: Option<(Program, StampLayout)>,
     scene: scene::Scene,
     target: Target,
-    /// Held, not read: it keeps the GL context current for the objects above.
-    _ctx: egl::Context,
-    /// Frames whose readback is in flight: (slot, frame index).
-    in_flight: VecDeque<(usize, u64)>,
-    next_slot: usize,
+    /// Keeps the GL context current for the objects above (and flushes it for the CUDA copy).
+    ctx: egl::Context,
     fps: u32,
 }
 
@@ -112,36 +113,22 @@ impl Renderer {
             None
         };
         let pack = match plan {
-            Plan::Gpu(format) => Some(GpuPack::new(&gl, format, cfg.width, cfg.height)?),
-            Plan::Cuda { .. } => Some(GpuPack::new(&gl, RawFormat::Nv12, cfg.width, cfg.height)?),
             Plan::Cpu(_) => None,
+            Plan::Gpu(_) | Plan::Cuda { .. } => Some(GpuPack::new(&gl, plan.encoder_format(), cfg.width, cfg.height)?),
         };
-        let zero_copy = match (plan, &pack) {
-            (Plan::Cuda { gpu }, Some(pack)) => {
-                Some(ZeroCopy::new(gpu, pack.target.texture_name(), cfg.width, cfg.height, cfg.fps)?)
-            }
-            _ => None,
+        let handoff = match (plan, &pack) {
+            (Plan::Cuda { gpu }, Some(pack)) => Handoff::Cuda {
+                zero_copy: ZeroCopy::new(gpu, pack.target.texture_name(), cfg.width, cfg.height, cfg.fps)?,
+                ready: VecDeque::new(),
+            },
+            _ => Handoff::Readback {
+                pbo: Readback::new(&gl, READBACK_SLOTS, plan.readback_bytes(cfg.width, cfg.height))
+                    .exit(Exit::Software)?,
+                in_flight: VecDeque::new(),
+                next_slot: 0,
+            },
         };
-        let readback = match plan {
-            Plan::Cuda { .. } => None,
-            _ => {
-                let bytes = plan.readback_bytes(cfg.width, cfg.height);
-                Some(Readback::new(&gl, READBACK_SLOTS, bytes).exit(Exit::Software)?)
-            }
-        };
-        Ok(Renderer {
-            zero_copy,
-            cuda_ready: VecDeque::new(),
-            readback,
-            pack,
-            stamp,
-            scene,
-            target,
-            _ctx: gpu.ctx,
-            in_flight: VecDeque::new(),
-            next_slot: 0,
-            fps: cfg.fps,
-        })
+        Ok(Renderer { handoff, pack, stamp, scene, target, ctx: gpu.ctx, fps: cfg.fps })
     }
 
     /// Draws frame `frame` (stream time `frame / fps`) and queues its readback.
@@ -171,29 +158,38 @@ impl Renderer {
             }
             None => &self.target,
         };
-        if let Some(zero_copy) = &mut self.zero_copy {
-            // Submit the draws; CUDA's map orders them before the copy (see cuda::interop).
-            self._ctx.gl.flush();
-            let buffer = zero_copy.copy_frame().context("copying the frame into CUDA memory").exit(Exit::Software)?;
-            self.cuda_ready.push_back((frame, buffer));
-            return Ok(());
+        match &mut self.handoff {
+            Handoff::Cuda { zero_copy, ready } => {
+                // Submit the draws; CUDA's map orders them before the copy (see cuda::interop).
+                self.ctx.gl.flush();
+                let buffer =
+                    zero_copy.copy_frame().context("copying the frame into CUDA memory").exit(Exit::Software)?;
+                ready.push_back((frame, buffer));
+            }
+            Handoff::Readback { pbo, in_flight, next_slot } => {
+                let slot = *next_slot;
+                pbo.start(slot, source)?;
+                *next_slot = (slot + 1) % pbo.slots();
+                in_flight.push_back((slot, frame));
+            }
         }
-        let readback = self.readback.as_mut().expect("a readback unless zero-copy");
-        let slot = self.next_slot;
-        readback.start(slot, source)?;
-        self.next_slot = (slot + 1) % readback.slots();
-        self.in_flight.push_back((slot, frame));
         Ok(())
     }
 
     /// The `gst.cuda.context` of the zero-copy frames, for the encoder's pipeline.
     pub fn cuda_context(&self) -> Option<gstreamer::Context> {
-        self.zero_copy.as_ref().map(|z| z.gst_context().clone())
+        match &self.handoff {
+            Handoff::Cuda { zero_copy, .. } => Some(zero_copy.gst_context().clone()),
+            Handoff::Readback { .. } => None,
+        }
     }
 
     /// Frames rendered but not yet handed out.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.len() + self.cuda_ready.len()
+        match &self.handoff {
+            Handoff::Cuda { ready, .. } => ready.len(),
+            Handoff::Readback { in_flight, .. } => in_flight.len(),
+        }
     }
 
     /// Hands out finished frames, oldest first, while more than `keep` are in flight (0 drains).
@@ -202,14 +198,19 @@ impl Renderer {
         keep: usize,
         mut f: impl FnMut(u64, Frame<'_>) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        while self.cuda_ready.len() > keep {
-            let (frame, buffer) = self.cuda_ready.pop_front().expect("checked non-empty");
-            f(frame, Frame::Cuda(buffer))?;
-        }
-        while self.in_flight.len() > keep {
-            let (slot, frame) = self.in_flight.pop_front().expect("checked non-empty");
-            let readback = self.readback.as_mut().expect("frames in flight are read back");
-            readback.read(slot, READBACK_TIMEOUT, |bytes| f(frame, Frame::Bytes(bytes)))??;
+        match &mut self.handoff {
+            Handoff::Cuda { ready, .. } => {
+                while ready.len() > keep {
+                    let (frame, buffer) = ready.pop_front().expect("checked non-empty");
+                    f(frame, Frame::Cuda(buffer))?;
+                }
+            }
+            Handoff::Readback { pbo, in_flight, .. } => {
+                while in_flight.len() > keep {
+                    let (slot, frame) = in_flight.pop_front().expect("checked non-empty");
+                    pbo.read(slot, READBACK_TIMEOUT, |bytes| f(frame, Frame::Bytes(bytes)))??;
+                }
+            }
         }
         Ok(())
     }
@@ -217,7 +218,10 @@ impl Renderer {
     /// Hands out finished frames (the steady state): on readback the newest stays in flight so its
     /// read never waits on the GPU; zero-copy frames are complete when copied.
     pub fn collect_ready(&mut self, f: impl FnMut(u64, Frame<'_>) -> anyhow::Result<()>) -> anyhow::Result<()> {
-        let keep = if self.zero_copy.is_some() { 0 } else { READBACK_SLOTS - 1 };
+        let keep = match self.handoff {
+            Handoff::Cuda { .. } => 0,
+            Handoff::Readback { .. } => READBACK_SLOTS - 1,
+        };
         self.collect(keep, f)
     }
 }
@@ -225,6 +229,7 @@ impl Renderer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::encode::settings::RawFormat;
     use clap::Parser as _;
 
     /// Hardware leg of the zero-copy path (any NVIDIA GPU with CUDA and EGL; no NVENC needed): the

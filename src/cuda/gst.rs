@@ -15,6 +15,17 @@
 //! by copying the CUDA buffer back, and by feeding `cudadownload ! x264enc`; with GstGL the interop
 //! would happen inside nvh264enc, which those GPUs do not have, so it could be verified nowhere we
 //! have hardware. It would also need our EGL context shared with GStreamer's GL thread.
+//!
+//! Checked against GStreamer 1.22's sources (gst-libs/gst/cuda, sys/nvcodec), not yet on a GPU:
+//! - the pool adds a GstVideoMeta to every buffer it allocates, asked or not
+//!   (`gst_cuda_buffer_pool_alloc`; the installed library carries its "adding GstVideoMeta" log
+//!   line), with both NV12 planes at the allocation's pitch and the chroma plane at `pitch * height`;
+//! - a context set on the pipeline reaches the encoder: `GstBin` hands `set_context` to every child,
+//!   and the nvcodec encoders adopt it through `gst_cuda_handle_set_context` when its
+//!   `cuda-device-id` (the CUdevice given to `gst_cuda_context_new_wrapped`) is theirs; at open,
+//!   `gst_cuda_ensure_element_context` then keeps it instead of creating a context;
+//! - `GST_MAP_WRITE | GST_MAP_CUDA` hands out the device pointer and marks the memory for download,
+//!   so a later CPU map (cudadownload, a software encoder) sees what the copies wrote.
 
 use std::ffi::c_void;
 use std::sync::OnceLock;

@@ -170,8 +170,12 @@ fn idle_fifo_producers_give_their_slots_back() {
         producers.push(p);
         fifos.push(fifo);
     }
+    // Each producer takes a slot to open its encoder, then gives it back for want of a reader.
+    // Waiting for the FIFO alone is not enough: it is created before the encoder is chosen, so a
+    // slow producer could still take a slot after the check below and push a reader's producer
+    // onto the fallback encoder.
     for p in &mut producers {
-        p.wait_for_log("created (mode 0600)", Duration::from_secs(20));
+        p.wait_for_log("no reader: stopping the encoder", Duration::from_secs(20));
     }
     // Nobody reads: every slot comes free.
     let start = Instant::now();

@@ -63,7 +63,6 @@ Logging: --log-level or AGENTCAST_LOG_LEVEL, else RUST_LOG, else info.
     about = ABOUT,
     long_about = LONG_ABOUT,
     after_help = AFTER_HELP,
-    args_conflicts_with_subcommands = true,
     max_term_width = 100
 )]
 pub struct Cli {
@@ -76,6 +75,34 @@ pub struct Cli {
     /// Log filter: error, warn, info, debug, trace, or env_logger syntax (agentcast=debug,...).
     #[arg(long, global = true, env = "AGENTCAST_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
+}
+
+impl Cli {
+    /// Parses `args` (program name first). Stream flags given on the command line together with
+    /// a subcommand are an error rather than ignored; `--log-level` goes anywhere, and
+    /// `AGENTCAST_*` variables do not count (they are meant to be set for every invocation).
+    pub fn parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
+        let mut cmd = Cli::command();
+        let matches = cmd.try_get_matches_from_mut(args)?;
+        if let Some((name, _)) = matches.subcommand() {
+            let stray = cmd.get_arguments().find(|a| {
+                !a.is_global_set()
+                    && matches.try_contains_id(a.get_id().as_str()).unwrap_or(false)
+                    && matches.value_source(a.get_id().as_str()) == Some(ValueSource::CommandLine)
+            });
+            if let Some(arg) = stray {
+                let flag = arg.get_long().map_or_else(|| arg.get_id().to_string(), |l| format!("--{l}"));
+                let message = format!("the subcommand '{name}' cannot be used with '{flag}' (a stream flag)");
+                return Err(cmd.error(clap::error::ErrorKind::ArgumentConflict, message));
+            }
+        }
+        Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -516,6 +543,22 @@ mod tests {
     #[test]
     fn after_help_lists_the_documented_exit_codes() {
         assert!(AFTER_HELP.ends_with(crate::exit::EXIT_CODES_HELP));
+    }
+
+    #[test]
+    fn log_level_goes_anywhere_but_stream_flags_do_not_mix_with_subcommands() {
+        for argv in
+            [&["agentcast", "--log-level", "debug", "slots"][..], &["agentcast", "slots", "--log-level", "debug"]]
+        {
+            let cli = Cli::parse_args(argv).unwrap();
+            assert!(matches!(cli.command, Some(Command::Slots(_))), "{argv:?}");
+            assert_eq!(cli.log_level.as_deref(), Some("debug"), "{argv:?}");
+        }
+        let e = Cli::parse_args(["agentcast", "--fps", "60", "slots"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+        assert!(e.to_string().contains("the subcommand 'slots' cannot be used with '--fps'"), "{e}");
+        let cli = Cli::parse_args(["agentcast", "--fps", "60", "--log-level", "warn"]).unwrap();
+        assert!(cli.command.is_none() && cli.stream.fps == 60);
     }
 
     #[test]

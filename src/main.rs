@@ -4,7 +4,6 @@ use std::io::Read;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::Parser;
 
 use agentcast::check;
 use agentcast::cli::{CheckArgs, Cli, Command};
@@ -12,7 +11,7 @@ use agentcast::config::Config;
 use agentcast::exit::{self, Exit, ExitExt, fail};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_args(std::env::args_os()) {
         Ok(cli) => cli,
         Err(e) => return clap_exit(e),
     };

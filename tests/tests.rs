@@ -267,6 +267,13 @@ fn zero_fps_is_a_usage_error() {
 }
 
 #[test]
+fn a_stream_flag_with_a_subcommand_is_a_usage_error_but_log_level_goes_anywhere() {
+    assert_usage_error(&run(&["--fps", "60", "slots"]), 2, "the subcommand 'slots' cannot be used with '--fps'");
+    let out = run(&["--log-level", "debug", "slots", "--lock-dir", tempdir().path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
 fn unknown_encoder_is_a_usage_error() {
     assert_usage_error(&run(&["--encoder", "vp8"]), 2, "--encoder");
 }

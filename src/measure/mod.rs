@@ -8,8 +8,6 @@ pub mod latency;
 pub mod metrics;
 pub mod quality;
 
-use clap::Parser;
-
 use crate::cli::{Cli, StreamArgs};
 use crate::config::Config;
 use crate::exit::{Exit, fail};
@@ -23,7 +21,7 @@ pub(crate) fn flag_given(args: &[String], flag: &str) -> bool {
 /// producer would, so a mistake is one line (exit 2) from the tool rather than from its child.
 pub(crate) fn producer_config(args: &[String]) -> anyhow::Result<(StreamArgs, Config)> {
     let argv = std::iter::once("agentcast".to_string()).chain(args.iter().cloned());
-    let cli = Cli::try_parse_from(argv).map_err(|e| {
+    let cli = Cli::parse_args(argv).map_err(|e| {
         let first = e.to_string().lines().next().unwrap_or("").trim_start_matches("error: ").to_string();
         fail(Exit::Usage, format!("producer arguments after --: {first}"))
     })?;

@@ -8,13 +8,12 @@ configs="cpu gpu base"
 if nvidia-smi -L >/dev/null 2>&1; then configs="cpu gpu zc base"; fi
 for r in 1 2 3; do
   for c in $configs; do
-    if [ $c = zc ]; then
-      cmd=($B --width 1920 --height 1080 --frames 300 --no-pace --path zero-copy --debug-cuda-download --stats-file /tmp/st_$c.json)
-    elif [ $c = base ]; then
-      cmd=(gst-launch-1.0 -q videotestsrc num-buffers=300 pattern=smpte ! video/x-raw,width=1920,height=1080,framerate=30/1,format=NV12 ! x264enc tune=zerolatency speed-preset=veryfast bitrate=4000 key-int-max=30 bframes=0 threads=1 ! h264parse ! fakesink)
-    else
-      cmd=($B --width 1920 --height 1080 --frames 300 --no-pace --convert $c --path readback --stats-file /tmp/st_$c.json)
-    fi
+    ours=($B --width 1920 --height 1080 --frames 300 --no-pace --stats-file /tmp/st_$c.json)
+    case $c in
+      zc) cmd=("${ours[@]}" --path zero-copy --debug-cuda-download) ;;
+      base) cmd=(gst-launch-1.0 -q videotestsrc num-buffers=300 pattern=smpte ! video/x-raw,width=1920,height=1080,framerate=30/1,format=NV12 ! x264enc tune=zerolatency speed-preset=veryfast bitrate=4000 key-int-max=30 bframes=0 threads=1 ! h264parse ! fakesink) ;;
+      *) cmd=("${ours[@]}" --convert $c --path readback) ;;
+    esac
     s=$(date +%s.%N)
     /usr/bin/time -f "%U %S" -o /tmp/t.txt "${cmd[@]}" >/dev/null 2>/tmp/err_$c.txt
     e=$(date +%s.%N)

@@ -8,19 +8,14 @@ use crate::assert_usage_error;
 use crate::outputs::Producer;
 use crate::util::*;
 
+/// The flags every leased producer here shares: two slots in `locks`, x264 standing in for NVENC.
+fn lease_flags(locks: &str) -> [&str; 6] {
+    ["--nvenc-sessions", "2", "--lock-dir", locks, "--debug-lease-encoder", "x264enc"]
+}
+
 fn leased(dir: &Path, stream: &str, extra: &[&str]) -> Producer {
     let locks = dir.join("locks");
-    let mut args = vec![
-        "--nvenc-sessions",
-        "2",
-        "--lock-dir",
-        locks.to_str().unwrap(),
-        "--debug-lease-encoder",
-        "x264enc",
-        "--stream",
-        stream,
-    ];
-    args.extend_from_slice(extra);
+    let args = [&lease_flags(locks.to_str().unwrap())[..], &["--stream", stream], extra].concat();
     Producer::start(dir, &args)
 }
 
@@ -50,18 +45,7 @@ fn two_slots_four_producers_two_fall_back_and_fail_exits_75() {
     assert!(table.contains("(agent_01)") && table.contains("(agent_02)"), "{table}");
     // A fifth producer with --on-busy fail exits 75 at once.
     let locks = dir.path().join("locks");
-    let out = run(&[
-        "--nvenc-sessions",
-        "2",
-        "--lock-dir",
-        locks.to_str().unwrap(),
-        "--debug-lease-encoder",
-        "x264enc",
-        "--on-busy",
-        "fail",
-        "--frames",
-        "1",
-    ]);
+    let out = run(&[&lease_flags(locks.to_str().unwrap())[..], &["--on-busy", "fail", "--frames", "1"]].concat());
     assert_eq!(out.status.code(), Some(75), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("NVENC slots in"));
     for mut p in producers {

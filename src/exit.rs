@@ -13,6 +13,8 @@ pub enum Exit {
     Usage,
     /// 65: the shader does not compile or link.
     BadShader,
+    /// 65: the agent's frames are malformed: a partial frame at EOF, a bad shared-memory header.
+    BadData,
     /// 66: an input file (shader, stream to check) is missing or unreadable.
     NoInput,
     /// 69: something required is not installed or not available: libEGL, an EGL display, a GStreamer
@@ -35,7 +37,7 @@ impl Exit {
             Exit::Ok => 0,
             Exit::CheckFailed => 1,
             Exit::Usage => 2,
-            Exit::BadShader => 65,
+            Exit::BadShader | Exit::BadData => 65,
             Exit::NoInput => 66,
             Exit::Unavailable => 69,
             Exit::Software => 70,

@@ -14,7 +14,8 @@ macro_rules! exit_codes_text {
   0   done: --frames/--duration reached, SIGTERM/SIGINT, or the reader left (BrokenPipe)
   1   check: the stream breaks go2rtc's rules
   2   usage: bad flag, value or AGENTCAST_* variable
-  65  the shader does not compile or link (the driver's log is printed)
+  65  the shader does not compile or link (the driver's log is printed), or the agent's frames
+      are malformed (a partial frame at EOF, a bad shared-memory header)
   66  an input file (--shader, check FILE) is missing or unreadable
   69  unavailable: no libEGL or EGL display, or a GStreamer element/encoder is not installed
   70  internal, GPU or encoder failure while running
@@ -36,11 +37,13 @@ pub mod cuda;
 pub mod doctor;
 pub mod encode;
 pub mod exit;
+pub mod frame;
 pub mod go2rtc;
 pub mod measure;
 pub mod render;
 pub mod sink;
 pub mod slots;
+pub mod source;
 pub mod stamp;
 pub mod stats;
 pub mod watchdog;

@@ -15,6 +15,8 @@ pub const DEFAULT_BITRATE: u32 = 4000;
 pub const DEFAULT_QP_MAX: u32 = 34;
 /// How far a FIFO/TCP reader may fall behind, in milliseconds of stream.
 pub const DEFAULT_MAX_LAG_MS: u32 = 500;
+/// Seconds without a frame from the agent before the stream ends.
+pub const DEFAULT_SOURCE_TIMEOUT: u64 = 10;
 
 const ABOUT: &str = "Render a headless EGL scene and stream go2rtc-ready H.264 (Annex-B) on stdout";
 
@@ -461,19 +463,47 @@ pub struct StreamArgs {
     #[arg(long, env = "AGENTCAST_PATH", value_enum, default_value_t = PathArg::Auto)]
     pub path: PathArg,
 
-    /// Built-in scene.
+    /// Where frames come from. Drawn here through EGL: scene:demo, scene:gradient or shader:FILE.
+    /// The agent's own frames: raw:PATH (raw frames in ffmpeg's rawvideo layout from a pipe, FIFO or
+    /// file; raw:- is standard input), unix:PATH (a socket agentcast listens on; one agent
+    /// connects and writes raw frames), shm:NAME (the shared-memory ring /dev/shm/NAME, see
+    /// docs/SHM.md) or pipewire:TARGET (a PipeWire video node). Agent frames are --width x
+    /// --height in --pix-fmt; the newest wins, the last one repeats while none comes
+    /// [default: scene:demo].
+    #[arg(long, env = "AGENTCAST_SOURCE", value_name = "KIND:WHAT", value_parser = crate::source::SourceSpec::parse,
+          conflicts_with_all = ["scene", "shader"])]
+    pub source: Option<crate::source::SourceSpec>,
+
+    /// Pixel format of the agent's frames (raw:, unix:, shm:), named as ffmpeg's -pix_fmt:
+    /// rgb24, bgr24, rgba, bgra, rgb0, bgr0, gray, nv12, i420 (= yuv420p) [default: rgb24].
+    #[arg(long, env = "AGENTCAST_PIX_FMT", value_name = "FMT", value_parser = parse_pix_fmt)]
+    pub pix_fmt: Option<crate::frame::PixFmt>,
+
+    /// End the stream (exit 0) when the agent has sent no frame for this long (seconds; 0 =
+    /// never). Until then the last frame repeats at --fps.
+    #[arg(long, env = "AGENTCAST_SOURCE_TIMEOUT", value_name = "SECONDS", default_value_t = DEFAULT_SOURCE_TIMEOUT)]
+    pub source_timeout: u64,
+
+    /// Built-in scene (shorthand for --source scene:NAME).
     #[arg(long, env = "AGENTCAST_SCENE", value_enum, default_value_t = SceneArg::Demo)]
     pub scene: SceneArg,
 
-    /// Render a Shadertoy-style fragment shader instead of a built-in scene: it defines
+    /// Render a Shadertoy-style fragment shader instead of a built-in scene (shorthand for
+    /// --source shader:FILE): it defines
     /// `void mainImage(out vec4 fragColor, in vec2 fragCoord)` and may use iTime, iResolution,
     /// iFrame, iTimeDelta and iFrameRate (GLSL ES 3.00).
     #[arg(long, env = "AGENTCAST_SHADER", value_name = "FILE", conflicts_with = "scene")]
     pub shader: Option<PathBuf>,
 
-    /// Leave out the frame-number stamp (the row of black and white blocks near the top).
-    #[arg(long, env = "AGENTCAST_NO_STAMP")]
+    /// Leave out the frame-number stamp (the row of black and white blocks near the top) that
+    /// scenes carry.
+    #[arg(long, env = "AGENTCAST_NO_STAMP", conflicts_with = "stamp")]
     pub no_stamp: bool,
+
+    /// Draw the frame-number stamp over the agent's frames too (for `agentcast latency` and
+    /// quality measurements; scenes carry it unless --no-stamp).
+    #[arg(long, env = "AGENTCAST_STAMP")]
+    pub stamp: bool,
 
     /// Append one line per rendered frame to this file: its frame number (the stamp) and
     /// CLOCK_MONOTONIC in nanoseconds when its render started. `agentcast latency` maps decoded
@@ -528,6 +558,10 @@ pub struct StreamArgs {
     /// NVENC opens on it. Default 0 where there is CUDA; an error where there is none.
     #[arg(long, env = "AGENTCAST_GPU", value_name = "N")]
     pub gpu: Option<u32>,
+}
+
+fn parse_pix_fmt(s: &str) -> Result<crate::frame::PixFmt, String> {
+    s.parse()
 }
 
 #[cfg(test)]

@@ -1,7 +1,44 @@
 //! The frame clock: frame `index` is due at `index / fps` seconds of stream, computed exactly from
 //! the index (no accumulated rounding). Pacing, PTS and the `--duration` limit all use it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// The stream's frame clock: frame `index` is due at `start + stream_time(index)`. It is kept
+/// across pipeline rebuilds, so stamps and PTS continue.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameClock {
+    pub start: Instant,
+    /// The next frame's index.
+    pub index: u64,
+    pub fps: u32,
+}
+
+impl FrameClock {
+    pub fn new(fps: u32) -> FrameClock {
+        FrameClock { start: Instant::now(), index: 0, fps }
+    }
+
+    /// When the next frame is due.
+    pub fn deadline(&self) -> Instant {
+        self.start + stream_time(self.index, self.fps)
+    }
+
+    /// Frames due by now that were not produced (0 when on time).
+    pub fn behind(&self) -> u64 {
+        frames_due(self.start.elapsed(), self.fps).saturating_sub(self.index)
+    }
+
+    /// Moves the clock so that the next frame is due now (after a slow first draw, or when an
+    /// agent's frame arrived after its deadline).
+    pub fn due_now(&mut self) {
+        self.start = Instant::now() - stream_time(self.index, self.fps);
+    }
+
+    /// One frame interval.
+    pub fn interval(&self) -> Duration {
+        stream_time(1, self.fps)
+    }
+}
 
 /// When frame `index` is due, from the start of the stream.
 pub fn stream_time(index: u64, fps: u32) -> Duration {

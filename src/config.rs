@@ -3,9 +3,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::{ConvertArg, EncoderArg, IdleArg, MuxArg, PathArg, ProfileArg, SceneArg, StreamArgs};
+use crate::cli::{ConvertArg, EncoderArg, IdleArg, MuxArg, PathArg, ProfileArg, StreamArgs};
 use crate::encode::settings::EncoderSettings;
+use crate::frame::PixFmt;
 use crate::sink::output::{self, Output};
+pub use crate::source::SourceSpec;
 use crate::stamp::StampLayout;
 
 /// Largest picture edge we accept; H.264 level 5.2 allows 4096 pixels on a side at most in practice.
@@ -14,13 +16,6 @@ pub const MIN_EDGE: u32 = 32;
 /// H.264 level 5.2 limit on macroblocks per picture (MaxFS), the highest level x264 and openh264
 /// encode and browsers decode.
 pub const MAX_MACROBLOCKS: u32 = 36_864;
-
-/// What to render.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SceneSource {
-    Builtin(SceneArg),
-    Shader(PathBuf),
-}
 
 /// When to stop on our own; none set means run until a signal or the reader leaves.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -41,7 +36,13 @@ pub struct Config {
     pub encoder_opts: Vec<(String, String)>,
     pub convert: ConvertArg,
     pub path: PathArg,
-    pub scene: SceneSource,
+    /// Where frames come from.
+    pub source: SourceSpec,
+    /// The agent's frames' pixel format (external sources).
+    pub pix_fmt: PixFmt,
+    /// `--source-timeout`; `None` = never.
+    pub source_timeout: Option<Duration>,
+    /// Draw the frame stamp (scenes: unless --no-stamp; agent frames: with --stamp).
     pub stamp: bool,
     pub stop: StopAfter,
     pub pace: bool,
@@ -112,16 +113,46 @@ impl Config {
                 a.width, a.height
             ));
         }
-        if !a.no_stamp && StampLayout::for_size(a.width, a.height).is_none() {
+        let source = match (&a.source, &a.shader) {
+            (Some(s), _) => s.clone(),
+            (None, Some(path)) => SourceSpec::Shader(path.clone()),
+            (None, None) => SourceSpec::Scene(a.scene),
+        };
+        let external = source.is_external();
+        let stamp = if external { a.stamp } else { !a.no_stamp };
+        if stamp && StampLayout::for_size(a.width, a.height).is_none() {
             return Err(format!(
-                "--width {} x --height {} is too small for the frame stamp (needs at least {} pixels wide); add --no-stamp",
+                "--width {} x --height {} is too small for the frame stamp (needs at least {} pixels wide); {}",
                 a.width,
                 a.height,
-                StampLayout::min_width()
+                StampLayout::min_width(),
+                if external { "drop --stamp" } else { "add --no-stamp" }
             ));
         }
-        if a.no_stamp && a.frame_log.is_some() {
-            return Err("--frame-log maps frame stamps to render times; it cannot go with --no-stamp".into());
+        if !stamp && a.frame_log.is_some() {
+            return Err(format!(
+                "--frame-log maps frame stamps to render times; it needs the stamp ({})",
+                if external { "add --stamp" } else { "drop --no-stamp" }
+            ));
+        }
+        if let Some(f) = a.pix_fmt
+            && !matches!(source, SourceSpec::Raw(_) | SourceSpec::Unix(_) | SourceSpec::Shm(_) | SourceSpec::Push)
+        {
+            return Err(format!(
+                "--pix-fmt {f} describes frames from the agent (--source raw:, unix: or shm:), not --source {source}"
+            ));
+        }
+        if external {
+            if a.path == PathArg::ZeroCopy {
+                return Err(format!(
+                    "--path zero-copy keeps frames agentcast renders on the GPU; frames from --source {source} arrive in host memory"
+                ));
+            }
+            if a.convert == ConvertArg::Gpu {
+                return Err(format!(
+                    "--convert gpu converts frames agentcast renders; frames from --source {source} are converted on the CPU where the encoder needs it"
+                ));
+            }
         }
         let duration = match a.duration {
             None => None,
@@ -154,10 +185,6 @@ impl Config {
             );
         }
         let gop = a.gop.unwrap_or(a.fps);
-        let scene = match &a.shader {
-            Some(path) => SceneSource::Shader(path.clone()),
-            None => SceneSource::Builtin(a.scene),
-        };
         Ok(Config {
             width: a.width,
             height: a.height,
@@ -167,8 +194,10 @@ impl Config {
             encoder_settings: EncoderSettings::new(a.bitrate, a.fps, gop, a.qp_max, profile(a.profile)),
             convert: a.convert,
             path: a.path,
-            scene,
-            stamp: !a.no_stamp,
+            source,
+            pix_fmt: a.pix_fmt.unwrap_or(PixFmt::Rgb24),
+            source_timeout: (a.source_timeout > 0).then(|| Duration::from_secs(a.source_timeout)),
+            stamp,
             stop: StopAfter { frames: a.frames, duration },
             pace: !a.no_pace,
             egl_device: a.egl_device,
@@ -225,7 +254,7 @@ mod tests {
         assert_eq!(c.encoder_settings.gop, 30);
         assert_eq!(c.encoder_settings.bitrate_kbps, 4000);
         assert!(c.stamp && c.pace);
-        assert_eq!(c.scene, SceneSource::Builtin(SceneArg::Demo));
+        assert_eq!(c.source, SourceSpec::Scene(crate::cli::SceneArg::Demo));
         assert_eq!(c.duration_frames(), None);
     }
 
@@ -280,6 +309,30 @@ mod tests {
     #[test]
     fn shader_replaces_the_scene() {
         let c = parse(&["--shader", "x.glsl"]).unwrap();
-        assert_eq!(c.scene, SceneSource::Shader("x.glsl".into()));
+        assert_eq!(c.source, SourceSpec::Shader("x.glsl".into()));
+        assert_eq!(parse(&["--source", "shader:y.glsl"]).unwrap().source, SourceSpec::Shader("y.glsl".into()));
+    }
+
+    #[test]
+    fn agent_frames_take_a_pixel_format_and_no_stamp_unless_asked() {
+        let c = parse(&["--source", "raw:-", "--pix-fmt", "nv12"]).unwrap();
+        assert_eq!((c.source.clone(), c.pix_fmt, c.stamp), (SourceSpec::Raw("-".into()), PixFmt::Nv12, false));
+        assert_eq!(c.source_timeout, Some(Duration::from_secs(10)));
+        assert!(parse(&["--source", "unix:/tmp/a.sock", "--stamp"]).unwrap().stamp);
+        assert_eq!(parse(&["--source", "raw:-", "--source-timeout", "0"]).unwrap().source_timeout, None);
+        assert_eq!(parse(&["--source", "shm:a"]).unwrap().pix_fmt, PixFmt::Rgb24);
+        let e = parse(&["--pix-fmt", "rgb24"]).unwrap_err();
+        assert!(e.starts_with("--pix-fmt rgb24 describes frames from the agent"), "{e}");
+        let e = parse(&["--source", "raw:-", "--frame-log", "/tmp/x"]).unwrap_err();
+        assert!(e.contains("add --stamp"), "{e}");
+        let e = parse(&["--source", "raw:-", "--path", "zero-copy"]).unwrap_err();
+        assert!(e.starts_with("--path zero-copy keeps frames agentcast renders"), "{e}");
+        assert!(parse(&["--source", "raw:-", "--convert", "gpu"]).unwrap_err().starts_with("--convert gpu"));
+        let mut v = vec!["agentcast", "--source", "raw:-", "--scene", "gradient"];
+        assert!(Cli::try_parse_from(&v).is_err(), "--source and --scene conflict");
+        v.truncate(3);
+        v.extend(["--pix-fmt", "yuv444p"]);
+        let e = Cli::try_parse_from(&v).unwrap_err().to_string();
+        assert!(e.contains("unknown pixel format 'yuv444p'"), "{e}");
     }
 }

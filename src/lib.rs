@@ -1,9 +1,12 @@
 //! agentcast: a per-agent producer that renders headless through EGL and writes go2rtc-ready H.264.
 //!
-//! The modules follow the data: `render` (EGL, scenes, readback) -> `convert` (RGBA -> YUV) ->
-//! `encode` (backend choice, the settings table, the GStreamer pipeline) -> `sink` (normalised
-//! access units to stdout). `app` runs the frame loop; `annexb` and `check` are the pure byte-stream
-//! logic behind the sink and `agentcast check`; `stamp` is the machine-readable frame number.
+//! The modules follow the data: `source` (where frames come from: the agent's frames, or
+//! `render`, which draws scenes through EGL, with `convert` for RGBA -> YUV) -> `encode` (backend
+//! choice, the settings table, the GStreamer pipeline) -> `sink` (normalised access units to
+//! stdout, a FIFO or TCP). `stream` runs it all ([`stream::Stream`], the library's entry point);
+//! `frame` is what a frame is; `annexb` and `check` are the pure byte-stream logic behind the sink
+//! and `agentcast check`; `stamp` is the machine-readable frame number. The CLI ([`cli_main`]) and
+//! the Python package are clients of `stream`.
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -27,7 +30,6 @@ macro_rules! exit_codes_text {
 }
 
 pub mod annexb;
-pub mod app;
 pub mod check;
 pub mod cli;
 pub mod clock;
@@ -36,6 +38,7 @@ pub mod convert;
 pub mod cuda;
 pub mod doctor;
 pub mod encode;
+mod entry;
 pub mod exit;
 pub mod frame;
 pub mod go2rtc;
@@ -46,4 +49,7 @@ pub mod slots;
 pub mod source;
 pub mod stamp;
 pub mod stats;
+pub mod stream;
 pub mod watchdog;
+
+pub use entry::{cli_main, init_logging};

@@ -70,6 +70,40 @@ pub fn bits(frame: u32) -> [bool; BLOCKS as usize] {
     out
 }
 
+/// Paints the stamp of `frame` into a host frame in the rawvideo layout of `format` (agent frames
+/// with `--stamp`): white and black blocks, limited-range in YUV formats, chroma neutral.
+pub fn paint_host(data: &mut [u8], format: crate::frame::PixFmt, width: u32, height: u32, frame: u32) {
+    use crate::frame::PixFmt;
+    let Some(l) = StampLayout::for_size(width, height) else { return };
+    let planes = format.planes(width, height);
+    let yuv = matches!(format, PixFmt::Nv12 | PixFmt::I420);
+    let (white, black) = if yuv { (235u8, 16u8) } else { (255, 0) };
+    let bpp = format.bytes_per_pixel();
+    let (b, y0, x0) = (l.block as usize, l.y as usize, l.x as usize);
+    for (i, bit) in bits(frame).iter().enumerate() {
+        let luma = if *bit { white } else { black };
+        let x = x0 + i * b;
+        for row in y0..y0 + b {
+            let start = planes[0].offset + row * planes[0].stride + x * bpp;
+            for px in data[start..start + b * bpp].chunks_exact_mut(bpp) {
+                // RGB, BGR and grey: every colour byte; a fourth byte (alpha or unused) is left alone.
+                let colour = if bpp == 4 { 3 } else { bpp };
+                px[..colour].fill(luma);
+            }
+        }
+        if yuv {
+            // Neutral chroma under the block: 2x2 subsampled, block edges are even.
+            for p in &planes[1..] {
+                let per = if format == PixFmt::Nv12 { 2 } else { 1 };
+                for row in y0 / 2..(y0 + b) / 2 {
+                    let start = p.offset + row * p.stride + x / 2 * per;
+                    data[start..start + b / 2 * per].fill(128);
+                }
+            }
+        }
+    }
+}
+
 /// Reads the frame number from a decoded luma plane (`stride` bytes per row). Returns `None` when
 /// the picture carries no valid stamp (no sync pattern, or the check bits disagree).
 pub fn decode(luma: &[u8], stride: usize, width: u32, height: u32) -> Option<u32> {
@@ -165,6 +199,22 @@ mod tests {
         }
         assert!(StampLayout::for_size(StampLayout::min_width() - 2, 720).is_none());
         assert!(StampLayout::for_size(StampLayout::min_width() + 1, 720).is_some());
+    }
+
+    #[test]
+    fn host_frames_carry_a_stamp_that_decodes() {
+        use crate::frame::PixFmt;
+        let (w, h) = (640, 360);
+        for format in PixFmt::ALL {
+            let mut data = vec![90u8; format.frame_bytes(w, h)];
+            paint_host(&mut data, format, w, h, 4242);
+            // The luma a decoder would see: grey/YUV luma directly, else one colour byte per pixel.
+            let luma: Vec<u8> = match format {
+                PixFmt::Gray | PixFmt::Nv12 | PixFmt::I420 => data[..(w * h) as usize].to_vec(),
+                f => data.chunks_exact(f.bytes_per_pixel()).map(|px| px[1]).collect(),
+            };
+            assert_eq!(decode(&luma, w as usize, w, h), Some(4242), "{format}");
+        }
     }
 
     #[test]

@@ -134,6 +134,11 @@ impl Timings {
     pub fn take(&self) -> Samples {
         self.with(|i| std::mem::take(&mut i.samples))
     }
+
+    /// A copy of the samples gathered since the last [`Timings::take`], leaving them in place.
+    pub fn peek(&self) -> Samples {
+        self.with(|i| i.samples.clone())
+    }
 }
 
 /// The p-th percentile (0..=100) by nearest rank; `None` for no samples.

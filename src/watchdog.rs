@@ -1,6 +1,7 @@
 //! The stall watchdog. GPU encoders have hung mid-stream with no timeout; a producer that hangs
 //! shows a frozen tile forever, while one that exits is restarted by go2rtc. A thread watches two
-//! signs of life and exits 70, naming the stage, when either stops for `--stall-timeout`:
+//! signs of life and reports the stage through the stream's handle when either stops for
+//! `--stall-timeout` (the CLI then exits 70 at once):
 //! - the encoder: frames keep going in but no access unit comes out;
 //! - the frame loop: it stops coming round (a GL or GStreamer call that never returns).
 
@@ -20,6 +21,8 @@ pub struct Pulse {
     pub loop_beats: AtomicU64,
     /// While false (start-up, shutdown, idle), the frame loop's heartbeat is not watched.
     pub loop_watched: AtomicBool,
+    /// The stream has ended: the watchdog thread ends too.
+    pub finished: AtomicBool,
 }
 
 /// What the watchdog concluded, for the pure check below.
@@ -100,17 +103,19 @@ pub fn look(seen: &mut Seen, now: Instant, r: Reading, timeout: Duration, encode
     Verdict::Alive
 }
 
-/// Starts the watchdog thread. `frames_out` reads the sink's count of access units taken.
+/// Starts the watchdog thread. `frames_out` reads the sink's count of access units taken;
+/// `stalled` is told the stage once, and the watchdog ends.
 pub fn spawn(
     pulse: Arc<Pulse>,
     frames_out: impl Fn() -> u64 + Send + 'static,
     timeout: Duration,
     encoder: String,
+    stalled: impl FnOnce(String) + Send + 'static,
 ) -> std::io::Result<()> {
     thread::Builder::new().name("watchdog".into()).spawn(move || {
         let mut seen = Seen::new();
         let every = (timeout / 10).clamp(Duration::from_millis(50), Duration::from_millis(500));
-        loop {
+        while !pulse.finished.load(Ordering::Acquire) {
             thread::sleep(every);
             let reading = Reading {
                 frames_in: pulse.frames_in.load(Ordering::Relaxed),
@@ -118,12 +123,10 @@ pub fn spawn(
                 beats: pulse.loop_beats.load(Ordering::Relaxed),
                 loop_watched: pulse.loop_watched.load(Ordering::Relaxed),
             };
-            let verdict = look(&mut seen, Instant::now(), reading, timeout, &encoder);
-            if let Verdict::Stalled(stage) = verdict {
+            if let Verdict::Stalled(stage) = look(&mut seen, Instant::now(), reading, timeout, &encoder) {
                 error!("stalled: {stage}");
-                eprintln!("agentcast: stalled: {stage}; exiting so the supervisor restarts us");
-                // The stalled stage may hold locks that a normal exit would wait on.
-                signal_hook::low_level::exit(i32::from(crate::exit::Exit::Software.code()));
+                stalled(stage);
+                return;
             }
         }
     })?;

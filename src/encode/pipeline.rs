@@ -19,6 +19,7 @@ use log::{debug, info, warn};
 
 use crate::encode::settings::{self, Backend, EncoderSettings, RawFormat};
 use crate::exit::{Exit, ExitExt, fail};
+use crate::frame::PixFmt;
 
 /// Raw frames queued in appsrc before new ones are dropped.
 pub const APPSRC_MAX_BUFFERS: u64 = 2;
@@ -36,6 +37,26 @@ pub enum Input {
     Yuv(RawFormat),
     /// NV12 in CUDA memory on the GPU (the zero-copy path); `Setup::cuda_context` is its context.
     Cuda,
+    /// The agent's frames in host memory, in this format's rawvideo layout (no GL involved);
+    /// converted on the CPU only if the encoder takes another format.
+    Host(PixFmt),
+}
+
+impl Input {
+    /// Whether `backend` takes these frames without a conversion.
+    pub fn takes_as_is(self, backend: Backend) -> bool {
+        self.as_raw().is_some_and(|f| backend.raw_formats().contains(&f))
+    }
+
+    /// The encoder's own layout, when the frames already are in one.
+    fn as_raw(self) -> Option<RawFormat> {
+        match self {
+            Input::Yuv(f) => Some(f),
+            Input::Cuda | Input::Host(PixFmt::Nv12) => Some(RawFormat::Nv12),
+            Input::Host(PixFmt::I420) => Some(RawFormat::I420),
+            Input::Rgba(_) | Input::Host(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -105,15 +126,15 @@ fn raw_caps(format: &str, s: &Setup, colorimetry: &str) -> gst::Caps {
 }
 
 fn caps_for(format: &str, width: u32, height: u32, fps: u32, colorimetry: &str) -> gst::Caps {
-    gst::Caps::builder("video/x-raw")
+    let caps = gst::Caps::builder("video/x-raw")
         .field("format", format)
         .field("width", width as i32)
         .field("height", height as i32)
         .field("framerate", gst::Fraction::new(fps as i32, 1))
         .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-        .field("interlace-mode", "progressive")
-        .field("colorimetry", colorimetry)
-        .build()
+        .field("interlace-mode", "progressive");
+    // Grey has no colour matrix to name.
+    if format == "GRAY8" { caps.build() } else { caps.field("colorimetry", colorimetry).build() }
 }
 
 /// The running pipeline.
@@ -122,23 +143,28 @@ pub struct Encoder {
     appsrc: gst_app::AppSrc,
     appsink: gst_app::AppSink,
     frame_bytes: usize,
+    /// With `Input::Host`: the rawvideo layout frames arrive in, and GStreamer's layout of the
+    /// buffers they are copied into (which pads rows, e.g. RGB rows to 4 bytes).
+    host: Option<(Vec<crate::frame::PlaneLayout>, gst_video::VideoInfo)>,
     frame_duration: gst::ClockTime,
     fps: u32,
 }
 
-/// A rendered frame offered to the encoder.
+/// A frame offered to the encoder.
 pub enum Frame<'a> {
     /// Read back to the host, in the input layout.
     Bytes(&'a [u8]),
     /// NV12 in CUDA memory (the zero-copy path).
     Cuda(gst::Buffer),
+    /// An agent's frame in the rawvideo layout of the `Input::Host` format.
+    Host(&'a [u8]),
 }
 
 impl Frame<'_> {
     /// The bytes of a frame read back to the host.
     pub fn bytes(&self) -> Option<&[u8]> {
         match self {
-            Frame::Bytes(b) => Some(b),
+            Frame::Bytes(b) | Frame::Host(b) => Some(b),
             Frame::Cuda(_) => None,
         }
     }
@@ -160,9 +186,8 @@ impl Encoder {
         // The layout the encoder gets: the planned one if it takes it (a backend chosen after a
         // runtime fallback may not), else its own first choice.
         let yuv = match s.input {
-            Input::Rgba(f) | Input::Yuv(f) if accepts(f) => f,
-            Input::Cuda if accepts(RawFormat::Nv12) => RawFormat::Nv12,
-            _ => s.backend.raw_formats()[0],
+            Input::Rgba(f) if accepts(f) => f,
+            input => input.as_raw().filter(|f| accepts(*f)).unwrap_or(s.backend.raw_formats()[0]),
         };
         // BT.709 limited range: what the GPU pass writes and what videoconvert is told to write.
         let yuv_caps = raw_caps(yuv.caps_name(), s, "bt709");
@@ -170,14 +195,19 @@ impl Encoder {
             Input::Rgba(_) => raw_caps("RGBA", s, "sRGB"),
             Input::Yuv(f) => raw_caps(f.caps_name(), s, "bt709"),
             Input::Cuda => crate::cuda::frames::caps(s.width, s.height, s.fps),
+            Input::Host(f) => {
+                raw_caps(f.caps_name(), s, if matches!(f, PixFmt::Nv12 | PixFmt::I420) { "bt709" } else { "sRGB" })
+            }
         };
         let needs_convert = match s.input {
             Input::Rgba(_) => true,
-            Input::Yuv(f) => f != yuv,
-            Input::Cuda => yuv != RawFormat::Nv12,
+            input => input.as_raw() != Some(yuv),
         };
         let info = gst_video::VideoInfo::from_caps(&src_caps).context("input caps")?;
-        let frame_bytes = info.size();
+        let (frame_bytes, host) = match s.input {
+            Input::Host(f) => (f.frame_bytes(s.width, s.height), Some((f.planes(s.width, s.height), info.clone()))),
+            _ => (info.size(), None),
+        };
         if let Input::Yuv(packed_format) = s.input {
             let yuv = packed_format;
             // The GPU pass writes tightly packed planes; GStreamer's default layout must agree.
@@ -307,7 +337,7 @@ impl Encoder {
             s.settings.profile.caps_name()
         );
         let frame_duration = gst::ClockTime::from_nseconds(crate::clock::stream_time(1, s.fps).as_nanos() as u64);
-        Ok(Encoder { pipeline, appsrc, appsink, frame_bytes, frame_duration, fps: s.fps })
+        Ok(Encoder { pipeline, appsrc, appsink, frame_bytes, host, frame_duration, fps: s.fps })
     }
 
     /// Starts the pipeline. Errors from elements that fail to open arrive here or on the bus.
@@ -363,6 +393,16 @@ impl Encoder {
                 b.map_writable().context("mapping a frame buffer")?.copy_from_slice(bytes);
                 buffer
             }
+            Frame::Host(bytes) => {
+                let (planes, info) =
+                    self.host.as_ref().context("a host frame on a pipeline built for rendered frames")?;
+                let mut buffer = gst::Buffer::with_size(info.size()).context("allocating a frame buffer")?;
+                let b = buffer.get_mut().expect("a new buffer is writable");
+                let mut map = b.map_writable().context("mapping a frame buffer")?;
+                copy_planes(bytes, planes, &mut map, info.offset(), info.stride());
+                drop(map);
+                buffer
+            }
         };
         let b = buffer.make_mut();
         b.set_pts(self.pts(index));
@@ -399,6 +439,24 @@ impl Encoder {
 impl Drop for Encoder {
     fn drop(&mut self) {
         let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// Copies a rawvideo frame (`planes`) into a buffer laid out at `offsets`/`strides` (GStreamer's
+/// layout), row by row where the strides differ and in one copy where they do not.
+fn copy_planes(src: &[u8], planes: &[crate::frame::PlaneLayout], dst: &mut [u8], offsets: &[usize], strides: &[i32]) {
+    for (p, (&offset, &stride)) in planes.iter().zip(offsets.iter().zip(strides)) {
+        let stride = stride as usize;
+        if stride == p.stride {
+            let n = p.stride * p.rows;
+            dst[offset..offset + n].copy_from_slice(&src[p.offset..p.offset + n]);
+            continue;
+        }
+        for row in 0..p.rows {
+            let from = p.offset + row * p.stride;
+            let to = offset + row * stride;
+            dst[to..to + p.row_bytes].copy_from_slice(&src[from..from + p.row_bytes]);
+        }
     }
 }
 
@@ -582,6 +640,33 @@ mod tests {
         assert_eq!(pick_nvenc_factory("nvh264enc", 1, &old).unwrap(), "nvh264device1enc");
         assert!(pick_nvenc_factory("nvh264enc", 3, &old).is_err(), "not an NVENC device element name");
         assert!(pick_nvenc_factory("nvh264enc", 0, &[]).unwrap_err().ends_with("(--gpu)"));
+    }
+
+    #[test]
+    fn host_frames_are_copied_into_gstreamers_padded_rows() {
+        init().unwrap();
+        // RGB rows of 3 x 6 = 18 bytes are padded to 20 in GStreamer's layout.
+        let caps = caps_for("RGB", 6, 2, 30, "sRGB");
+        let info = gst_video::VideoInfo::from_caps(&caps).unwrap();
+        assert_eq!(info.stride()[0], 20);
+        let src: Vec<u8> = (0..36).collect();
+        let mut dst = vec![0xee; info.size()];
+        copy_planes(&src, &PixFmt::Rgb24.planes(6, 2), &mut dst, info.offset(), info.stride());
+        assert_eq!(&dst[..18], &src[..18]);
+        assert_eq!(&dst[20..38], &src[18..]);
+        // I420 at an odd-ish width: every plane lands at GStreamer's offsets.
+        let caps = caps_for("I420", 34, 4, 30, "bt709");
+        let info = gst_video::VideoInfo::from_caps(&caps).unwrap();
+        let planes = PixFmt::I420.planes(34, 4);
+        let src: Vec<u8> = (0..PixFmt::I420.frame_bytes(34, 4)).map(|i| i as u8).collect();
+        let mut dst = vec![0; info.size()];
+        copy_planes(&src, &planes, &mut dst, info.offset(), info.stride());
+        for (p, (&off, &stride)) in planes.iter().zip(info.offset().iter().zip(info.stride())) {
+            for row in 0..p.rows {
+                let (a, b) = (p.offset + row * p.stride, off + row * stride as usize);
+                assert_eq!(&dst[b..b + p.row_bytes], &src[a..a + p.row_bytes], "row {row}");
+            }
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use log::info;
 
 use crate::cli::{QualityArgs, SceneArg};
-use crate::config::{Config, SceneSource};
+use crate::config::{Config, SourceSpec};
 use crate::convert::{Plan, gpu_packs};
 use crate::encode::pipeline::{self, Encoder, Frame, Input, Push, Setup};
 use crate::encode::settings::{Backend, EncoderSettings, RawFormat};
@@ -140,10 +140,10 @@ pub fn run(a: &QualityArgs) -> anyhow::Result<Exit> {
     if !base.stamp {
         return Err(fail(Exit::Usage, "quality matches pictures by frame stamp; drop --no-stamp"));
     }
-    let scenes: Vec<SceneSource> = if given("--scene") || given("--shader") {
-        vec![base.scene.clone()]
+    let scenes: Vec<SourceSpec> = if given("--scene") || given("--shader") || given("--source") {
+        vec![base.source.clone()]
     } else {
-        vec![SceneSource::Builtin(SceneArg::Gradient), SceneSource::Builtin(SceneArg::Demo)]
+        vec![SourceSpec::Scene(SceneArg::Gradient), SourceSpec::Scene(SceneArg::Demo)]
     };
     let sizes = if a.sweep {
         match &a.sizes {
@@ -169,7 +169,7 @@ pub fn run(a: &QualityArgs) -> anyhow::Result<Exit> {
     };
 
     pipeline::init()?;
-    let (backend, _lease) = crate::app::choose_encoder(&base)?;
+    let (backend, _lease) = crate::stream::choose_encoder(&base)?;
     info!("quality: encoder {} ({} frames per run)", backend.element(), a.frames);
     let mut runs = Vec::new();
     for &(width, height) in &sizes {
@@ -180,7 +180,7 @@ pub fn run(a: &QualityArgs) -> anyhow::Result<Exit> {
         let cfg = Config::from_args(&sized).map_err(|e| fail(Exit::Usage, format!("--sizes {width}x{height}: {e}")))?;
         for scene in &scenes {
             let mut cfg = cfg.clone();
-            cfg.scene = scene.clone();
+            cfg.source = scene.clone();
             let (format, sources) = render_sources(&cfg, a.frames)?;
             for &bitrate in &bitrates {
                 for &qp_max in &qp_maxes {
@@ -219,12 +219,13 @@ pub fn run(a: &QualityArgs) -> anyhow::Result<Exit> {
 }
 
 /// The scene as the user names it: the `--scene` value, or the `--shader` path.
-fn scene_name(s: &SceneSource) -> String {
+fn scene_name(s: &SourceSpec) -> String {
     match s {
-        SceneSource::Builtin(scene) => {
+        SourceSpec::Scene(scene) => {
             clap::ValueEnum::to_possible_value(scene).map_or_else(|| format!("{scene:?}"), |v| v.get_name().to_string())
         }
-        SceneSource::Shader(p) => p.display().to_string(),
+        SourceSpec::Shader(p) => p.display().to_string(),
+        other => other.to_string(),
     }
 }
 
@@ -278,7 +279,7 @@ fn measure(
     })?;
     let seconds = sources.len() as f64 / f64::from(cfg.fps);
     Ok(Run {
-        scene: scene_name(&cfg.scene),
+        scene: scene_name(&cfg.source),
         width: cfg.width,
         height: cfg.height,
         fps: cfg.fps,

@@ -102,7 +102,7 @@ pub struct Renderer {
 impl Renderer {
     pub fn new(gpu: Gpu, cfg: &Config, plan: Plan) -> anyhow::Result<Renderer> {
         let gl = gpu.ctx.gl.clone();
-        let scene = scene::Scene::load(&gl, &cfg.scene)?;
+        let scene = scene::Scene::load(&gl, &cfg.source)?;
         let target = Target::new(&gl, cfg.width, cfg.height).exit(Exit::Software)?;
         let stamp = if cfg.stamp {
             let layout = StampLayout::for_size(cfg.width, cfg.height).context("frame stamp layout")?;
@@ -253,7 +253,7 @@ mod tests {
             renderer
                 .collect(0, |_, frame| {
                     out = match frame {
-                        Frame::Bytes(b) => b.to_vec(),
+                        Frame::Bytes(b) | Frame::Host(b) => b.to_vec(),
                         Frame::Cuda(buffer) => {
                             // A CPU map of CUDA memory downloads it: the copy back the check needs.
                             let meta = buffer.meta::<gstreamer_video::VideoMeta>().unwrap();

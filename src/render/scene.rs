@@ -8,9 +8,9 @@ use std::rc::Rc;
 use anyhow::Context as _;
 
 use crate::cli::SceneArg;
-use crate::config::SceneSource;
 use crate::exit::{Exit, ExitExt, fail};
 use crate::render::egl::gl::{Gl, Pass, Program, Target, Uniform};
+use crate::source::SourceSpec;
 
 const PRELUDE: &str = include_str!("shaders/prelude.glsl");
 const EPILOGUE: &str = include_str!("shaders/epilogue.glsl");
@@ -38,15 +38,16 @@ pub struct Scene {
 }
 
 impl Scene {
-    pub fn load(gl: &Rc<Gl>, source: &SceneSource) -> anyhow::Result<Scene> {
+    pub fn load(gl: &Rc<Gl>, source: &SourceSpec) -> anyhow::Result<Scene> {
         let (body, name) = match source {
-            SceneSource::Builtin(s) => (builtin_source(*s).to_string(), format!("built-in scene {s:?}")),
-            SceneSource::Shader(path) => {
+            SourceSpec::Scene(s) => (builtin_source(*s).to_string(), format!("built-in scene {s:?}")),
+            SourceSpec::Shader(path) => {
                 let body = std::fs::read_to_string(path)
                     .with_context(|| format!("--shader {}", path.display()))
                     .exit(Exit::NoInput)?;
                 (body, format!("--shader {}", path.display()))
             }
+            other => anyhow::bail!("{other} is not a scene to render"),
         };
         let program = Program::fullscreen(gl, &wrap(&body))
             .map_err(|e| fail(Exit::BadShader, format!("{name}: {}: {}", e.stage, one_line(&e.log))))?;

@@ -25,7 +25,7 @@ pub struct Fifo {
     created: bool,
 }
 
-fn kind(ft: std::fs::FileType) -> &'static str {
+pub(crate) fn kind(ft: std::fs::FileType) -> &'static str {
     if ft.is_symlink() {
         "symlink"
     } else if ft.is_dir() {

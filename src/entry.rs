@@ -1,0 +1,154 @@
+//! The command line's entry point, shared by the `agentcast` binary and `python -m agentcast`:
+//! parse, set up logging, run the subcommand or the stream, map the outcome to an exit code. Only
+//! here does the process's fate get decided: signals, and the exit at once after a stall.
+
+use std::ffi::OsString;
+use std::io::Read;
+
+use anyhow::Context as _;
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+
+use crate::check;
+use crate::cli::{CheckArgs, Cli, Command};
+use crate::config::Config;
+use crate::exit::{self, Coded, Exit, ExitExt, fail};
+use crate::stream::{Control, Stalled, Stream};
+
+/// Runs the CLI with `args` (program name first) and returns the exit code.
+pub fn cli_main(args: Vec<OsString>) -> u8 {
+    let cli = match Cli::parse_args(args.clone()) {
+        Ok(cli) => cli,
+        Err(e) => return clap_exit(e),
+    };
+    init_logging(cli.log_level.as_deref());
+    let result = match &cli.command {
+        Some(Command::Check(args)) => run_check(args),
+        Some(Command::Latency(args)) => crate::measure::latency::run(args),
+        Some(Command::Quality(args)) => crate::measure::quality::run(args),
+        Some(Command::Encoders(args)) => crate::encode::list(args),
+        Some(Command::Slots(args)) => crate::slots::show(args),
+        Some(Command::Doctor(args)) => crate::doctor::doctor(args),
+        Some(Command::Go2rtcConfig(a)) => go2rtc_config(a, &args),
+        None => Config::from_args(&cli.stream)
+            .map_err(|e| fail(Exit::Usage, e))
+            .and_then(|cfg| stream(cfg).map(|()| Exit::Ok)),
+    };
+    match result {
+        Ok(code) => code.code(),
+        Err(err) => {
+            let code = exit::classify(&err);
+            if code != Exit::Ok {
+                eprintln!("agentcast: {err:#}");
+            }
+            code.code()
+        }
+    }
+}
+
+/// Runs the stream until it ends; SIGTERM/SIGINT stop it, SIGUSR1 asks for an IDR.
+fn stream(cfg: Config) -> anyhow::Result<()> {
+    let handle = Stream::start(cfg)?;
+    watch_signals(handle.control())?;
+    let result = handle.wait();
+    if let Err(e) = &result
+        && e.chain().any(|c| c.downcast_ref::<Coded>().is_some_and(|c| c.error.is::<Stalled>()))
+    {
+        eprintln!("agentcast: {e:#}; exiting so the supervisor restarts us");
+        // The stalled stage may hold locks that a normal exit would wait on.
+        signal_hook::low_level::exit(i32::from(Exit::Software.code()));
+    }
+    result
+}
+
+/// Installs the signal thread. The first SIGTERM/SIGINT stops the stream; a second one exits at
+/// once with 128+signal.
+fn watch_signals(control: Control) -> anyhow::Result<()> {
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGUSR1]).context("installing signal handlers")?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        let mut stopping = false;
+        for sig in signals.forever() {
+            match sig {
+                SIGUSR1 => control.request_keyframe(),
+                _ if stopping => {
+                    eprintln!("agentcast: second signal {sig}, exiting now");
+                    signal_hook::low_level::exit(128 + sig);
+                }
+                _ => {
+                    stopping = true;
+                    control.stop_now(sig);
+                }
+            }
+        }
+    })?;
+    Ok(())
+}
+
+/// Help and version go to stdout as usual; errors become one line on stderr with exit code 2.
+fn clap_exit(e: clap::Error) -> u8 {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return 0;
+    }
+    let text = e.render().to_string();
+    let line: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
+        .collect();
+    eprintln!("agentcast: {} (see --help)", line.join(" ").trim_start_matches("error: "));
+    Exit::Usage.code()
+}
+
+/// Logs go to stderr (stdout carries the video): `--log-level`, else RUST_LOG, else info.
+pub fn init_logging(level: Option<&str>) {
+    let mut builder = env_logger::Builder::new();
+    match level {
+        Some(spec) => builder.parse_filters(spec),
+        None => match std::env::var("RUST_LOG") {
+            Ok(spec) if !spec.is_empty() => builder.parse_filters(&spec),
+            _ => builder.filter_level(log::LevelFilter::Info),
+        },
+    };
+    // A second call (the Python package runs the CLI in-process) keeps the first logger.
+    let _ = builder.target(env_logger::Target::Stderr).format_timestamp_millis().try_init();
+}
+
+fn go2rtc_config(a: &crate::cli::Go2rtcArgs, args: &[OsString]) -> anyhow::Result<Exit> {
+    let names = if a.names.is_empty() { crate::go2rtc::numbered_names(a.agents.unwrap_or(1)) } else { a.names.clone() };
+    let invocation: Vec<String> = args
+        .iter()
+        .skip(1)
+        .map(|arg| arg.to_string_lossy().into_owned())
+        .map(|arg| crate::go2rtc::quote_arg(&arg).unwrap_or(arg))
+        .collect();
+    let fleet = crate::go2rtc::Fleet {
+        names,
+        mode: a.mode,
+        bin: a.bin.clone(),
+        listen: a.listen.clone(),
+        fifo_template: a.fifo_path.clone(),
+        tcp_port_base: a.tcp_port_base,
+        args: a.args.clone(),
+        invocation: format!("agentcast {}", invocation.join(" ")),
+    };
+    let text = fleet.render().map_err(|e| fail(Exit::Usage, e))?;
+    print!("{text}");
+    Ok(Exit::Ok)
+}
+
+fn run_check(args: &CheckArgs) -> anyhow::Result<Exit> {
+    let mut buf = Vec::new();
+    let name = args.input.display().to_string();
+    if name == "-" {
+        std::io::stdin().read_to_end(&mut buf).context("reading standard input").exit(Exit::NoInput)?;
+    } else {
+        buf = std::fs::read(&args.input).with_context(|| format!("reading {name}")).exit(Exit::NoInput)?;
+    }
+    let report = check::check_stream(&buf);
+    println!("{name}:");
+    println!("{report}");
+    Ok(if report.ok() { Exit::Ok } else { Exit::CheckFailed })
+}

@@ -1,0 +1,247 @@
+//! The running producer, as a library: [`Stream::start`] takes validated settings (their `source`
+//! says where frames come from, their `output` where the stream goes) and returns a [`Handle`] to
+//! stop it, ask for a keyframe, read its stats, push frames (for [`SourceSpec::Push`]) and wait for
+//! its end. The CLI and the Python package are thin clients of it.
+//!
+//! The stream owns its threads: one runs the frame loop (and owns the GL context when it renders),
+//! GStreamer runs the encoder, a sink thread writes access units, a bus thread forwards pipeline
+//! errors, and the watchdog reports stalls through the handle. The library never exits the
+//! process: errors carry their kind ([`crate::exit::Exit`]), which `main` maps to an exit code.
+//!
+//! ```no_run
+//! use agentcast::{cli::Cli, config::{Config, SourceSpec}, stream::Stream};
+//! let cli = Cli::parse_args(["agentcast", "--width", "640", "--height", "360", "--output", "fifo:/tmp/a.h264"])?;
+//! let mut cfg = Config::from_args(&cli.stream).map_err(anyhow::Error::msg)?;
+//! cfg.source = SourceSpec::Push;
+//! let stream = Stream::start(cfg)?;
+//! let frame = vec![128u8; 640 * 360 * 3]; // rgb24, ffmpeg's rawvideo layout
+//! stream.push(&frame)?;                   // never waits for the encoder: the newest frame wins
+//! println!("{}", stream.stats());
+//! stream.stop();                          // drain: every accepted frame is written
+//! stream.wait()?;
+//! # anyhow::Ok(())
+//! ```
+
+mod frame_loop;
+mod report;
+mod run;
+mod session;
+
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, SourceSpec};
+use crate::exit::{Exit, fail};
+use crate::frame::HostFrame;
+use crate::sink::{Note, SinkEnd};
+use crate::source::live::Latest;
+
+pub(crate) use session::choose_encoder;
+
+/// How long [`Handle::stats`] waits for the frame loop to answer.
+const STATS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Something that happened outside the frame loop.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// SIGTERM or SIGINT: finish the access unit being written and stop (no drain).
+    Stop(i32),
+    /// The library user stops the stream: drain the encoder, write every accepted frame.
+    Finish,
+    /// SIGUSR1 or a request: the next frame is an IDR.
+    Keyframe,
+    /// The library user asks for the stats now.
+    Stats(Sender<serde_json::Value>),
+    /// The writer thread ended.
+    Sink(SinkEnd),
+    /// A pipeline error, as one line, from the pipeline of this generation.
+    Pipeline(u64, String),
+    /// FIFO/TCP: a reader attached, left, or needs an IDR.
+    Reader(Note),
+}
+
+/// How the stream ended, as the handle learns it.
+enum Outcome {
+    Done(anyhow::Result<()>),
+    /// The watchdog saw a stage stop (the frame loop may be stuck for good).
+    Stalled(String),
+}
+
+/// The error [`Handle::wait`] returns when the watchdog found a stage stalled. The stalled thread
+/// may hold locks that a normal process exit would wait on, so the CLI exits at once (`_exit`).
+#[derive(Debug, thiserror::Error)]
+#[error("stalled: {0}")]
+pub struct Stalled(pub String);
+
+/// Starts streams.
+pub struct Stream;
+
+impl Stream {
+    /// Starts streaming. Returns once the output, the source and the encoder are set up (an error
+    /// then is a start-up error: a bad path, a missing element, no encoder that opens).
+    pub fn start(cfg: Config) -> anyhow::Result<Handle> {
+        let (tx, rx) = mpsc::channel();
+        let (outcome_tx, outcome_rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let push = (cfg.source == SourceSpec::Push).then(|| Arc::new(Latest::new(!cfg.pace)));
+        let frame_bytes = cfg.pix_fmt.frame_bytes(cfg.width, cfg.height);
+        let final_stats = Arc::new(Mutex::new(serde_json::Value::Null));
+        let ctx = run::Context {
+            tx: tx.clone(),
+            rx,
+            push: push.clone(),
+            ready: ready_tx,
+            outcome: outcome_tx.clone(),
+            final_stats: final_stats.clone(),
+        };
+        let thread = thread::Builder::new().name("stream".into()).spawn(move || {
+            let result = run::run(&cfg, ctx);
+            let _ = outcome_tx.send(Outcome::Done(result));
+        })?;
+        // The stream thread says when it is running, or ends with the start-up error.
+        let handle = Handle {
+            tx,
+            push: push.map(|latest| (latest, frame_bytes)),
+            outcome: Mutex::new(outcome_rx),
+            thread: Mutex::new(Some(thread)),
+            final_stats,
+        };
+        match ready_rx.recv() {
+            Ok(()) => Ok(handle),
+            Err(_) => match handle.wait() {
+                Ok(()) => Err(fail(Exit::Software, "the stream ended while starting")),
+                Err(e) => Err(e),
+            },
+        }
+    }
+}
+
+/// A running stream. `Send + Sync`: any thread may stop it, push frames or read its stats.
+pub struct Handle {
+    tx: Sender<Event>,
+    push: Option<(Arc<Latest>, usize)>,
+    outcome: Mutex<Receiver<Outcome>>,
+    thread: Mutex<Option<thread::JoinHandle<()>>>,
+    final_stats: Arc<Mutex<serde_json::Value>>,
+}
+
+/// A cloneable remote for a stream (for a signal thread).
+#[derive(Clone)]
+pub struct Control {
+    tx: Sender<Event>,
+}
+
+impl Control {
+    /// Stop at once: finish the access unit being written, drop what the encoder still holds.
+    pub fn stop_now(&self, signal: i32) {
+        let _ = self.tx.send(Event::Stop(signal));
+    }
+
+    /// The next frame becomes an IDR with SPS/PPS in front.
+    pub fn request_keyframe(&self) {
+        let _ = self.tx.send(Event::Keyframe);
+    }
+
+    /// Stop after draining: every frame already accepted is encoded and written.
+    pub fn stop(&self) {
+        let _ = self.tx.send(Event::Finish);
+    }
+}
+
+impl Handle {
+    pub fn control(&self) -> Control {
+        Control { tx: self.tx.clone() }
+    }
+
+    /// Stops the stream after draining the encoder: every frame already accepted is written.
+    /// Returns at once; [`Handle::wait`] waits for the end.
+    pub fn stop(&self) {
+        self.control().stop();
+    }
+
+    /// The next frame becomes an IDR with SPS/PPS in front.
+    pub fn request_keyframe(&self) {
+        self.control().request_keyframe();
+    }
+
+    /// The stats, as the JSON of the stats line (`frames`, `dropped`, `repeated`, `fps`, ...). After
+    /// the end, the final stats.
+    pub fn stats(&self) -> serde_json::Value {
+        let (reply, answer) = mpsc::channel();
+        if self.tx.send(Event::Stats(reply)).is_ok()
+            && let Ok(v) = answer.recv_timeout(STATS_TIMEOUT)
+        {
+            return v;
+        }
+        self.final_stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Hands a frame to a [`SourceSpec::Push`] stream: `frame` is one whole frame in the rawvideo
+    /// layout of `--pix-fmt` (rgb24: height x width x 3 bytes). It is copied; the call never waits
+    /// for the encoder (a frame not yet encoded is replaced by the newer one and counted as
+    /// superseded), except with `--no-pace`, where every frame is encoded.
+    pub fn push(&self, frame: &[u8]) -> anyhow::Result<()> {
+        let Some((latest, frame_bytes)) = &self.push else {
+            return Err(fail(Exit::Usage, "push: this stream renders its own frames (its source is not push)"));
+        };
+        if frame.len() != *frame_bytes {
+            return Err(fail(
+                Exit::Usage,
+                format!("push: a frame of {} bytes; this stream's frames are {frame_bytes} bytes", frame.len()),
+            ));
+        }
+        let mut buf = latest.buffer(frame.len());
+        buf.copy_from_slice(frame);
+        if latest.offer(HostFrame { data: buf, arrived: Instant::now() }) {
+            Ok(())
+        } else {
+            Err(fail(Exit::Usage, "push: the stream has stopped"))
+        }
+    }
+
+    /// The bytes of one pushed frame.
+    pub fn frame_bytes(&self) -> Option<usize> {
+        self.push.as_ref().map(|(_, n)| *n)
+    }
+
+    /// Whether the stream is still running.
+    pub fn is_running(&self) -> bool {
+        self.thread.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Waits for the stream to end: `Ok` for a clean end (a limit, a stop, the reader leaving, the
+    /// source ending), else the error with its kind. A stall is [`Stalled`]; the stalled thread is
+    /// then left behind.
+    pub fn wait(&self) -> anyhow::Result<()> {
+        let outcome = self.outcome.lock().unwrap_or_else(|p| p.into_inner()).recv();
+        match outcome {
+            Ok(Outcome::Stalled(stage)) => {
+                // Left behind: it may never return.
+                drop(self.thread.lock().unwrap_or_else(|p| p.into_inner()).take());
+                Err(crate::exit::Coded { exit: Exit::Software, error: Stalled(stage).into() }.into())
+            }
+            Ok(Outcome::Done(result)) => {
+                if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    let _ = t.join();
+                }
+                result
+            }
+            // Already waited for: the end was reported once.
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+impl Drop for Handle {
+    /// A handle dropped while the stream runs stops it (draining) and waits for the end.
+    fn drop(&mut self) {
+        if self.thread.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+            self.stop();
+            if let Err(e) = self.wait() {
+                log::warn!("the stream ended with an error: {e:#}");
+            }
+        }
+    }
+}

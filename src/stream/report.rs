@@ -1,0 +1,161 @@
+//! What the stream reports: the counters the frame loop keeps, the JSON stats line (stderr,
+//! `--stats-file`, [`super::Handle::stats`]) and the closing log line.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use log::info;
+
+use crate::config::Config;
+use crate::sink::SinkStats;
+use crate::stats::Timings;
+
+/// The frame loop's counters.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    /// Frame slots filled: frames drawn, or (agent frames) taken fresh or repeated.
+    pub rendered: u64,
+    pub encoded: u64,
+    /// Deadlines passed over because the loop was late.
+    pub late: u64,
+    /// Frames the encoder had no room for.
+    pub encoder_busy: u64,
+    /// Frame slots passed while no reader was attached (FIFO/TCP, --idle pause): never rendered.
+    pub idle: u64,
+    /// Frames rendered with no reader attached (--idle render): rendered, not encoded.
+    pub idle_rendered: u64,
+}
+
+/// Facts about the frames' path and source at the time of a report.
+pub(super) struct Facts<'a> {
+    pub backend: &'a str,
+    pub slot: Option<u32>,
+    /// How frames reach the encoder ("readback", "zero-copy", "host", ...) and what crosses to the
+    /// host per frame.
+    pub path: &'a str,
+    pub host_bytes: usize,
+    /// Agent frames: the source, frames received, superseded before they were taken, repeated.
+    pub source: Option<(&'a str, u64, u64, u64)>,
+}
+
+/// When the stats line is due, and the counters at the last one.
+pub(super) struct Reporter {
+    pub timings: Arc<Timings>,
+    next: Option<Instant>,
+    last: (Instant, u64, u64),
+    /// The start of the stream (uptime).
+    pub started: Instant,
+}
+
+impl Reporter {
+    pub fn new(cfg: &Config, timings: Arc<Timings>) -> Reporter {
+        let now = Instant::now();
+        Reporter { timings, next: cfg.stats_interval.map(|i| now + i), last: (now, 0, 0), started: now }
+    }
+
+    pub fn due(&self) -> bool {
+        self.next.is_some_and(|t| Instant::now() >= t)
+    }
+
+    /// The stats JSON. `kind` is "interval", "final" or "now" (on demand: the interval's samples
+    /// and counters are left for the next line).
+    pub fn json(&mut self, cfg: &Config, f: &Facts, c: &Counters, s: &SinkStats, kind: &str) -> serde_json::Value {
+        let now = Instant::now();
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (written, bytes) = (load(&s.access_units), load(&s.bytes));
+        let (t0, rendered0, bytes0) = self.last;
+        let secs = now.duration_since(t0).as_secs_f64().max(1e-9);
+        let mut samples = if kind == "now" { self.timings.peek() } else { self.timings.take() };
+        let (source, received, superseded, repeated) = f.source.unwrap_or(("", 0, 0, 0));
+        let dropped = [
+            ("superseded", superseded),
+            ("encoder_busy", c.encoder_busy),
+            ("idle_rendered", c.idle_rendered),
+            ("before_idr", load(&s.skipped_before_idr)),
+            ("attach", load(&s.dropped_attach)),
+            ("lag", load(&s.dropped_lag)),
+            ("detach", load(&s.dropped_detach)),
+            ("no_reader", load(&s.dropped_no_reader)),
+        ];
+        let mut dropped_json: serde_json::Map<String, serde_json::Value> =
+            dropped.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
+        dropped_json.insert("total".into(), dropped.iter().map(|(_, v)| v).sum::<u64>().into());
+        let mut frames = serde_json::json!({ "rendered": c.rendered, "encoded": c.encoded, "written": written });
+        if f.source.is_some() {
+            frames["received"] = received.into();
+        }
+        let line = serde_json::json!({
+            "stats": kind,
+            "stream": cfg.stream,
+            "source": if f.source.is_some() { source.to_string() } else { cfg.source.to_string() },
+            "backend": f.backend,
+            "width": cfg.width,
+            "height": cfg.height,
+            "fps_target": cfg.fps,
+            "uptime_s": (now.duration_since(self.started).as_secs_f64() * 10.0).round() / 10.0,
+            "frames": frames,
+            "dropped": dropped_json,
+            "repeated": repeated,
+            "skipped": { "late": c.late, "idle": c.idle },
+            "fps": ((c.rendered - rendered0) as f64 / secs * 10.0).round() / 10.0,
+            "bitrate_kbps": ((bytes - bytes0) as f64 * 8.0 / 1000.0 / secs).round(),
+            "latency_ms": {
+                "render": crate::stats::summary(&mut samples.render),
+                "readback": crate::stats::summary(&mut samples.readback),
+                "encode": crate::stats::summary(&mut samples.encode),
+                "write": crate::stats::summary(&mut samples.write),
+                "render_to_write": crate::stats::summary(&mut samples.render_to_write),
+            },
+            "path": f.path,
+            "host_bytes_per_frame": f.host_bytes,
+            "nvenc_slot": f.slot,
+            "rss_kib": crate::stats::rss_kib(),
+            // Real GPU memory needs NVML, which agentcast does not load yet; never VMS.
+            "gpu_memory_mib": serde_json::Value::Null,
+        });
+        if kind != "now" {
+            self.last = (now, c.rendered, bytes);
+            self.next = cfg.stats_interval.map(|i| now + i);
+        }
+        line
+    }
+
+    /// The JSON stats line to stderr and `--stats-file`. Counters only grow; at the end of a run
+    /// (`last`), frames rendered = written + dropped.total once nothing is in flight.
+    pub fn emit(&mut self, cfg: &Config, f: &Facts, c: &Counters, s: &SinkStats, last: bool) -> serde_json::Value {
+        let line = self.json(cfg, f, c, s, if last { "final" } else { "interval" });
+        let text = line.to_string();
+        eprintln!("{text}");
+        if let Some(path) = &cfg.stats_file
+            && let Err(e) = crate::stats::write_atomic(path, &text)
+        {
+            log::warn!("--stats-file {}: {e}", path.display());
+        }
+        line
+    }
+}
+
+/// The closing log line.
+pub(super) fn log_done(start: Instant, c: &Counters, s: &SinkStats) {
+    let secs = start.elapsed().as_secs_f64().max(1e-9);
+    let bytes = s.bytes.load(Ordering::Relaxed);
+    let aus = s.access_units.load(Ordering::Relaxed);
+    info!(
+        "done: {:.1} s, rendered {} ({:.1} fps), encoded {}, written {} ({} IDR, {:.0} kbit/s), late-skipped {}, encoder-busy drops {}, idle {}, sink drops {}/{}/{} (attach/lag/detach), repaired {}",
+        secs,
+        c.rendered,
+        c.rendered as f64 / secs,
+        c.encoded,
+        aus,
+        s.idr.load(Ordering::Relaxed),
+        bytes as f64 * 8.0 / 1000.0 / secs,
+        c.late,
+        c.encoder_busy,
+        c.idle,
+        s.dropped_attach.load(Ordering::Relaxed),
+        s.dropped_lag.load(Ordering::Relaxed),
+        s.dropped_detach.load(Ordering::Relaxed),
+        s.repaired.load(Ordering::Relaxed),
+    );
+}

@@ -1,0 +1,354 @@
+//! Setting a stream up and taking it down: the output first (path and port errors come first), then
+//! the source, the encoder (chosen by opening), the renderer for drawn frames, the sink thread and
+//! the watchdog; then the frame loop, with the encoder session's rebuilds and releases around it;
+//! then the drain and the final stats.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+
+use super::frame_loop::{Frames, Loop, Reader, Stop, facts};
+use super::report::{Counters, Reporter};
+use super::session::{FrameInput, Session, choose_encoder, encoder_takes_cuda};
+use super::{Event, Outcome};
+use crate::cli::{IdleArg, PathArg};
+use crate::clock::FrameClock;
+use crate::config::{Config, SourceSpec};
+use crate::convert::{self, PathFacts, Plan};
+use crate::encode::pipeline::{self, Input};
+use crate::exit::{Exit, fail};
+use crate::render::{Gpu, Renderer};
+use crate::sink::fifo::Fifo;
+use crate::sink::output::Output;
+use crate::sink::tcp::Tcp;
+use crate::sink::{self, DemandSettings, Endpoint, Note, SinkStats};
+use crate::source::feed::Feed;
+use crate::source::live::{Latest, SourceEnd};
+use crate::watchdog::{self, Pulse};
+
+/// How long a stop waits for the access unit being written (the whole stop stays under 1 s).
+const STOP_TIMEOUT: Duration = Duration::from_millis(700);
+/// Least time between two IDR requests for a FIFO/TCP reader that fell behind.
+const LAG_KEYFRAME_EVERY: Duration = Duration::from_secs(1);
+
+/// What the handle hands the stream thread.
+pub(super) struct Context {
+    pub tx: Sender<Event>,
+    pub rx: Receiver<Event>,
+    /// The slot a [`SourceSpec::Push`] stream's frames arrive in.
+    pub push: Option<Arc<Latest>>,
+    /// Sent once everything is set up and frames flow.
+    pub ready: Sender<()>,
+    pub outcome: Sender<Outcome>,
+    pub final_stats: Arc<Mutex<serde_json::Value>>,
+}
+
+/// Where the stream goes, opened before anything heavy so path and port errors come first.
+enum Destination {
+    Stdout(std::fs::File),
+    Demand(Box<dyn Endpoint>),
+}
+
+/// An agent's frames, with what keeps their receiving side alive.
+struct AgentSource {
+    latest: Arc<Latest>,
+    /// A `unix:` socket, listening until the receiving thread starts.
+    socket: Option<crate::source::unix::Socket>,
+}
+
+/// Checks the agent's source and claims what it needs (a socket path), before anything heavy.
+fn claim_source(cfg: &Config, push: Option<Arc<Latest>>) -> anyhow::Result<Option<AgentSource>> {
+    let lossless = !cfg.pace;
+    let source = match &cfg.source {
+        SourceSpec::Scene(_) | SourceSpec::Shader(_) => return Ok(None),
+        SourceSpec::Push => AgentSource {
+            latest: push.ok_or_else(|| fail(Exit::Software, "a push source needs Stream::start"))?,
+            socket: None,
+        },
+        SourceSpec::Raw(path) => {
+            crate::source::raw::check(path)?;
+            AgentSource { latest: Arc::new(Latest::new(lossless)), socket: None }
+        }
+        SourceSpec::Unix(path) => AgentSource {
+            latest: Arc::new(Latest::new(lossless)),
+            socket: Some(crate::source::unix::Socket::bind(path)?),
+        },
+        other => {
+            return Err(fail(Exit::Unavailable, format!("--source {other}: this build cannot read that source yet")));
+        }
+    };
+    Ok(Some(source))
+}
+
+/// Starts the threads that receive the agent's frames.
+fn start_source(cfg: &Config, source: AgentSource) -> anyhow::Result<Feed> {
+    let frame_bytes = cfg.pix_fmt.frame_bytes(cfg.width, cfg.height);
+    match &cfg.source {
+        SourceSpec::Raw(path) => crate::source::raw::spawn(path.clone(), frame_bytes, source.latest.clone())?,
+        SourceSpec::Unix(_) => {
+            if let Some(socket) = source.socket {
+                socket.spawn(frame_bytes, source.latest.clone())?;
+            }
+        }
+        _ => {}
+    }
+    let what = cfg.source.to_string();
+    Ok(Feed::new(source.latest, cfg.pix_fmt, (cfg.width, cfg.height), cfg.stamp, cfg.source_timeout, what))
+}
+
+/// Streams until a limit, a stop, the reader leaving, the source ending, or a failure.
+pub(super) fn run(cfg: &Config, ctx: Context) -> anyhow::Result<()> {
+    let Context { tx, rx, push, ready, outcome, final_stats } = ctx;
+    let destination = match &cfg.output {
+        Output::Stdout => Destination::Stdout(sink::stdout::open()?),
+        Output::Fifo(path) => Destination::Demand(Box::new(Fifo::prepare(path)?)),
+        Output::Tcp(addr) => Destination::Demand(Box::new(Tcp::bind(*addr)?)),
+    };
+    let agent = claim_source(cfg, push)?;
+    let frame_log = match &cfg.frame_log {
+        Some(path) => Some(
+            crate::stats::FrameLog::create(path)
+                .map_err(|e| fail(Exit::CantCreate, format!("--frame-log {}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
+    pipeline::init()?;
+    // The CUDA device first: the renderer and NVENC both go to it (render::device).
+    let cuda = crate::cuda::select(cfg.gpu).map_err(|e| fail(Exit::Unavailable, e))?;
+    let cfg = &Config { gpu: cuda.map(|c| c.ordinal), ..cfg.clone() };
+    if cfg.path == PathArg::ZeroCopy && cuda.is_none() {
+        // Said before encoders are opened and EGL is set up: nothing else can change it.
+        return Err(fail(Exit::Unavailable, convert::zero_copy_refused(convert::NO_CUDA)));
+    }
+    let chosen = choose_encoder(cfg)?;
+    let backend = chosen.0;
+
+    let (mut frames, cuda_context) = match agent {
+        Some(agent) => {
+            let feed = start_source(cfg, agent)?;
+            let convert = if Input::Host(cfg.pix_fmt).takes_as_is(backend) { "" } else { "videoconvert -> " };
+            info!(
+                "path: host frames ({}, {} bytes each) from {} -> {convert}{}; no GL",
+                cfg.pix_fmt,
+                cfg.pix_fmt.frame_bytes(cfg.width, cfg.height),
+                cfg.source,
+                backend.element()
+            );
+            (Frames::Agent(feed), None)
+        }
+        None => {
+            let (plan, renderer) = open_renderer(cfg, cuda, backend)?;
+            let context = renderer.cuda_context();
+            (Frames::Rendered { renderer: Box::new(renderer), plan }, context)
+        }
+    };
+    let input = match &frames {
+        Frames::Agent(feed) => Input::Host(feed.format),
+        Frames::Rendered { plan: Plan::Gpu(f), .. } => Input::Yuv(*f),
+        Frames::Rendered { plan: Plan::Cpu(f), .. } => Input::Rgba(*f),
+        Frames::Rendered { plan: Plan::Cuda { .. }, .. } => Input::Cuda,
+    };
+    let mut session = Session::open(cfg, chosen, FrameInput { input, cuda_context: cuda_context.as_ref() }, &tx)?;
+
+    let stop_threads = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(SinkStats::default());
+    let source = Arc::new(sink::Source::new(session.encoder().appsink()));
+    let demand = matches!(destination, Destination::Demand(_));
+    let timings = Arc::new(crate::stats::Timings::default());
+    let timing = sink::FrameTiming { timings: timings.clone(), fps: cfg.fps };
+    spawn_sink(cfg, destination, &source, &tx, &stop_threads, &stats, timing)?;
+
+    let pulse = Arc::new(Pulse::default());
+    if let Some(timeout) = cfg.stall_timeout {
+        let sink_stats = stats.clone();
+        let out = move || sink_stats.pulled.load(Ordering::Relaxed);
+        let stalled = move |stage: String| {
+            let _ = outcome.send(Outcome::Stalled(stage));
+        };
+        watchdog::spawn(pulse.clone(), out, timeout, backend.element().to_string(), stalled)?;
+    }
+    let mut lp = Loop {
+        cfg,
+        rx: &rx,
+        pulse,
+        reader: if demand { Reader::Absent } else { Reader::Attached },
+        generation: 0,
+        sink_done: false,
+        // With slots in play, every idle producer stops its encoder and chooses again on attach, so
+        // a slot freed meanwhile goes to whoever is watched next (even one that fell back earlier).
+        release_on_idle: demand && cfg.idle == IdleArg::Pause && cfg.leases.sessions > 0,
+        clock: FrameClock::new(cfg.fps),
+        frame_log,
+        reporter: Reporter::new(cfg, timings),
+        counters: Counters::default(),
+        sink_stats: stats.clone(),
+        stats_requests: Vec::new(),
+    };
+    let _ = ready.send(());
+    let started = Instant::now();
+    let stop = loop {
+        lp.pulse.loop_watched.store(true, Ordering::Relaxed);
+        let stop = lp.run(&mut frames, &session);
+        lp.pulse.loop_watched.store(false, Ordering::Relaxed);
+        let result = match stop {
+            Ok(Stop::Rebuild(why)) => session.recover(cfg, &why, &source),
+            Ok(Stop::Release) => {
+                session.release(&source);
+                match lp.wait_for_reader(session.encoder()) {
+                    Ok(Some(stop)) => break Ok(stop),
+                    Ok(None) => session.reopen(cfg, &source),
+                    Err(e) => Err(e),
+                }
+            }
+            other => break other,
+        };
+        if let Err(e) = result {
+            break Err(e);
+        }
+        lp.generation = session.generation;
+    };
+    let result = match stop {
+        Ok(Stop::Finish { drain: true }) => lp.drain(&mut frames, session.encoder(), session.backend().element()),
+        Ok(Stop::SourceEnded(end)) => {
+            let drained = lp.drain(&mut frames, session.encoder(), session.backend().element());
+            match end {
+                SourceEnd::Finished(why) => {
+                    info!("{why}");
+                    drained
+                }
+                // Every whole frame is written first, then the error.
+                SourceEnd::Failed(exit, why) => drained.and(Err(fail(exit, why))),
+            }
+        }
+        Ok(Stop::Finish { drain: false }) => Ok(()),
+        Ok(Stop::ReaderGone) => {
+            info!("the reader closed the stream");
+            Ok(())
+        }
+        Ok(Stop::Rebuild(_) | Stop::Release) => {
+            Err(fail(Exit::Software, "internal error: a pipeline rebuild escaped the frame loop"))
+        }
+        Err(e) => Err(e),
+    };
+    // Let the sink finish the access unit it is writing (and remove a FIFO it created).
+    stop_threads.store(true, Ordering::Release);
+    lp.pulse.finished.store(true, Ordering::Release);
+    if let Frames::Agent(feed) = &frames {
+        feed.latest.close();
+    }
+    if !lp.sink_done {
+        wait_for_sink(&rx, STOP_TIMEOUT);
+    }
+    session.retire();
+    super::report::log_done(started, &lp.counters, &stats);
+    let f = facts(cfg, &frames, &session);
+    let last = if cfg.stats_interval.is_some() || cfg.stats_file.is_some() {
+        lp.reporter.emit(cfg, &f, &lp.counters, &stats, true)
+    } else {
+        lp.reporter.json(cfg, &f, &lp.counters, &stats, "final")
+    };
+    *final_stats.lock().unwrap_or_else(|p| p.into_inner()) = last;
+    lp.answer_stats(&frames, &session);
+    result
+}
+
+/// Opens EGL and the renderer on the path `--path` and the machine allow (zero-copy, else readback).
+fn open_renderer(
+    cfg: &Config,
+    cuda: Option<crate::render::device::CudaIds>,
+    backend: crate::encode::settings::Backend,
+) -> anyhow::Result<(Plan, Renderer)> {
+    let gpu = Gpu::open(cfg.egl_device, cuda)?;
+    let takes_cuda = encoder_takes_cuda(cfg, backend);
+    let facts = PathFacts::gather(cfg.gpu, &gpu.info, takes_cuda, cfg.width, cfg.height);
+    let (zero_copy, why_path) =
+        convert::choose_path(cfg.path, cfg.convert, &facts).map_err(|e| fail(Exit::Unavailable, e))?;
+    let readback_plan = |gpu: &Gpu| {
+        convert::choose(
+            cfg.convert,
+            gpu.info.software,
+            &gpu.info.renderer,
+            backend.raw_formats(),
+            cfg.width,
+            cfg.height,
+        )
+        .map_err(|e| fail(Exit::Usage, e))
+    };
+    match cuda.filter(|_| zero_copy) {
+        Some(c) => {
+            let plan = Plan::Cuda { gpu: c.ordinal };
+            info!("path: zero-copy ({why_path})");
+            match Renderer::new(gpu, cfg, plan) {
+                Ok(r) => Ok((plan, r)),
+                Err(e) if cfg.path == PathArg::ZeroCopy => {
+                    Err(fail(Exit::Unavailable, format!("--path zero-copy: {e:#}")))
+                }
+                Err(e) => {
+                    warn!("path: zero-copy failed to set up ({e:#}); reading frames back instead");
+                    let gpu = Gpu::open(cfg.egl_device, cuda)?;
+                    let (plan, _) = readback_plan(&gpu)?;
+                    Ok((plan, Renderer::new(gpu, cfg, plan)?))
+                }
+            }
+        }
+        None => {
+            info!("path: {why_path}");
+            let (plan, why) = readback_plan(&gpu)?;
+            info!("convert: {plan} ({why}); {} bytes read back per frame", plan.readback_bytes(cfg.width, cfg.height));
+            Ok((plan, Renderer::new(gpu, cfg, plan)?))
+        }
+    }
+}
+
+fn spawn_sink(
+    cfg: &Config,
+    destination: Destination,
+    source: &Arc<sink::Source>,
+    tx: &Sender<Event>,
+    stop: &Arc<AtomicBool>,
+    stats: &Arc<SinkStats>,
+    timing: sink::FrameTiming,
+) -> anyhow::Result<()> {
+    let (source, stop, stats, tx) = (source.clone(), stop.clone(), stats.clone(), tx.clone());
+    let raw = cfg.mux == crate::cli::MuxArg::Raw;
+    let settings = DemandSettings { budget_aus: cfg.max_lag_frames(), keyframe_every: LAG_KEYFRAME_EVERY };
+    thread::Builder::new().name("sink".into()).spawn(move || {
+        let end = match destination {
+            Destination::Stdout(mut out) => sink::run_writer(&source, &mut out, &stop, &stats, raw, &timing),
+            Destination::Demand(mut endpoint) => {
+                let notes = tx.clone();
+                let notify = move |n: Note| {
+                    let _ = notes.send(Event::Reader(n));
+                };
+                let end = sink::run_demand(&source, endpoint.as_mut(), settings, &stop, &stats, &notify, &timing);
+                drop(endpoint); // removes a FIFO we created, before the process may exit
+                end
+            }
+        };
+        let _ = tx.send(Event::Sink(end));
+    })?;
+    Ok(())
+}
+
+/// Waits for the writer to report that it stopped (after the stop flag).
+fn wait_for_sink(rx: &Receiver<Event>, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(Event::Sink(end)) => {
+                debug!("sink ended: {end:?}");
+                return;
+            }
+            Ok(_) => {}
+            Err(_) => {
+                warn!("the writer did not finish its access unit within {timeout:?}; exiting anyway");
+                return;
+            }
+        }
+    }
+}

@@ -96,6 +96,15 @@ impl Config {
         ((self.max_lag.as_secs_f64() * f64::from(self.fps)).ceil() as usize).max(1)
     }
 
+    /// Validates the raw arguments for a stream whose frames a library user pushes
+    /// ([`crate::stream::Handle::push`]): as [`Config::from_args`] with `--source push`.
+    pub fn for_push(a: &StreamArgs) -> Result<Config, String> {
+        if let Some(s) = &a.source {
+            return Err(format!("--source {s}: a stream that takes pushed frames has no other source"));
+        }
+        Config::from_args(&StreamArgs { source: Some(SourceSpec::Push), ..a.clone() })
+    }
+
     /// Validates the raw arguments. The error is one line that names the flag.
     pub fn from_args(a: &StreamArgs) -> Result<Config, String> {
         for (flag, v) in [("--width", a.width), ("--height", a.height)] {

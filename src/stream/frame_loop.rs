@@ -420,6 +420,20 @@ impl Loop<'_> {
                 Ok(())
             })?;
         }
+        if let Frames::Agent(feed) = frames
+            && early.is_none()
+            && self.reader == Reader::Attached
+            && let Some(Next::Frame { fresh: true }) = feed.wait_fresh(Duration::ZERO)
+        {
+            // The frame the agent handed over last, not taken yet, is written too.
+            early = self.wait_for_room(encoder)?;
+            let index = self.clock.index;
+            if let (None, Some(frame)) = (&early, feed.frame(index)) {
+                offer(encoder, index, Frame::Host(&frame.data), &mut self.counters, None)?;
+                self.counters.rendered += 1;
+                self.clock.index += 1;
+            }
+        }
         if let Some(stop) = early {
             return ended_while_draining(stop, element); // a signal or the reader leaving ends the drain early
         }

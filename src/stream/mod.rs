@@ -9,10 +9,9 @@
 //! process: errors carry their kind ([`crate::exit::Exit`]), which `main` maps to an exit code.
 //!
 //! ```no_run
-//! use agentcast::{cli::Cli, config::{Config, SourceSpec}, stream::Stream};
+//! use agentcast::{cli::Cli, config::Config, stream::Stream};
 //! let cli = Cli::parse_args(["agentcast", "--width", "640", "--height", "360", "--output", "fifo:/tmp/a.h264"])?;
-//! let mut cfg = Config::from_args(&cli.stream).map_err(anyhow::Error::msg)?;
-//! cfg.source = SourceSpec::Push;
+//! let cfg = Config::for_push(&cli.stream).map_err(anyhow::Error::msg)?; // validated as the CLI does
 //! let stream = Stream::start(cfg)?;
 //! let frame = vec![128u8; 640 * 360 * 3]; // rgb24, ffmpeg's rawvideo layout
 //! stream.push(&frame)?;                   // never waits for the encoder: the newest frame wins
@@ -243,5 +242,57 @@ impl Drop for Handle {
                 log::warn!("the stream ended with an error: {e:#}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+    use std::io::Read;
+
+    fn fifo_config(dir: &std::path::Path, extra: &[&str]) -> (Config, std::path::PathBuf) {
+        let fifo = dir.join("out.h264");
+        let out = format!("fifo:{}", fifo.display());
+        let mut args = vec!["agentcast", "--width", "320", "--height", "240", "--output", &out];
+        args.extend_from_slice(extra);
+        args.extend(["--stats-interval", "0", "--stall-timeout", "0", "--encoder", "x264"]);
+        let cfg = Config::for_push(&Cli::parse_args(args).unwrap().stream).unwrap();
+        assert_eq!(cfg.source, SourceSpec::Push);
+        (cfg, fifo)
+    }
+
+    /// The library path a Python agent takes: frames pushed through the handle come out as a
+    /// stream that follows go2rtc's rules, and stop() writes every accepted frame.
+    #[test]
+    fn pushed_frames_become_a_go2rtc_stream_and_stop_drains_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cfg, fifo) = fifo_config(dir.path(), &["--no-pace"]);
+        let stream = Stream::start(cfg).unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            std::fs::File::open(&fifo).unwrap().read_to_end(&mut bytes).unwrap();
+            bytes
+        });
+        // Unpaced, every frame is encoded: a push waits until the reader attached and the frame
+        // before it was taken.
+        let frame_bytes = stream.frame_bytes().unwrap();
+        assert_eq!(frame_bytes, 320 * 240 * 3);
+        for i in 0..20u8 {
+            stream.push(&vec![i * 10; frame_bytes]).unwrap();
+        }
+        let e = stream.push(&[0; 5]).unwrap_err();
+        assert!(format!("{e:#}").contains("a frame of 5 bytes; this stream's frames are 230400 bytes"), "{e:#}");
+        stream.stop();
+        stream.wait().unwrap();
+        let stats = stream.stats();
+        assert_eq!(stats["stats"], "final");
+        assert_eq!(stats["frames"]["received"], 20, "{stats}");
+        assert_eq!(stats["frames"]["written"], 20, "{stats}");
+        assert_eq!(stats["dropped"]["superseded"], 0, "{stats}");
+        let bytes = reader.join().unwrap();
+        let report = crate::check::check_stream(&bytes);
+        assert!(report.ok(), "{report}");
+        assert!(stream.push(&vec![0; frame_bytes]).is_err(), "pushing into a stopped stream fails");
     }
 }

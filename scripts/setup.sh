@@ -13,6 +13,8 @@ packages=(
     libegl1 libegl-mesa0 libgl1-mesa-dri libgles2
     # measuring: avdec_h264 for `agentcast latency`/`quality`; python3 + gnuplot for scripts/bench.py
     gstreamer1.0-libav python3 gnuplot-nox
+    # the Python agents in examples/ and the tests (numpy frames)
+    python3-numpy
     # tests: real decoders; pgrep/kill for process checks; docker-compose validates the compose
     # files without a Docker engine
     ffmpeg procps docker-compose
@@ -42,4 +44,11 @@ fi
 if ! command -v cargo >/dev/null; then
     echo "setup: cargo not found; install Rust 1.95 or newer with rustup (https://rustup.rs)" >&2
     exit 1
+fi
+
+# Debian's python3-numpy serves Debian's python3; a python3 of its own on PATH (pyenv, a venv)
+# gets numpy from PyPI.
+if ! python3 -c 'import numpy' 2>/dev/null; then
+    echo "setup: installing numpy for $(command -v python3)" >&2
+    python3 -m pip install --quiet --disable-pip-version-check numpy
 fi

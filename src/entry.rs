@@ -7,6 +7,7 @@ use std::io::Read;
 
 use anyhow::Context as _;
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::iterator::Signals;
 
 use crate::check;
 use crate::cli::{CheckArgs, Cli, Command};
@@ -47,8 +48,11 @@ pub fn cli_main(args: Vec<OsString>) -> u8 {
 
 /// Runs the stream until it ends; SIGTERM/SIGINT stop it, SIGUSR1 asks for an IDR.
 fn stream(cfg: Config) -> anyhow::Result<()> {
+    // Handlers first: a SIGTERM while the stream starts (after the output was created) must still
+    // stop it cleanly rather than kill the process.
+    let signals = Signals::new([SIGTERM, SIGINT, SIGUSR1]).context("installing signal handlers")?;
     let handle = Stream::start(cfg)?;
-    watch_signals(handle.control())?;
+    watch_signals(signals, handle.control())?;
     let result = handle.wait();
     if let Err(e) = &result
         && e.chain().any(|c| c.downcast_ref::<Coded>().is_some_and(|c| c.error.is::<Stalled>()))
@@ -62,9 +66,7 @@ fn stream(cfg: Config) -> anyhow::Result<()> {
 
 /// Installs the signal thread. The first SIGTERM/SIGINT stops the stream; a second one exits at
 /// once with 128+signal.
-fn watch_signals(control: Control) -> anyhow::Result<()> {
-    let mut signals =
-        signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGUSR1]).context("installing signal handlers")?;
+fn watch_signals(mut signals: Signals, control: Control) -> anyhow::Result<()> {
     std::thread::Builder::new().name("signals".into()).spawn(move || {
         let mut stopping = false;
         for sig in signals.forever() {

@@ -92,17 +92,26 @@ pub fn pump<R: Read + AsFd>(input: &mut R, frame_bytes: usize, latest: &Latest, 
     }
 }
 
-/// Checks `raw:PATH` before anything heavy starts (a missing file fails in milliseconds).
-pub fn check(path: &Path) -> anyhow::Result<()> {
+/// Checks `raw:PATH` before anything heavy starts (a missing file fails in milliseconds). A
+/// regular file must hold whole frames of `frame` (the flags' size and format, for the message).
+pub fn check(path: &Path, frame_bytes: usize, frame: &str) -> anyhow::Result<()> {
     if path == Path::new("-") {
         return Ok(());
     }
+    let shown = path.display();
     match std::fs::metadata(path) {
         Ok(m) if m.is_dir() => {
-            Err(fail(Exit::NoInput, format!("--source raw:{}: is a directory, not a file or FIFO", path.display())))
+            Err(fail(Exit::NoInput, format!("--source raw:{shown}: is a directory, not a file or FIFO")))
         }
+        Ok(m) if m.is_file() && (m.len() == 0 || m.len() % frame_bytes as u64 != 0) => Err(fail(
+            Exit::Usage,
+            format!(
+                "--width/--height/--pix-fmt: raw:{shown} is {} bytes, not a whole number of {frame} frames ({frame_bytes} bytes each)",
+                m.len()
+            ),
+        )),
         Ok(_) => Ok(()),
-        Err(e) => Err(fail(Exit::NoInput, format!("--source raw:{}: {e}", path.display()))),
+        Err(e) => Err(fail(Exit::NoInput, format!("--source raw:{shown}: {e}"))),
     }
 }
 
@@ -180,9 +189,19 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_file_is_no_input_and_stdin_is_fine() {
-        assert!(check(Path::new("-")).is_ok());
-        let e = check(Path::new("/nonexistent/frames.rgb")).unwrap_err();
+    fn a_missing_file_is_no_input_a_file_of_partial_frames_a_usage_error_and_stdin_is_fine() {
+        assert!(check(Path::new("-"), 6, "2x1 rgb24").is_ok());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.rgb");
+        std::fs::write(&file, [0; 12]).unwrap();
+        assert!(check(&file, 6, "2x1 rgb24").is_ok());
+        let e = check(&file, 5, "5x1 gray").unwrap_err();
+        assert_eq!(crate::exit::classify(&e), Exit::Usage);
+        assert!(
+            format!("{e:#}").contains("is 12 bytes, not a whole number of 5x1 gray frames (5 bytes each)"),
+            "{e:#}"
+        );
+        let e = check(Path::new("/nonexistent/frames.rgb"), 6, "").unwrap_err();
         assert_eq!(crate::exit::classify(&e), Exit::NoInput);
         assert!(format!("{e:#}").starts_with("--source raw:/nonexistent/frames.rgb: "), "{e:#}");
     }

@@ -81,14 +81,15 @@ impl Socket {
         Ok(socket)
     }
 
-    /// Starts the accepting thread: one agent at a time, its frames into `latest`. The socket's
-    /// path is removed when the thread ends (the stream stopped).
-    pub fn spawn(self, frame_bytes: usize, latest: Arc<Latest>) -> anyhow::Result<()> {
+    /// Starts the accepting thread: one agent at a time, its frames into `latest`, until the slot
+    /// closes. The socket's path is removed when `self` is dropped.
+    pub fn spawn(&self, frame_bytes: usize, latest: Arc<Latest>) -> anyhow::Result<()> {
         let what = format!("unix:{}", self.path.display());
         let busy = Arc::new(AtomicBool::new(false));
+        let listener = self.listener.try_clone().exit(Exit::Io)?;
         thread::Builder::new().name("source-unix".into()).spawn(move || {
             while !latest.is_closed() {
-                let stream = match self.listener.accept() {
+                let stream = match listener.accept() {
                     Ok((s, _)) => s,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         thread::sleep(ACCEPT_POLL);

@@ -53,10 +53,10 @@ enum Destination {
     Demand(Box<dyn Endpoint>),
 }
 
-/// An agent's frames, with what keeps their receiving side alive.
+/// An agent's frames, with what their receiving side holds for the stream's life.
 struct AgentSource {
     latest: Arc<Latest>,
-    /// A `unix:` socket, listening until the receiving thread starts.
+    /// A `unix:` socket (its path is removed when the stream ends).
     socket: Option<crate::source::unix::Socket>,
 }
 
@@ -70,7 +70,8 @@ fn claim_source(cfg: &Config, push: Option<Arc<Latest>>) -> anyhow::Result<Optio
             socket: None,
         },
         SourceSpec::Raw(path) => {
-            crate::source::raw::check(path)?;
+            let frame = format!("{}x{} {}", cfg.width, cfg.height, cfg.pix_fmt);
+            crate::source::raw::check(path, cfg.pix_fmt.frame_bytes(cfg.width, cfg.height), &frame)?;
             AgentSource { latest: Arc::new(Latest::new(lossless)), socket: None }
         }
         SourceSpec::Unix(path) => AgentSource {
@@ -85,19 +86,15 @@ fn claim_source(cfg: &Config, push: Option<Arc<Latest>>) -> anyhow::Result<Optio
 }
 
 /// Starts the threads that receive the agent's frames.
-fn start_source(cfg: &Config, source: AgentSource) -> anyhow::Result<Feed> {
+fn start_source(cfg: &Config, source: &AgentSource) -> anyhow::Result<Feed> {
     let frame_bytes = cfg.pix_fmt.frame_bytes(cfg.width, cfg.height);
-    match &cfg.source {
-        SourceSpec::Raw(path) => crate::source::raw::spawn(path.clone(), frame_bytes, source.latest.clone())?,
-        SourceSpec::Unix(_) => {
-            if let Some(socket) = source.socket {
-                socket.spawn(frame_bytes, source.latest.clone())?;
-            }
-        }
+    match (&cfg.source, &source.socket) {
+        (SourceSpec::Raw(path), _) => crate::source::raw::spawn(path.clone(), frame_bytes, source.latest.clone())?,
+        (SourceSpec::Unix(_), Some(socket)) => socket.spawn(frame_bytes, source.latest.clone())?,
         _ => {}
     }
     let what = cfg.source.to_string();
-    Ok(Feed::new(source.latest, cfg.pix_fmt, (cfg.width, cfg.height), cfg.stamp, cfg.source_timeout, what))
+    Ok(Feed::new(source.latest.clone(), cfg.pix_fmt, (cfg.width, cfg.height), cfg.stamp, cfg.source_timeout, what))
 }
 
 /// Streams until a limit, a stop, the reader leaving, the source ending, or a failure.
@@ -127,7 +124,7 @@ pub(super) fn run(cfg: &Config, ctx: Context) -> anyhow::Result<()> {
     let chosen = choose_encoder(cfg)?;
     let backend = chosen.0;
 
-    let (mut frames, cuda_context) = match agent {
+    let (mut frames, cuda_context) = match &agent {
         Some(agent) => {
             let feed = start_source(cfg, agent)?;
             let convert = if Input::Host(cfg.pix_fmt).takes_as_is(backend) { "" } else { "videoconvert -> " };
@@ -244,6 +241,7 @@ pub(super) fn run(cfg: &Config, ctx: Context) -> anyhow::Result<()> {
         wait_for_sink(&rx, STOP_TIMEOUT);
     }
     session.retire();
+    drop(agent);
     super::report::log_done(started, &lp.counters, &stats);
     let f = facts(cfg, &frames, &session);
     let last = if cfg.stats_interval.is_some() || cfg.stats_file.is_some() {

@@ -1,0 +1,279 @@
+//! The agent's frames as input (`--source raw:`, `unix:`): real ffmpeg frames through a pipe, a
+//! Python agent on a socket, and the bad-input cases. Every spawned process has a deadline.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+const W: u32 = 640;
+const H: u32 = 360;
+
+/// Kills a child when dropped (a failed assertion never leaves a process behind).
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs ffmpeg's testsrc2 into raw frames of `pix_fmt` on stdout, piped into agentcast
+/// `--source raw:-`; returns agentcast's output (status, stdout, stderr).
+fn ffmpeg_into_agentcast(pix_fmt: &str, frames: u32, args: &[&str]) -> (std::process::ExitStatus, Vec<u8>, String) {
+    let mut ffmpeg = tool("ffmpeg")
+        .args(["-v", "error", "-f", "lavfi", "-i", &format!("testsrc2=size={W}x{H}:rate=30")])
+        .args(["-frames:v", &frames.to_string(), "-f", "rawvideo", "-pix_fmt", pix_fmt, "-"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ffmpeg_out = ffmpeg.stdout.take().unwrap();
+    let (w, h) = (W.to_string(), H.to_string());
+    let ours = if pix_fmt == "yuv420p" { "i420" } else { pix_fmt };
+    let mut all = vec!["--source", "raw:-", "--width", &w, "--height", &h, "--pix-fmt", ours, "--stats-interval", "0"];
+    all.extend_from_slice(args);
+    let child =
+        agentcast(&all).stdin(Stdio::from(ffmpeg_out)).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = Reaped(child);
+    let _ffmpeg = Reaped(ffmpeg);
+    let out = wait_output(&mut child.0, Duration::from_secs(60));
+    out
+}
+
+/// Waits for a child's exit within `limit` while draining its pipes.
+fn wait_output(child: &mut Child, limit: Duration) -> (std::process::ExitStatus, Vec<u8>, String) {
+    use std::io::Read;
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        out.read_to_end(&mut v).unwrap();
+        v
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        err.read_to_string(&mut s).unwrap();
+        s
+    });
+    let status = wait_bounded(child, limit);
+    (status, reader.join().unwrap(), err_reader.join().unwrap())
+}
+
+/// ffmpeg's PSNR (average over planes and pictures) of two raw files of the same format.
+fn psnr(a: &Path, b: &Path, pix_fmt: &str) -> f64 {
+    let size = format!("{W}x{H}");
+    let out = tool("ffmpeg")
+        .args(["-v", "info", "-f", "rawvideo", "-pix_fmt", pix_fmt, "-s", &size, "-r", "30", "-i"])
+        .arg(a)
+        .args(["-f", "rawvideo", "-pix_fmt", pix_fmt, "-s", &size, "-r", "30", "-i"])
+        .arg(b)
+        .args(["-lavfi", "[0:v][1:v]psnr", "-f", "null", "-"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    let line = text.lines().find(|l| l.contains("PSNR")).unwrap_or_else(|| panic!("no PSNR line:\n{text}"));
+    line.split("average:").nth(1).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap()
+}
+
+#[test]
+fn ffmpeg_frames_through_a_pipe_pass_check_and_decode_to_the_source_pictures() {
+    let dir = tempdir();
+    for pix_fmt in ["rgb24", "nv12", "yuv420p"] {
+        let frames = 45;
+        // Unpaced: a pipe read frame by frame, every frame encoded (frames align one to one).
+        let (status, stdout, stderr) = ffmpeg_into_agentcast(pix_fmt, frames, &["--no-pace"]);
+        assert!(status.success(), "{pix_fmt}: {status:?}\n{stderr}");
+        assert!(
+            stderr.contains(&format!("path: host frames ({}", if pix_fmt == "yuv420p" { "i420" } else { pix_fmt })),
+            "{stderr}"
+        );
+        assert!(stderr.contains("no GL"), "{stderr}");
+        let out = write(dir.path(), &format!("{pix_fmt}.h264"), &stdout);
+        let check = run(&["check", out.to_str().unwrap()]);
+        assert!(check.status.success(), "{pix_fmt}: {}", String::from_utf8_lossy(&check.stdout));
+        assert_eq!(probe(&out).frames.len(), frames as usize, "{pix_fmt}: every frame encoded");
+        // The source pictures again, and ours decoded, in the same format.
+        let src = dir.path().join(format!("{pix_fmt}.raw"));
+        let st = tool("ffmpeg")
+            .args(["-v", "error", "-y", "-f", "lavfi", "-i", &format!("testsrc2=size={W}x{H}:rate=30")])
+            .args(["-frames:v", &frames.to_string(), "-f", "rawvideo", "-pix_fmt", pix_fmt])
+            .arg(&src)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let dec = dir.path().join(format!("{pix_fmt}.dec"));
+        let st = tool("ffmpeg")
+            .args(["-v", "error", "-y", "-f", "h264", "-i"])
+            .arg(&out)
+            .args(["-f", "rawvideo", "-pix_fmt", pix_fmt])
+            .arg(&dec)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let db = psnr(&dec, &src, pix_fmt);
+        eprintln!("{pix_fmt}: PSNR {db:.1} dB over {frames} frames");
+        assert!(db >= 35.0, "{pix_fmt}: PSNR {db:.1} dB < 35");
+    }
+}
+
+#[test]
+fn eof_in_the_middle_of_a_frame_writes_the_whole_frames_then_exits_65() {
+    let frame = (W * H * 3) as usize;
+    let (w, h) = (W.to_string(), H.to_string());
+    let child = agentcast(&["--source", "raw:-", "--width", &w, "--height", &h, "--no-pace", "--stats-interval", "0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Reaped(child);
+    let mut stdin = child.0.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        for i in 0..3u8 {
+            stdin.write_all(&vec![i * 60 + 20; frame]).unwrap();
+        }
+        stdin.write_all(&vec![7; 1000]).unwrap();
+    });
+    let (status, stdout, stderr) = wait_output(&mut child.0, Duration::from_secs(30));
+    writer.join().unwrap();
+    assert_eq!(status.code(), Some(65), "{stderr}");
+    let last = stderr.lines().rev().find(|l| l.starts_with("agentcast: ")).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(last.contains("ended 1000 bytes into frame 4"), "{last}");
+    assert!(last.contains("the 3 whole frames before it were streamed"), "{last}");
+    let dir = tempdir();
+    let out = write(dir.path(), "partial.h264", &stdout);
+    assert_eq!(probe(&out).frames.len(), 3, "every whole frame was written");
+}
+
+#[test]
+fn sizes_and_formats_that_do_not_fit_name_the_flag() {
+    let dir = tempdir();
+    let file = write(dir.path(), "odd.rgb", &[0; 1000]);
+    let source = format!("raw:{}", file.display());
+    let out = run(&["--source", &source, "--width", "640", "--height", "360"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("agentcast: --width/--height/--pix-fmt: raw:")
+            && err.contains("is 1000 bytes, not a whole number of 640x360 rgb24 frames"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+    let out = run(&["--source", "raw:-", "--pix-fmt", "yuv444p"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--pix-fmt"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&["--source", "raw:/nonexistent/frames.rgb"]);
+    assert_eq!(out.status.code(), Some(66));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("agentcast: --source raw:/nonexistent/frames.rgb: "));
+    let out = run(&["--pix-fmt", "rgb24"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// A Python agent that connects to `sock` and writes flat-colour rgb24 frames at `fps` for
+/// `seconds`; with `die_mid_frame`, it then writes half a frame and kills itself.
+fn python_agent(sock: &Path, fps: u32, seconds: f64, die_mid_frame: bool) -> Reaped {
+    let script = r#"
+import os, signal, socket, sys, time
+path, w, h, fps, secs, die = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), sys.argv[6] == "1"
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+deadline = time.monotonic() + 10
+while True:
+    try:
+        s.connect(path); break
+    except OSError:
+        if time.monotonic() > deadline: raise
+        time.sleep(0.02)
+start, n = time.monotonic(), 0
+while time.monotonic() - start < secs:
+    s.sendall(bytes([(n * 40) % 200 + 30]) * (w * h * 3))
+    n += 1
+    time.sleep(max(0.0, start + n / fps - time.monotonic()))
+if die:
+    s.sendall(bytes([250]) * (w * h * 3 // 2))
+    os.kill(os.getpid(), signal.SIGKILL)
+"#;
+    let child = Command::new("python3")
+        .args(["-c", script, sock.to_str().unwrap(), &W.to_string(), &H.to_string(), &fps.to_string()])
+        .args([seconds.to_string().as_str(), if die_mid_frame { "1" } else { "0" }])
+        .spawn()
+        .expect("python3 (scripts/setup.sh installs it)");
+    Reaped(child)
+}
+
+/// agentcast on `unix:SOCK` for `duration` seconds of stream with a Python agent at `fps`; returns
+/// the final stats and the stream.
+fn socket_run(fps: u32, die_mid_frame: bool) -> (serde_json::Value, Vec<u8>, String) {
+    let dir = tempdir();
+    let sock = dir.path().join("agent.sock");
+    let stats = dir.path().join("stats.json");
+    let (w, h) = (W.to_string(), H.to_string());
+    let source = format!("unix:{}", sock.display());
+    let child = agentcast(&["--source", &source, "--width", &w, "--height", &h, "--duration", "3"])
+        .args(["--stats-interval", "0", "--stats-file", stats.to_str().unwrap(), "--source-timeout", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Reaped(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _agent = python_agent(&sock, fps, 2.5, die_mid_frame);
+    let (status, stdout, stderr) = wait_output(&mut child.0, Duration::from_secs(30));
+    assert!(status.success(), "{status:?}\n{stderr}");
+    assert!(!sock.exists(), "the socket is removed on exit");
+    let stats: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    (stats, stdout, stderr)
+}
+
+#[test]
+fn a_fast_agent_on_a_socket_gives_the_stream_rate_with_superseded_frames_counted() {
+    let (stats, stdout, stderr) = socket_run(120, false);
+    let received = stats["frames"]["received"].as_u64().unwrap();
+    let superseded = stats["dropped"]["superseded"].as_u64().unwrap();
+    let written = stats["frames"]["written"].as_u64().unwrap();
+    eprintln!(
+        "120 fps agent: received {received}, superseded {superseded}, written {written}, repeated {}",
+        stats["repeated"]
+    );
+    assert!(received > 150, "the agent sent about 300 frames: {stats}\n{stderr}");
+    assert!(superseded > received / 2, "most of a 120 fps agent's frames are superseded at 30 fps: {stats}");
+    // 3 s of stream at 30 fps, starting with the agent's first frame.
+    assert!((70..=91).contains(&written), "{stats}");
+    let dir = tempdir();
+    let out = write(dir.path(), "fast.h264", &stdout);
+    assert!(run(&["check", out.to_str().unwrap()]).status.success());
+}
+
+#[test]
+fn a_slow_agent_on_a_socket_gives_the_stream_rate_with_repeats() {
+    let (stats, _, _) = socket_run(5, false);
+    let repeated = stats["repeated"].as_u64().unwrap();
+    let received = stats["frames"]["received"].as_u64().unwrap();
+    let written = stats["frames"]["written"].as_u64().unwrap();
+    eprintln!("5 fps agent: received {received}, repeated {repeated}, written {written}");
+    assert!((10..=16).contains(&received), "{stats}");
+    assert!(repeated > 50, "the last frame repeats at 30 fps: {stats}");
+    assert!((70..=91).contains(&written), "{stats}");
+    assert_eq!(stats["dropped"]["superseded"], 0, "{stats}");
+}
+
+#[test]
+fn an_agent_killed_in_the_middle_of_a_frame_never_shows_a_torn_picture() {
+    let (stats, stdout, stderr) = socket_run(20, true);
+    assert!(stderr.contains("the partial frame is dropped"), "{stderr}");
+    let dir = tempdir();
+    let out = write(dir.path(), "torn.h264", &stdout);
+    let pictures = decode_rgb(&out, W, H);
+    assert!(pictures.len() > 30, "{stats}");
+    for (i, p) in pictures.iter().enumerate() {
+        // Every frame is one flat colour: a torn one would hold two (or the half frame's 250).
+        let (min, max) = p.iter().fold((255u8, 0u8), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        assert!(max - min < 40, "picture {i} mixes colours: {min}..{max}");
+        assert!(max < 245, "picture {i} shows the partial frame");
+    }
+}

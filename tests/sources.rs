@@ -37,10 +37,9 @@ fn ffmpeg_into_agentcast(pix_fmt: &str, frames: u32, args: &[&str]) -> (std::pro
     all.extend_from_slice(args);
     let child =
         agentcast(&all).stdin(Stdio::from(ffmpeg_out)).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut child = Reaped(child);
     let _ffmpeg = Reaped(ffmpeg);
-    let out = wait_output(&mut child.0, Duration::from_secs(60));
-    out
+    let mut child = Reaped(child);
+    wait_output(&mut child.0, Duration::from_secs(60))
 }
 
 /// Waits for a child's exit within `limit` while draining its pipes.

@@ -20,8 +20,18 @@ stdout, and in --out (default bench-results/): bench.md, bench.json, latency.png
 per-frame latency distributions and the join times) and the data behind the plot.
 
 Usage: scripts/bench.py [--runs 3] [--frames 300] [--configs 1280x720@30,1920x1080@30,1280x720@60]
-                        [--bin target/release/agentcast] [--out bench-results]
+                        [--bin target/release/agentcast] [--out bench-results] [--external]
 Without --bin it builds the release binary first (cargo build --release --locked).
+
+--external benchmarks an agent's own frames instead: ffmpeg's testsrc2 is written once to a raw rgb24
+file, and the same bytes go, alternated per round, into
+
+  agentcast-raw       agentcast --source raw:- --no-pace (default settings)
+  ffmpeg-rawvideo     what a user would write: ffmpeg -f rawvideo -i - + libx264 with agentcast's settings
+
+measuring fps, CPU per frame and peak RSS, whether go2rtc accepts the bytes, and agentcast's latency
+from a frame's last byte entering the pipe to its access unit leaving (`agentcast latency` with
+--stamp, frames fed through a FIFO at --fps). Its table goes to bench-external.md/.json.
 """
 
 import argparse
@@ -92,17 +102,23 @@ def command(name, binary, w, h, fps, frames):
     raise ValueError(name)
 
 
-def measure(cmd, frames):
+def measure(cmd, frames, stdin=subprocess.DEVNULL, keep=None):
     """Runs to completion, reading its stdout: fps between the first and the last byte (start-up
-    excluded, the same for every contender), CPU ms per frame (start-up included), peak RSS MiB."""
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    excluded, the same for every contender), CPU ms per frame (start-up included), peak RSS MiB.
+    `keep`: a path to save the output in."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=stdin)
     first = last = None
+    saved = open(keep, "wb") if keep else None
     while True:
         chunk = os.read(p.stdout.fileno(), 1 << 20)
         if not chunk:
             break
+        if saved:
+            saved.write(chunk)
         last = time.monotonic()
         first = first or last
+    if saved:
+        saved.close()
     _, status, ru = os.wait4(p.pid, 0)
     p.stdout.close()
     if status != 0 or first is None or last <= first:
@@ -308,6 +324,132 @@ def plot(report, out):
     return png
 
 
+EXTERNAL = ["agentcast-raw", "ffmpeg-rawvideo"]
+
+
+def external_command(name, binary, w, h, fps):
+    """The contenders for an agent's own frames: raw rgb24 frames on stdin, H.264 on stdout."""
+    if name == "agentcast-raw":
+        return [binary, "--source", "raw:-", "--width", str(w), "--height", str(h), "--fps", str(fps),
+                "--pix-fmt", "rgb24", "--no-pace", "--log-level", "error", "--stats-interval", "0"]
+    return (["ffmpeg", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(fps),
+             "-i", "-"] + x264_ffmpeg(fps) + ["-"])
+
+
+def external_latency(binary, src, w, h, fps, frames, out):
+    """agentcast latency over frames fed into a FIFO at `fps` by a writer (the agent)."""
+    fifo = os.path.join(out, f"frames-{w}x{h}.fifo")
+    if os.path.exists(fifo):
+        os.unlink(fifo)
+    os.mkfifo(fifo)
+    frame_bytes = w * h * 3
+    writer = subprocess.Popen([sys.executable, "-c", """
+import sys, time
+src, fifo, n, fps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+size = int(sys.argv[5])
+with open(src, "rb") as f, open(fifo, "wb", buffering=0) as out:
+    start = time.monotonic()
+    for i in range(n):
+        frame = f.read(size) or (f.seek(0) or f.read(size))
+        time.sleep(max(0.0, start + i / fps - time.monotonic()))
+        try:
+            out.write(frame)
+        except BrokenPipeError:
+            break
+""", src, fifo, str(frames + 60), str(fps), str(frame_bytes)])
+    try:
+        r = subprocess.run(
+            [binary, "latency", "--json", "--frames", str(frames), "--", "--source", f"raw:{fifo}", "--stamp",
+             "--width", str(w), "--height", str(h), "--fps", str(fps), "--log-level", "error"],
+            capture_output=True, stdin=subprocess.DEVNULL, timeout=120,
+        )
+    finally:
+        writer.kill()
+        writer.wait()
+        os.unlink(fifo)
+    if r.returncode != 0:
+        sys.exit(f"bench: agentcast latency (external) failed: {r.stderr.decode(errors='replace').strip()[-500:]}")
+    return json.loads(r.stdout)
+
+
+def external(a, binary, configs):
+    """The external-frames benchmark (--external)."""
+    results = {c: {n: [] for n in EXTERNAL} for c in configs}
+    lat = {c: [] for c in configs}
+    checks = {}
+    sources = {}
+    for w, h, fps in configs:
+        src = os.path.join(a.out, f"testsrc2-{w}x{h}.rgb")
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={w}x{h}:rate={fps}",
+                        "-frames:v", str(a.frames), "-f", "rawvideo", "-pix_fmt", "rgb24", src], check=True)
+        sources[(w, h, fps)] = src
+    for round_ in range(a.runs):
+        for w, h, fps in configs:
+            key = (w, h, fps)
+            print(f"bench: external round {round_ + 1}/{a.runs}, {w}x{h}@{fps}", file=sys.stderr)
+            for name in EXTERNAL:
+                keep = os.path.join(a.out, f"external-{name}-{w}x{h}.h264") if round_ == 0 else None
+                with open(sources[key], "rb") as stdin:
+                    results[key][name].append(measure(external_command(name, binary, w, h, fps), a.frames, stdin, keep))
+                if keep:
+                    r = subprocess.run([binary, "check", keep], capture_output=True, text=True)
+                    problems = [" ".join(l.split()[2:]) for l in r.stdout.splitlines() if l.startswith("byte")]
+                    checks[(key, name)] = (r.returncode == 0, problems[0] if problems else "")
+            lat[key].append(external_latency(binary, sources[key], w, h, fps, min(a.frames, 150), a.out))
+    lines = [
+        f"External frames (raw rgb24 from one ffmpeg testsrc2 file, the same bytes to each contender); "
+        f"{a.runs} rounds of {a.frames} frames, alternated; median (min..max).",
+        "",
+        "| config | contender | fps (unpaced) | CPU ms/frame | peak RSS MiB | CPU vs ffmpeg | RSS vs ffmpeg | go2rtc accepts the bytes |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    report = {"machine": machine(), "runs": a.runs, "frames": a.frames, "configs": []}
+    for w, h, fps in configs:
+        key = (w, h, fps)
+        rows = {n: {k: spread([r[k] for r in results[key][n]]) for k in ["fps", "cpu_ms_per_frame", "peak_rss_mib"]}
+                for n in EXTERNAL}
+        base = rows["ffmpeg-rawvideo"]
+        for name in EXTERNAL:
+            r = rows[name]
+            ok, problem = checks[(key, name)]
+            ratio = lambda k: (f"{r[k]['median'] / base[k]['median']:.2f}x" if base[k]["median"] else "-")
+            lines.append(
+                f"| {w}x{h}@{fps} | {name} | {cell(r['fps'])} | {cell(r['cpu_ms_per_frame'])} | "
+                f"{cell(r['peak_rss_mib'], 0)} | {ratio('cpu_ms_per_frame')} | {ratio('peak_rss_mib')} | "
+                f"{'yes' if ok else 'no: ' + problem} |"
+            )
+        ls = lat[key]
+        med = lambda path: round(statistics.median(
+            [v for v in (l.get("latency_ms", {}).get(path[0], {}).get(path[1]) for l in ls) if v is not None] or [0]), 2)
+        stage = lambda s: round(statistics.median(
+            [l["producer_ms"][s]["p50"] for l in ls if l.get("producer_ms", {}).get(s, {}).get("p50") is not None] or [0]), 2)
+        report["configs"].append({"name": f"{w}x{h}@{fps}", "contenders": rows, "latency": ls,
+                                  "arrival_p50": med(["render_to_arrival", "p50"]), "encode_p50": stage("encode")})
+    lines += [
+        "",
+        "agentcast, paced, frames written into a FIFO at --fps by an agent; by frame stamp (`--stamp`):",
+        "",
+        "| config | stamps read / misreads | pipe -> AU out p50 / p99 / max ms | producer: in slot / hand-over / encode / write p50 ms |",
+        "|---|---|---|---|",
+    ]
+    for c, (w, h, fps) in zip(report["configs"], configs):
+        ls = lat[(w, h, fps)]
+        q = lambda k: round(statistics.median([l["latency_ms"]["render_to_arrival"][k] for l in ls]), 2)
+        st = lambda s: round(statistics.median([l["producer_ms"][s]["p50"] or 0 for l in ls]), 2)
+        lines.append(
+            f"| {c['name']} | {sum(l['frames']['stamps_read'] for l in ls)} / {sum(l['frames']['misreads'] for l in ls)} | "
+            f"{q('p50')} / {q('p99')} / {q('max')} | {st('render')} / {st('readback')} / {st('encode')} / {st('write')} |"
+        )
+    md = "\n".join(lines) + "\n"
+    with open(os.path.join(a.out, "bench-external.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    with open(os.path.join(a.out, "bench-external.md"), "w") as f:
+        f.write(md)
+    for src in sources.values():
+        os.unlink(src)
+    print(md)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=3, help="rounds (every contender runs once per round)")
@@ -315,6 +457,7 @@ def main():
     ap.add_argument("--configs", default="1280x720@30,1920x1080@30,1280x720@60", help="WxH@FPS,...")
     ap.add_argument("--bin", help="agentcast binary (default: build target/release/agentcast)")
     ap.add_argument("--out", default="bench-results", help="directory for bench.md, bench.json, latency.png")
+    ap.add_argument("--external", action="store_true", help="benchmark an agent's own raw frames instead")
     a = ap.parse_args()
     if a.runs < 1 or a.frames < 2:
         sys.exit("bench: --runs must be >= 1 and --frames >= 2")
@@ -334,6 +477,9 @@ def main():
         if not shutil.which(tool) and not os.path.exists(tool):
             sys.exit(f"bench: {tool} not found (scripts/setup.sh installs it)")
     os.makedirs(a.out, exist_ok=True)
+    if a.external:
+        external(a, binary, configs)
+        return
 
     results = {(w, h, f): {n: [] for n in CONTENDERS} for w, h, f in configs}
     joins = {(w, h, f): {n: [] for n in CONTENDERS} for w, h, f in configs}

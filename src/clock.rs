@@ -38,6 +38,31 @@ impl FrameClock {
     pub fn interval(&self) -> Duration {
         stream_time(1, self.fps)
     }
+
+    /// Moves the next deadlines earlier by `by` (to an agent's frames' phase; see [`phase_shift`]).
+    pub fn shift_earlier(&mut self, by: Duration) {
+        self.start = self.start.checked_sub(by).unwrap_or(self.start);
+    }
+}
+
+/// Least time between two phase shifts: bounds how much faster than `--fps` shifting can make the
+/// stream (a quarter interval a second, under 1%).
+pub const PHASE_SHIFT_EVERY: Duration = Duration::from_secs(1);
+
+/// How far to move the frame clock earlier after an agent's frame `waited` in its slot for its
+/// deadline (pure). An agent at the stream's rate whose frames arrive well before each deadline
+/// (its phase was set while catching up, say) would have every frame wait that long; moving the
+/// deadlines to its phase once removes the wait. Not when frames were superseded (the agent is
+/// faster than `--fps`: waiting for the tick is right), not for small waits (jitter), and at most
+/// once per [`PHASE_SHIFT_EVERY`].
+pub fn phase_shift(
+    waited: Duration,
+    interval: Duration,
+    superseded: bool,
+    since_last: Option<Duration>,
+) -> Option<Duration> {
+    let due = since_last.is_none_or(|d| d >= PHASE_SHIFT_EVERY);
+    (!superseded && due && waited > interval / 4).then_some(waited)
 }
 
 /// When frame `index` is due, from the start of the stream.
@@ -67,6 +92,16 @@ mod tests {
         assert_eq!(stream_time(30, 30), Duration::from_secs(1));
         assert_eq!(stream_time(3_000_000, 30), Duration::from_secs(100_000));
         assert_eq!(stream_time(1, 30), Duration::from_nanos(33_333_333));
+    }
+
+    #[test]
+    fn the_clock_follows_an_agents_phase_only_for_big_waits_without_supersession_once_a_second() {
+        let (i, ms) = (stream_time(1, 30), Duration::from_millis);
+        assert_eq!(phase_shift(ms(18), i, false, None), Some(ms(18)));
+        assert_eq!(phase_shift(ms(3), i, false, None), None, "jitter");
+        assert_eq!(phase_shift(ms(18), i, true, None), None, "a faster agent");
+        assert_eq!(phase_shift(ms(18), i, false, Some(ms(400))), None, "once a second");
+        assert_eq!(phase_shift(ms(18), i, false, Some(ms(1000))), Some(ms(18)));
     }
 
     #[test]

@@ -99,7 +99,9 @@ pub fn run(a: &LatencyArgs) -> anyhow::Result<Exit> {
         return Err(fail(Exit::Usage, format!("{flag} is set by agentcast latency itself (use its --frames)")));
     }
     if !cfg.stamp {
-        return Err(fail(Exit::Usage, "latency needs the frame stamp; drop --no-stamp"));
+        let how =
+            if cfg.source.is_external() { "add --stamp to draw it over the agent's frames" } else { "drop --no-stamp" };
+        return Err(fail(Exit::Usage, format!("latency needs the frame stamp; {how}")));
     }
     if cfg.output != crate::sink::output::Output::Stdout || cfg.mux != crate::cli::MuxArg::Raw {
         return Err(fail(Exit::Usage, "latency reads raw H.264 from the producer's stdout; drop --output/--mux"));

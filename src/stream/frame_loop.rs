@@ -107,6 +107,15 @@ pub(super) struct Loop<'a> {
     pub sink_stats: Arc<SinkStats>,
     /// Stats requests waiting for the next frame slot.
     pub stats_requests: Vec<Sender<serde_json::Value>>,
+    /// Following an agent's phase (see [`crate::clock::phase_shift`]).
+    pub phase: Phase,
+}
+
+/// When the frame clock last moved to an agent's phase, and the superseded count at the last take.
+#[derive(Debug, Default)]
+pub(super) struct Phase {
+    pub shifted: Option<Instant>,
+    pub superseded: u64,
 }
 
 impl Loop<'_> {
@@ -261,6 +270,18 @@ impl Loop<'_> {
         }
         let taken = Instant::now();
         let arrived = if fresh { feed.arrived().unwrap_or(taken) } else { taken };
+        let superseded = feed.superseded();
+        if fresh {
+            let waited = taken.saturating_duration_since(arrived);
+            let since = self.phase.shifted.map(|t| taken.duration_since(t));
+            let faster = superseded > self.phase.superseded;
+            if let Some(by) = crate::clock::phase_shift(waited, self.clock.interval(), faster, since) {
+                debug!("the agent's frames arrive {by:?} before their deadlines: moving the frame clock to them");
+                self.clock.shift_earlier(by);
+                self.phase.shifted = Some(taken);
+            }
+        }
+        self.phase.superseded = superseded;
         if let Some(log) = &mut self.frame_log {
             let age = taken.saturating_duration_since(arrived).as_nanos() as u64;
             log.note(index, crate::clock::monotonic_ns().saturating_sub(age));

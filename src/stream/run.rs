@@ -184,6 +184,7 @@ pub(super) fn run(cfg: &Config, ctx: Context) -> anyhow::Result<()> {
         counters: Counters::default(),
         sink_stats: stats.clone(),
         stats_requests: Vec::new(),
+        phase: Default::default(),
     };
     let _ = ready.send(());
     let started = Instant::now();

@@ -64,13 +64,8 @@ pub struct Config {
     pub frame_log: Option<PathBuf>,
     /// `--stall-timeout`; `None` = off.
     pub stall_timeout: Option<Duration>,
-    /// Testing aid: drop the encoder's output after this many access units.
-    pub debug_stall_after: Option<u64>,
-    /// Testing aid: the first `debug_fail_times` pipelines fail after this many access units.
-    pub debug_fail_after: Option<u64>,
-    pub debug_fail_times: u32,
-    /// Testing aid: zero-copy frames may reach a CPU encoder through cudadownload.
-    pub debug_cuda_download: bool,
+    /// Testing aids (hidden `--debug-*` flags).
+    pub faults: crate::faults::Faults,
 }
 
 /// NVENC session leasing, from --nvenc-sessions, --lock-dir, --on-busy, --wait-timeout.
@@ -81,8 +76,6 @@ pub struct LeasePolicy {
     pub dir: PathBuf,
     pub on_busy: crate::cli::OnBusyArg,
     pub wait_timeout: Duration,
-    /// Element that takes leases besides NVENC's (testing aid).
-    pub extra_element: Option<String>,
 }
 
 impl Config {
@@ -220,17 +213,13 @@ impl Config {
                 dir: a.lock_dir.clone().unwrap_or_else(crate::slots::default_dir),
                 on_busy: a.on_busy,
                 wait_timeout: Duration::from_secs(a.wait_timeout),
-                extra_element: a.debug_lease_encoder.clone(),
             },
             stream: a.stream.clone().unwrap_or_else(|| format!("agentcast-{}", std::process::id())),
             stats_interval: (a.stats_interval > 0).then(|| Duration::from_secs(a.stats_interval)),
             stats_file: a.stats_file.clone(),
             frame_log: a.frame_log.clone(),
             stall_timeout: (a.stall_timeout > 0).then(|| Duration::from_secs(a.stall_timeout)),
-            debug_stall_after: a.debug_stall_after,
-            debug_fail_after: a.debug_fail_after,
-            debug_fail_times: a.debug_fail_times,
-            debug_cuda_download: a.debug_cuda_download,
+            faults: crate::faults::Faults::from_args(a),
         })
     }
 }

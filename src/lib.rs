@@ -40,6 +40,7 @@ pub mod doctor;
 pub mod encode;
 mod entry;
 pub mod exit;
+pub mod faults;
 pub mod frame;
 pub mod go2rtc;
 pub mod measure;

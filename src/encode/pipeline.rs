@@ -69,9 +69,9 @@ pub struct Setup<'a> {
     pub settings: EncoderSettings,
     /// `--encoder-opt` overrides, applied after the table.
     pub options: &'a [(String, String)],
-    /// Testing aid: drop the encoder's output after this many buffers (an injected stall).
+    /// Testing aids ([`crate::faults`]): silence after this many access units (a stall) ...
     pub stall_after: Option<u64>,
-    /// Testing aid: post an encoder error after this many buffers (an injected failure).
+    /// ... or an encoder error after this many (a failure).
     pub fail_after: Option<u64>,
     /// Wrap the stream in MPEG-TS (mpegtsmux) instead of raw Annex-B.
     pub mpegts: bool,
@@ -262,31 +262,7 @@ impl Encoder {
         let encoder = make(&factory, s.backend.package())?;
         apply_properties(&encoder, &settings::properties(s.backend, &s.settings), false).exit(Exit::Unavailable)?;
         apply_user_options(&encoder, s.backend, s.options)?;
-        if let (Some(n), Some(pad)) = (s.fail_after, encoder.static_pad("src")) {
-            warn!("testing aid: {} will fail after {n} access units", s.backend.element());
-            let seen = std::sync::atomic::AtomicU64::new(0);
-            let element = encoder.downgrade();
-            pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-                if seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == n {
-                    if let Some(e) = element.upgrade() {
-                        e.post_error_message(gst::error_msg!(gst::StreamError::Failed, ["injected encoder failure"]));
-                    }
-                    return gst::PadProbeReturn::Drop;
-                }
-                gst::PadProbeReturn::Ok
-            });
-        }
-        if let (Some(n), Some(pad)) = (s.stall_after, encoder.static_pad("src")) {
-            warn!("testing aid: dropping the encoder's output after {n} access units");
-            let seen = std::sync::atomic::AtomicU64::new(0);
-            pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-                if seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= n {
-                    gst::PadProbeReturn::Drop
-                } else {
-                    gst::PadProbeReturn::Ok
-                }
-            });
-        }
+        crate::faults::install(&encoder, s.backend.element(), s.fail_after, s.stall_after);
         chain.push(encoder);
         let profile = make("capsfilter", "gstreamer1.0 core")?;
         profile.set_property(

@@ -203,7 +203,7 @@ fn build(
     builds: &mut u32,
 ) -> anyhow::Result<Live> {
     // Testing aid: the first --debug-fail-times pipelines fail after --debug-fail-after units.
-    let fail_after = cfg.debug_fail_after.filter(|_| *builds < cfg.debug_fail_times);
+    let fail_after = cfg.faults.fail_after_for(*builds);
     *builds += 1;
     let setup = Setup {
         width: cfg.width,
@@ -213,7 +213,7 @@ fn build(
         backend,
         settings: cfg.encoder_settings,
         options: &cfg.encoder_opts,
-        stall_after: cfg.debug_stall_after,
+        stall_after: cfg.faults.stall_after,
         fail_after,
         mpegts: cfg.mux == crate::cli::MuxArg::Mpegts,
         gpu: cfg.gpu,
@@ -253,7 +253,7 @@ pub(super) fn encoder_takes_cuda(cfg: &Config, backend: Backend) -> Result<(), S
     if backend.is_nvenc() {
         return Ok(());
     }
-    if cfg.debug_cuda_download && pipeline::element_installed("cudadownload") {
+    if cfg.faults.cuda_download && pipeline::element_installed("cudadownload") {
         warn!("testing aid: zero-copy frames may reach {} through cudadownload", backend.element());
         return Ok(());
     }
@@ -270,11 +270,10 @@ pub(crate) fn choose_encoder(cfg: &Config) -> anyhow::Result<(Backend, Option<Le
 /// Opens the first of `candidates` that works (see [`choose_encoder`]).
 fn open_backend(cfg: &Config, candidates: &[Backend]) -> anyhow::Result<(Backend, Option<Lease>)> {
     let policy = &cfg.leases;
-    if let Some(e) = &policy.extra_element {
+    if let Some(e) = &cfg.faults.lease_element {
         warn!("testing aid: {e} takes NVENC slot leases as if it were NVENC");
     }
-    let lease_bound =
-        |b: Backend| policy.sessions > 0 && (b.is_nvenc() || policy.extra_element.as_deref() == Some(b.element()));
+    let lease_bound = |b: Backend| policy.sessions > 0 && (b.is_nvenc() || cfg.faults.leases(b.element()));
     let dir = if policy.sessions > 0 {
         Some(LockDir::open(&policy.dir, policy.sessions).map_err(|e| fail(Exit::CantCreate, e))?)
     } else {

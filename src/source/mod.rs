@@ -9,6 +9,7 @@
 pub mod feed;
 pub mod live;
 pub mod raw;
+pub mod shm;
 pub mod unix;
 
 use std::fmt;

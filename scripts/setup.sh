@@ -13,7 +13,7 @@ packages=(
     libegl1 libegl-mesa0 libgl1-mesa-dri libgles2
     # measuring: avdec_h264 for `agentcast latency`/`quality`; python3 + gnuplot for scripts/bench.py
     gstreamer1.0-libav python3 gnuplot-nox
-    # the Python agents in examples/ and the tests (numpy frames)
+    # the Python agents in examples/ (shm_writer.py among them) and the tests (numpy frames)
     python3-numpy
     # tests: real decoders; pgrep/kill for process checks; docker-compose validates the compose
     # files without a Docker engine

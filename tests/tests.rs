@@ -5,6 +5,7 @@ mod deploy;
 mod leases;
 mod measure;
 mod outputs;
+mod shm;
 mod sources;
 mod util;
 mod zero_copy;

@@ -604,12 +604,62 @@ fn find(name: &str, width: u32, height: u32, format: PixFmt) -> anyhow::Result<F
     Ring::from_file(file, &label, width, height, format)
 }
 
-/// How often the reader looks for a new frame.
+/// How often the reader looks for a new frame when one is due.
 pub const POLL: Duration = Duration::from_millis(1);
+/// How often it looks while the writer pauses (longer than [`IDLE_AFTER`] and 4 frame intervals).
+const IDLE_POLL: Duration = Duration::from_millis(4);
+const IDLE_AFTER: Duration = Duration::from_millis(250);
+/// The longest it sleeps on a prediction.
+const MAX_NAP: Duration = Duration::from_millis(50);
 /// How often it looks for the ring while waiting for it to appear.
 const WAIT_POLL: Duration = Duration::from_millis(20);
 /// How often it checks whether the writer closed the ring.
 const CLOSED_EVERY: Duration = Duration::from_millis(100);
+
+/// When to look next. The writer's frame timestamps give its frame interval; the reader sleeps
+/// until a quarter interval (at least 2 ms) before the next frame is due, then polls every
+/// [`POLL`]. So a 30 fps writer costs about ten polls a frame instead of thirty-three, and a frame
+/// that comes early by more than the margin waits at most the rest of the nap. Timestamps from
+/// another clock (a time namespace) fall back to plain polling.
+#[derive(Debug, Default)]
+struct Pacer {
+    /// (frame number, timestamp ns) of the last frame taken.
+    last: Option<(u64, u64)>,
+    /// Smoothed frame interval, ns.
+    interval: Option<u64>,
+}
+
+impl Pacer {
+    fn frame(&mut self, number: u64, timestamp_ns: u64) {
+        if let Some((n, ts)) = self.last
+            && number > n
+            && timestamp_ns > ts
+        {
+            let sample = (timestamp_ns - ts) / (number - n);
+            self.interval = Some(self.interval.map_or(sample, |i| (3 * i + sample) / 4));
+        }
+        self.last = Some((number, timestamp_ns));
+    }
+
+    /// How long to sleep, `now_ns` being CLOCK_MONOTONIC now.
+    fn pause(&self, now_ns: u64) -> Duration {
+        let (Some((_, ts)), Some(interval)) = (self.last, self.interval) else { return POLL };
+        let Some(since) = now_ns.checked_sub(ts) else { return POLL };
+        let since = Duration::from_nanos(since);
+        let interval = Duration::from_nanos(interval);
+        if since > IDLE_AFTER.max(interval * 4) {
+            return IDLE_POLL;
+        }
+        let margin = (interval / 4).max(Duration::from_millis(2));
+        interval.saturating_sub(margin).saturating_sub(since).clamp(POLL, MAX_NAP)
+    }
+}
+
+fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
 
 /// The reader thread and what it counts.
 #[derive(Debug)]
@@ -717,8 +767,10 @@ fn read(ring: &mut Ring, latest: &Latest) -> Option<SourceEnd> {
     );
     let (started, cpu0) = (Instant::now(), thread_cpu_ns());
     let mut checked = Instant::now();
+    let mut pacer = Pacer::default();
     let end = loop {
         match ring.poll(latest) {
+            Ok(Step::Frame { number, timestamp_ns }) => pacer.frame(number, timestamp_ns),
             Ok(Step::Stopped) => break None,
             Ok(Step::Nothing) if checked.elapsed() >= CLOSED_EVERY => {
                 checked = Instant::now();
@@ -735,7 +787,7 @@ fn read(ring: &mut Ring, latest: &Latest) -> Option<SourceEnd> {
         if latest.is_closed() {
             break None;
         }
-        std::thread::sleep(POLL);
+        std::thread::sleep(pacer.pause(monotonic_ns()));
     };
     let c = &ring.counters;
     let cpu = thread_cpu_ns() - cpu0;
@@ -816,6 +868,30 @@ mod tests {
 
     fn kind_and_reason(e: &anyhow::Error) -> (Exit, String) {
         (crate::exit::classify(e), format!("{e:#}"))
+    }
+
+    #[test]
+    fn the_pacer_naps_until_just_before_the_next_frame() {
+        let ms = |n: u64| n * 1_000_000;
+        let mut p = Pacer::default();
+        assert_eq!(p.pause(ms(5)), POLL, "no interval known yet");
+        p.frame(1, ms(1000));
+        p.frame(2, ms(1040));
+        // 40 ms frames: nap until 10 ms before the next one is due.
+        assert_eq!(p.pause(ms(1040)), Duration::from_millis(30));
+        assert_eq!(p.pause(ms(1065)), Duration::from_millis(5));
+        assert_eq!(p.pause(ms(1075)), POLL, "due: poll");
+        assert_eq!(p.pause(ms(1500)), IDLE_POLL, "the writer paused");
+        assert_eq!(p.pause(ms(900)), POLL, "a timestamp from another clock");
+        // 120 fps: a 2 ms margin; a frame number jump divides the time.
+        let mut p = Pacer::default();
+        p.frame(1, ms(0));
+        p.frame(3, ms(16));
+        assert_eq!(p.pause(ms(16)), Duration::from_millis(6));
+        let mut p = Pacer::default();
+        p.frame(1, ms(0));
+        p.frame(2, ms(1000));
+        assert_eq!(p.pause(ms(1000)), MAX_NAP);
     }
 
     #[test]

@@ -34,6 +34,24 @@ fn python() -> Command {
     panic!("no python3 with numpy; run scripts/setup.sh (python3-numpy)");
 }
 
+/// Runs a command to its end with stdout and stderr captured, killing it past `limit`.
+fn output_bounded(cmd: &mut Command, limit: Duration) -> std::process::Output {
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawning");
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let out = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut out, &mut buf).unwrap();
+        buf
+    });
+    let err = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut err, &mut buf).unwrap();
+        buf
+    });
+    let status = wait_bounded(&mut child, limit);
+    std::process::Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() }
+}
+
 /// A ring name of its own under /dev/shm, removed at the end.
 struct RingName(String);
 
@@ -286,9 +304,7 @@ fn reader_ends_cleanly_when_the_writer_closes_the_ring() {
     reader.thread.join().unwrap();
 }
 
-// Through the binary. These need `--source shm:NAME` wired into the stream.
-
-const NEEDS_WIRING: &str = "needs --source shm wiring";
+// Through the binary: `agentcast --source shm:NAME`.
 
 fn stats(path: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("--stats-file {}: {e}", path.display()));
@@ -301,23 +317,19 @@ fn stream_ring(ring: &RingName, width: u32, height: u32, frames: u32) -> (Vec<u8
     let stats_file = dir.path().join("stats.json");
     let source = format!("shm:{}", ring.0);
     let (w, h, n) = (width.to_string(), height.to_string(), frames.to_string());
-    let mut child = agentcast(&["--source", &source, "--width", &w, "--height", &h, "--pix-fmt", "rgb24"])
-        .args(["--no-stamp", "--frames", &n, "--stats-file", stats_file.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning agentcast");
-    let mut stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        std::io::Read::read_to_end(&mut stdout, &mut buf).unwrap();
-        buf
-    });
-    let status = wait_bounded(&mut child, Duration::from_secs(30));
-    let err = stderr_of(&mut child);
-    assert!(status.success(), "agentcast --source {source} failed with {status}:\n{err}");
-    (reader.join().unwrap(), stats(&stats_file))
+    let out = output_bounded(
+        agentcast(&["--source", &source, "--width", &w, "--height", &h, "--pix-fmt", "rgb24"]).args([
+            "--no-stamp",
+            "--frames",
+            &n,
+            "--stats-file",
+            stats_file.to_str().unwrap(),
+        ]),
+        Duration::from_secs(30),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "agentcast --source {source} failed with {}:\n{err}", out.status);
+    (out.stdout, stats(&stats_file))
 }
 
 fn decoded_numbers(buf: &[u8], width: u32, height: u32) -> Vec<u32> {
@@ -333,9 +345,7 @@ fn decoded_numbers(buf: &[u8], width: u32, height: u32) -> Vec<u32> {
 }
 
 #[test]
-#[ignore = "needs --source shm wiring"]
 fn a_120_fps_writer_gives_a_30_fps_stream_with_superseded_drops() {
-    let _ = NEEDS_WIRING;
     let (w, h) = (320, 240);
     let ring = RingName::new("cli120");
     let mut py = writer(&ring, w, h, 120, 120 * 20, &[]);
@@ -352,7 +362,6 @@ fn a_120_fps_writer_gives_a_30_fps_stream_with_superseded_drops() {
 }
 
 #[test]
-#[ignore = "needs --source shm wiring"]
 fn a_5_fps_writer_gives_a_30_fps_stream_with_repeats() {
     let (w, h) = (320, 240);
     let ring = RingName::new("cli5");
@@ -369,49 +378,62 @@ fn a_5_fps_writer_gives_a_30_fps_stream_with_repeats() {
 }
 
 #[test]
-#[ignore = "needs --source shm wiring"]
 fn a_writer_killed_mid_frame_is_never_encoded_torn() {
     let (w, h) = (320, 240);
     let ring = RingName::new("clidie");
-    // agentcast first, waiting for the ring; the writer dies 1.5 s in, halfway through frame 45,
-    // in the only slot, over frame 44. The stream goes on repeating frame 44.
+    // agentcast first, waiting for the ring; the writer dies 4 s in (time for agentcast to start on
+    // a busy machine), halfway through frame 120, in the only slot, over frame 119. The stream goes
+    // on repeating frame 119.
     let dir = tempdir();
     let source = format!("shm:{}", ring.0);
-    let mut child = agentcast(&["--source", &source, "--width", "320", "--height", "240", "--pix-fmt", "rgb24"])
-        .args(["--no-stamp", "--frames", "90"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning agentcast");
-    let mut stdout = child.stdout.take().unwrap();
-    let reading = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        std::io::Read::read_to_end(&mut stdout, &mut buf).unwrap();
-        buf
-    });
-    let mut py = writer(&ring, w, h, 30, 1000, &["--slots", "1", "--die-mid-frame", "45", "--keep"]);
+    let agent =
+        {
+            let source = source.clone();
+            std::thread::spawn(move || {
+                output_bounded(
+                    agentcast(&["--source", &source, "--width", "320", "--height", "240", "--pix-fmt", "rgb24"])
+                        .args(["--no-stamp", "--frames", "180"]),
+                    Duration::from_secs(30),
+                )
+            })
+        };
+    let mut py = writer(&ring, w, h, 30, 1000, &["--slots", "1", "--die-mid-frame", "120", "--keep"]);
     let died = wait_bounded(&mut py.0, Duration::from_secs(15));
     assert_eq!(std::os::unix::process::ExitStatusExt::signal(&died), Some(9));
-    let status = wait_bounded(&mut child, Duration::from_secs(30));
-    let err = stderr_of(&mut child);
-    assert!(status.success(), "agentcast failed with {status}:\n{err}");
-    let buf = reading.join().unwrap();
+    let out = agent.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "agentcast failed with {}:\n{err}", out.status);
+    let buf = out.stdout;
     let path = write(dir.path(), "out.h264", &buf);
     let pictures = decode_rgb(&path, w, h);
-    assert_eq!(pictures.len(), 90);
+    assert_eq!(pictures.len(), 180);
     let numbers: Vec<u32> = pictures
         .iter()
         .enumerate()
         .map(|(i, f)| flat_number(f, 320, 240).unwrap_or_else(|e| panic!("picture {i} mixes colours (torn): {e}")))
         .collect();
     eprintln!("numbers: {numbers:?}");
-    assert_eq!(numbers.last(), Some(&44), "the stream should end repeating frame 44, the last whole one");
-    assert!(!numbers.contains(&45), "frame 45 was never finished");
+    assert_eq!(numbers.last(), Some(&119), "the stream should end repeating frame 119, the last whole one");
+    assert!(!numbers.contains(&120), "frame 120 was never finished");
+    // An agentcast that comes after the death finds `latest` naming the slot that now holds half
+    // of frame 120 over frame 119, with an odd sequence: it must encode nothing, and say why.
+    let out = output_bounded(
+        agentcast(&["--source", &source, "--width", "320", "--height", "240", "--pix-fmt", "rgb24"]).args([
+            "--no-stamp",
+            "--frames",
+            "30",
+            "--source-timeout",
+            "2",
+        ]),
+        Duration::from_secs(30),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(out.stdout.is_empty(), "{} stream bytes from a half-written slot:\n{err}", out.stdout.len());
+    assert!(err.contains("half-written"), "{err}");
 }
 
 #[test]
-#[ignore = "needs --source shm wiring"]
 fn a_bad_ring_header_exits_65_with_the_reason_and_a_size_mismatch_2_naming_the_flag() {
     let ring = RingName::new("clibad");
     let mut bytes = b"NOTARING".to_vec();
@@ -419,11 +441,12 @@ fn a_bad_ring_header_exits_65_with_the_reason_and_a_size_mismatch_2_naming_the_f
     std::fs::write(ring.path(), &bytes).unwrap();
     let source = format!("shm:{}", ring.0);
     let args = ["--source", &source, "--width", "64", "--height", "48", "--pix-fmt", "rgb24", "--frames", "5"];
-    crate::assert_usage_error(&run(&args), 65, "wrong magic");
+    crate::assert_usage_error(&output_bounded(&mut agentcast(&args), Duration::from_secs(30)), 65, "wrong magic");
     // A real ring of another size.
     std::fs::remove_file(ring.path()).unwrap();
     let mut py = writer(&ring, 64, 48, 30, 1000, &[]);
     wait_for_first_frame(&ring, &mut py);
     let args = ["--source", &source, "--width", "128", "--height", "48", "--pix-fmt", "rgb24", "--frames", "5"];
-    crate::assert_usage_error(&run(&args), 2, "--width 128 does not match the ring's width 64");
+    let out = output_bounded(&mut agentcast(&args), Duration::from_secs(30));
+    crate::assert_usage_error(&out, 2, "--width 128 does not match the ring's width 64");
 }

@@ -593,6 +593,12 @@ impl Ring {
     }
 }
 
+/// Checks `shm:NAME` before the stream starts: a ring that is there and set up must fit the
+/// flags (the errors of [`Ring::open`]); a missing or half-created one is fine ([`spawn`] waits).
+pub fn check(name: &str, width: u32, height: u32, format: PixFmt) -> anyhow::Result<()> {
+    find(name, width, height, format).map(drop)
+}
+
 fn find(name: &str, width: u32, height: u32, format: PixFmt) -> anyhow::Result<Found<File>> {
     let path = ring_path(name)?;
     let label = format!("shm:{name}");
@@ -606,9 +612,12 @@ fn find(name: &str, width: u32, height: u32, format: PixFmt) -> anyhow::Result<F
 
 /// How often the reader looks for a new frame when one is due.
 pub const POLL: Duration = Duration::from_millis(1);
-/// How often it looks while the writer pauses (longer than [`IDLE_AFTER`] and 4 frame intervals).
+/// How often it looks while the writer pauses (longer than [`IDLE_AFTER`] and 4 frame intervals),
+/// or while the newest slot stays half-written.
 const IDLE_POLL: Duration = Duration::from_millis(4);
 const IDLE_AFTER: Duration = Duration::from_millis(250);
+/// A newest slot half-written for this long gets a warning.
+const STUCK_AFTER: Duration = Duration::from_secs(1);
 /// The longest it sleeps on a prediction.
 const MAX_NAP: Duration = Duration::from_millis(50);
 /// How often it looks for the ring while waiting for it to appear.
@@ -768,9 +777,27 @@ fn read(ring: &mut Ring, latest: &Latest) -> Option<SourceEnd> {
     let (started, cpu0) = (Instant::now(), thread_cpu_ns());
     let mut checked = Instant::now();
     let mut pacer = Pacer::default();
+    // Since when the newest slot has been found half-written, and whether that was said.
+    let mut busy_since: Option<(Instant, bool)> = None;
     let end = loop {
-        match ring.poll(latest) {
+        let step = ring.poll(latest);
+        if !matches!(step, Ok(Step::Busy)) {
+            busy_since = None;
+        }
+        match step {
             Ok(Step::Frame { number, timestamp_ns }) => pacer.frame(number, timestamp_ns),
+            Ok(Step::Busy) => {
+                let (since, said) = busy_since.get_or_insert((Instant::now(), false));
+                if !*said && since.elapsed() >= STUCK_AFTER {
+                    *said = true;
+                    log::warn!(
+                        "{}: the newest frame has stayed half-written for {} s (did the writer die mid-frame?); \
+                         it will not be shown",
+                        ring.label,
+                        STUCK_AFTER.as_secs()
+                    );
+                }
+            }
             Ok(Step::Stopped) => break None,
             Ok(Step::Nothing) if checked.elapsed() >= CLOSED_EVERY => {
                 checked = Instant::now();
@@ -787,7 +814,8 @@ fn read(ring: &mut Ring, latest: &Latest) -> Option<SourceEnd> {
         if latest.is_closed() {
             break None;
         }
-        std::thread::sleep(pacer.pause(monotonic_ns()));
+        let stuck = busy_since.is_some_and(|(since, _)| since.elapsed() >= IDLE_AFTER);
+        std::thread::sleep(if stuck { IDLE_POLL } else { pacer.pause(monotonic_ns()) });
     };
     let c = &ring.counters;
     let cpu = thread_cpu_ns() - cpu0;

@@ -78,6 +78,11 @@ fn claim_source(cfg: &Config, push: Option<Arc<Latest>>) -> anyhow::Result<Optio
             latest: Arc::new(Latest::new(lossless)),
             socket: Some(crate::source::unix::Socket::bind(path)?),
         },
+        SourceSpec::Shm(name) => {
+            // The ring's writer never waits, so the slot is never lossless.
+            crate::source::shm::check(name, cfg.width, cfg.height, cfg.pix_fmt)?;
+            AgentSource { latest: Arc::new(Latest::new(false)), socket: None }
+        }
         other => {
             return Err(fail(Exit::Unavailable, format!("--source {other}: this build cannot read that source yet")));
         }
@@ -91,6 +96,9 @@ fn start_source(cfg: &Config, source: &AgentSource) -> anyhow::Result<Feed> {
     match (&cfg.source, &source.socket) {
         (SourceSpec::Raw(path), _) => crate::source::raw::spawn(path.clone(), frame_bytes, source.latest.clone())?,
         (SourceSpec::Unix(_), Some(socket)) => socket.spawn(frame_bytes, source.latest.clone())?,
+        (SourceSpec::Shm(name), _) => {
+            crate::source::shm::spawn(name, cfg.width, cfg.height, cfg.pix_fmt, source.latest.clone(), None)?;
+        }
         _ => {}
     }
     let what = cfg.source.to_string();

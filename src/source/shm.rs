@@ -484,15 +484,20 @@ impl<F: ReadAt> Ring<F> {
         Ok(u32::from_le_bytes(b))
     }
 
-    /// True once the writer has set [`FLAG_CLOSED`] and every frame it published was taken.
-    pub fn finished(&self) -> anyhow::Result<bool> {
+    /// Looks at the writer between frames: another writer pid means a new writer took the ring
+    /// over (its header is read again). True once the writer has set [`FLAG_CLOSED`] and every
+    /// frame it published was taken.
+    pub fn finished(&mut self) -> anyhow::Result<bool> {
+        if self.read_u32(off::WRITER_PID)? != self.header.writer_pid {
+            self.restarted()?;
+        }
         let flags = self.read_u32(off::FLAGS)?;
         fence(Ordering::Acquire);
         Ok(flags & FLAG_CLOSED != 0 && self.read_u64(off::LATEST)? >> 8 <= self.last)
     }
 
-    /// The writer started again over the same file (frame numbers went back): read the header
-    /// again, so a changed size or format is refused instead of misread.
+    /// The writer started again over the same file (frame numbers went back, or another pid):
+    /// read the header again, so a changed size or format is refused instead of misread.
     fn restarted(&mut self) -> anyhow::Result<()> {
         let (header, len) = read_header(&self.file, &self.label)?.map_err(|why| bad_data(&self.label, why))?;
         let (format, planes) = header.check(len).map_err(|why| bad_data(&self.label, why))?;
@@ -821,7 +826,7 @@ fn read(ring: &mut Ring, latest: &Latest) -> Option<SourceEnd> {
                 match ring.finished() {
                     Ok(true) => break Some(SourceEnd::Finished(format!("{}: the writer closed the ring", ring.label))),
                     Ok(false) => {}
-                    Err(e) => break Some(SourceEnd::Failed(Exit::BadData, format!("{e:#}"))),
+                    Err(e) => break Some(SourceEnd::Failed(crate::exit::classify(&e), format!("{e:#}"))),
                 }
             }
             Ok(_) => {}
@@ -1054,6 +1059,37 @@ mod tests {
         ring.poll(&latest).unwrap();
         assert_eq!(ring.counters.missed.load(Ordering::Relaxed), 1);
         assert_eq!(ring.counters.taken.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn a_writer_that_starts_again_is_followed_and_one_with_another_size_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ring");
+        let header = |width: u32, pid: u32| Header { writer_pid: pid, ..Header::rawvideo(width, 8, PixFmt::Gray, 2) };
+        let mut w = Writer::create(&path, header(16, 100));
+        let mut ring = open(&path, 16, 8, PixFmt::Gray).unwrap();
+        let latest = Latest::new(false);
+        for v in 1..=5 {
+            w.frame(v);
+        }
+        assert!(matches!(ring.poll(&latest).unwrap(), Step::Frame { number: 5, .. }));
+        // Same size, new pid, numbers from 1 again: the frame numbers going back are noticed.
+        let mut w = Writer::create(&path, header(16, 101));
+        w.frame(42);
+        assert!(matches!(ring.poll(&latest).unwrap(), Step::Frame { number: 1, .. }));
+        assert_eq!(taken(&latest)[..4], [42; 4]);
+        // Again, and already past the last number taken: the pid tells.
+        let mut w = Writer::create(&path, header(16, 102));
+        for v in 1..=3 {
+            w.frame(v);
+        }
+        assert!(!ring.finished().unwrap());
+        assert!(matches!(ring.poll(&latest).unwrap(), Step::Frame { number: 3, .. }));
+        // Another size is refused, not misread.
+        Writer::create(&path, header(32, 103));
+        let (kind, reason) = kind_and_reason(&ring.finished().unwrap_err());
+        assert_eq!(kind, Exit::BadData);
+        assert!(reason.contains("started again with 32x8 gray frames, not 16x8 gray"), "{reason}");
     }
 
     #[test]

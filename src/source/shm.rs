@@ -513,6 +513,9 @@ impl<F: ReadAt> Ring<F> {
             ));
         }
         log::info!("{}: the writer started again (pid {}); following it", self.label, header.writer_pid);
+        if !self.packed {
+            self.scratch.resize(header.frame_bytes as usize, 0);
+        }
         self.header = header;
         self.last = 0;
         Ok(())

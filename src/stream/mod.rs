@@ -262,6 +262,13 @@ mod tests {
         (cfg, fifo)
     }
 
+    #[test]
+    fn a_handle_goes_to_any_thread() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Handle>();
+        send_sync::<Control>();
+    }
+
     /// The library path a Python agent takes: frames pushed through the handle come out as a
     /// stream that follows go2rtc's rules, and stop() writes every accepted frame.
     #[test]

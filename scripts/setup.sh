@@ -18,6 +18,9 @@ packages=(
     # tests: real decoders; pgrep/kill for process checks; docker-compose validates the compose
     # files without a Docker engine
     ffmpeg procps docker-compose
+    # PipeWire capture (--source pipewire:): pipewiresrc, and a headless daemon + session manager
+    # for its tests (scripts/pipewire-headless.sh; pw-cli comes with pipewire-bin)
+    gstreamer1.0-pipewire pipewire pipewire-bin wireplumber dbus
 )
 
 missing=()

@@ -8,6 +8,7 @@
 
 pub mod feed;
 pub mod live;
+pub mod pipewire;
 pub mod raw;
 pub mod shm;
 pub mod unix;

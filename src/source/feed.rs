@@ -34,6 +34,8 @@ pub struct Feed {
     last_fresh: Instant,
     /// Frame slots filled by repeating the last frame.
     pub repeated: u64,
+    /// A PipeWire capture feeding `latest`, kept alive with the feed.
+    pub capture: Option<crate::source::pipewire::Capture>,
 }
 
 impl Feed {
@@ -56,6 +58,7 @@ impl Feed {
             last: None,
             last_fresh: Instant::now(),
             repeated: 0,
+            capture: None,
         }
     }
 
@@ -120,8 +123,12 @@ impl Feed {
         self.latest.superseded()
     }
 
-    pub fn describe(&self) -> &str {
-        &self.what
+    /// The source, as the stats name it (a capture says what it negotiated).
+    pub fn describe(&self) -> std::borrow::Cow<'_, str> {
+        match &self.capture {
+            Some(c) => c.describe().into(),
+            None => self.what.as_str().into(),
+        }
     }
 }
 

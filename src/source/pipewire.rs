@@ -125,6 +125,7 @@ impl Shared {
 }
 
 /// A running capture: a thread that finds the node, runs the pipeline and restarts it.
+#[derive(Debug)]
 pub struct Capture {
     target: String,
     width: u32,
@@ -192,18 +193,20 @@ impl Capture {
         self.shared.state().memory
     }
 
-    /// One line for the `path:` log: node, negotiated format and size, memory type.
+    /// The source for logs and stats: node, negotiated format and size, memory type.
     pub fn describe(&self) -> String {
-        let s = self.shared.state().clone();
-        let node =
-            s.node.map_or_else(|| format!("pipewire:{}", self.target), |n| format!("pipewire:{} = {n}", self.target));
-        let out = format!("{} {}x{}", FORMAT, self.width, self.height);
-        match (s.connected, s.negotiated, s.memory) {
-            (true, Some(neg), Some(mem)) => format!("{node}: {neg} in {mem} buffers -> {out}"),
-            (true, Some(neg), None) => format!("{node}: {neg} -> {out}"),
-            (true, None, _) => format!("{node}: linking -> {out}"),
-            (false, _, _) => format!("{node}: waiting for the node -> {out}"),
-        }
+        describe(&self.target, self.width, self.height, &self.shared.state())
+    }
+}
+
+fn describe(target: &str, width: u32, height: u32, s: &State) -> String {
+    let node = s.node.as_ref().map_or_else(|| format!("pipewire:{target}"), |n| format!("pipewire:{target} = {n}"));
+    let out = format!("{FORMAT} {width}x{height}");
+    match (s.connected, &s.negotiated, s.memory) {
+        (true, Some(neg), Some(mem)) => format!("{node}: {neg} in {mem} buffers -> {out}"),
+        (true, Some(neg), None) => format!("{node}: {neg} -> {out}"),
+        (true, None, _) => format!("{node}: linking -> {out}"),
+        (false, _, _) => format!("{node}: waiting for the node -> {out}"),
     }
 }
 
@@ -497,7 +500,7 @@ impl Worker {
     fn watch_node_pad(&self, src: &gst::Element) {
         let Some(pad) = src.static_pad("src") else { return };
         let shared = self.shared.clone();
-        let (what, width, height) = (self.what.clone(), self.width, self.height);
+        let (what, target, width, height) = (self.what.clone(), self.target.clone(), self.width, self.height);
         pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM | gst::PadProbeType::BUFFER, move |_, info| {
             match &info.data {
                 Some(gst::PadProbeData::Event(ev)) => {
@@ -522,13 +525,13 @@ impl Worker {
                     if let Some(mem) = Memory::of(buf)
                         && s.memory != Some(mem)
                     {
+                        s.memory = Some(mem);
                         let note = if mem == Memory::DmaBuf {
-                            " (read through a CPU mapping; DMA-BUF import into EGL is not implemented)"
+                            " (DMA-BUF read through a CPU mapping: importing it as an EGL image is not implemented)"
                         } else {
                             ""
                         };
-                        info!("{what}: buffers arrive as {mem}{note}");
-                        s.memory = Some(mem);
+                        info!("path: {}{note}", describe(&target, width, height, &s));
                     }
                 }
                 _ => {}

@@ -36,7 +36,7 @@ pub(super) struct Facts<'a> {
     pub path: &'a str,
     pub host_bytes: usize,
     /// Agent frames: the source, frames received, superseded before they were taken, repeated.
-    pub source: Option<(&'a str, u64, u64, u64)>,
+    pub source: Option<(std::borrow::Cow<'a, str>, u64, u64, u64)>,
 }
 
 /// When the stats line is due, and the counters at the last one.
@@ -67,7 +67,7 @@ impl Reporter {
         let (t0, rendered0, bytes0) = self.last;
         let secs = now.duration_since(t0).as_secs_f64().max(1e-9);
         let mut samples = if kind == "now" { self.timings.peek() } else { self.timings.take() };
-        let (source, received, superseded, repeated) = f.source.unwrap_or(("", 0, 0, 0));
+        let (source, received, superseded, repeated) = f.source.clone().unwrap_or_default();
         let dropped = [
             ("superseded", superseded),
             ("encoder_busy", c.encoder_busy),

@@ -83,9 +83,8 @@ fn claim_source(cfg: &Config, push: Option<Arc<Latest>>) -> anyhow::Result<Optio
             crate::source::shm::check(name, cfg.width, cfg.height, cfg.pix_fmt)?;
             AgentSource { latest: Arc::new(Latest::new(false)), socket: None }
         }
-        other => {
-            return Err(fail(Exit::Unavailable, format!("--source {other}: this build cannot read that source yet")));
-        }
+        // A live node: the newest frame wins even unpaced.
+        SourceSpec::Pipewire(_) => AgentSource { latest: Arc::new(Latest::new(false)), socket: None },
     };
     Ok(Some(source))
 }
@@ -98,6 +97,17 @@ fn start_source(cfg: &Config, source: &AgentSource) -> anyhow::Result<Feed> {
         (SourceSpec::Unix(_), Some(socket)) => socket.spawn(frame_bytes, source.latest.clone())?,
         (SourceSpec::Shm(name), _) => {
             crate::source::shm::spawn(name, cfg.width, cfg.height, cfg.pix_fmt, source.latest.clone(), None)?;
+        }
+        (SourceSpec::Pipewire(target), _) => {
+            let latest = source.latest.clone();
+            let capture =
+                crate::source::pipewire::Capture::start(target, cfg.width, cfg.height, cfg.source_timeout, latest)?;
+            // The capture ends the source itself after --source-timeout (only while the node is
+            // missing: a silent node is a still picture, not a gone agent).
+            let (size, what) = ((cfg.width, cfg.height), cfg.source.to_string());
+            let mut feed = Feed::new(source.latest.clone(), capture.format(), size, cfg.stamp, None, what);
+            feed.capture = Some(capture);
+            return Ok(feed);
         }
         _ => {}
     }
@@ -135,11 +145,11 @@ pub(super) fn run(cfg: &Config, ctx: Context) -> anyhow::Result<()> {
     let (mut frames, cuda_context) = match &agent {
         Some(agent) => {
             let feed = start_source(cfg, agent)?;
-            let convert = if Input::Host(cfg.pix_fmt).takes_as_is(backend) { "" } else { "videoconvert -> " };
+            let convert = if Input::Host(feed.format).takes_as_is(backend) { "" } else { "videoconvert -> " };
             info!(
                 "path: host frames ({}, {} bytes each) from {} -> {convert}{}; no GL",
-                cfg.pix_fmt,
-                cfg.pix_fmt.frame_bytes(cfg.width, cfg.height),
+                feed.format,
+                feed.format.frame_bytes(cfg.width, cfg.height),
                 cfg.source,
                 backend.element()
             );

@@ -5,6 +5,7 @@ mod deploy;
 mod leases;
 mod measure;
 mod outputs;
+mod pipewire;
 mod shm;
 mod sources;
 mod util;

@@ -165,6 +165,17 @@ pub fn decode_luma(path: &Path, width: u32, height: u32) -> Vec<Vec<u8>> {
     decode_raw(path, "gray", (width * height) as usize)
 }
 
+/// Decodes every picture and keeps its luma plane as coded (`decode_luma`'s gray conversion
+/// stretches limited-range luma to full range, which is fine for comparing two decodes but not for
+/// comparing with a picture rendered elsewhere).
+pub fn decode_coded_luma(path: &Path, width: u32, height: u32) -> Vec<Vec<u8>> {
+    let (w, h) = (width as usize, height as usize);
+    let picture = w * h + 2 * w.div_ceil(2) * h.div_ceil(2);
+    let mut pictures = decode_raw(path, "yuv420p", picture);
+    pictures.iter_mut().for_each(|p| p.truncate(w * h));
+    pictures
+}
+
 /// Decodes every picture as RGB24.
 pub fn decode_rgb(path: &Path, width: u32, height: u32) -> Vec<Vec<u8>> {
     decode_raw(path, "rgb24", (width * height * 3) as usize)

@@ -480,7 +480,8 @@ pub struct StreamArgs {
     pub pix_fmt: Option<crate::frame::PixFmt>,
 
     /// End the stream (exit 0) when the agent has sent no frame for this long (seconds; 0 =
-    /// never). Until then the last frame repeats at --fps.
+    /// never). Until then the last frame repeats at --fps. pipewire: counts only while the node
+    /// is missing (a silent node is a still picture); one that never appeared exits 66.
     #[arg(long, env = "AGENTCAST_SOURCE_TIMEOUT", value_name = "SECONDS", default_value_t = DEFAULT_SOURCE_TIMEOUT)]
     pub source_timeout: u64,
 

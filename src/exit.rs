@@ -15,10 +15,11 @@ pub enum Exit {
     BadShader,
     /// 65: the agent's frames are malformed: a partial frame at EOF, a bad shared-memory header.
     BadData,
-    /// 66: an input file (shader, stream to check) is missing or unreadable.
+    /// 66: an input file (shader, stream to check) is missing or unreadable, or the PipeWire node
+    /// never appeared within `--source-timeout`.
     NoInput,
     /// 69: something required is not installed or not available: libEGL, an EGL display, a GStreamer
-    /// element, the requested encoder.
+    /// element, the requested encoder, a PipeWire daemon or session manager.
     Unavailable,
     /// 70: internal, GPU or encoder failure while running.
     Software,

@@ -28,7 +28,9 @@ fn compose_files_parse() {
         eprintln!("SKIPPED: docker-compose is not installed (scripts/setup.sh installs it)");
         return;
     }
-    for file in ["docker/docker-compose.go2rtc.exec.yml", "docker/docker-compose.cpu.yml"] {
+    for file in
+        ["docker/docker-compose.go2rtc.exec.yml", "docker/docker-compose.cpu.yml", "docker/docker-compose.pipewire.yml"]
+    {
         let out = Command::new("docker-compose").arg("-f").arg(repo(file)).arg("config").output().unwrap();
         assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
         let text = String::from_utf8_lossy(&out.stdout);
@@ -37,15 +39,24 @@ fn compose_files_parse() {
     }
 }
 
+/// The arguments that generate docker/go2rtc.pipewire.yaml.
+const DOCKER_PIPEWIRE_ARGS: [&str; 10] =
+    ["go2rtc-config", "--name", "game", "--listen", "0.0.0.0", "--", "--source", "pipewire:gamescope", "--fps", "60"];
+
 #[test]
 fn docker_go2rtc_config_is_in_sync_with_the_generator() {
-    let out = run(&DOCKER_CONFIG_ARGS);
-    assert!(out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stdout) == read("docker/go2rtc.exec.yaml"),
-        "docker/go2rtc.exec.yaml is out of date; regenerate it with: agentcast {} > docker/go2rtc.exec.yaml",
-        DOCKER_CONFIG_ARGS.join(" ")
-    );
+    for (args, file) in [
+        (&DOCKER_CONFIG_ARGS[..], "docker/go2rtc.exec.yaml"),
+        (&DOCKER_PIPEWIRE_ARGS[..], "docker/go2rtc.pipewire.yaml"),
+    ] {
+        let out = run(args);
+        assert!(out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stdout) == read(file),
+            "{file} is out of date; regenerate it with: agentcast {} > {file}",
+            args.join(" ")
+        );
+    }
 }
 
 #[test]

@@ -477,23 +477,8 @@ impl Worker {
         src.set_property("client-name", "agentcast");
         // media.type lets the session manager match us with video nodes.
         src.set_property("stream-properties", gst::Structure::builder("props").field("media.type", "Video").build());
-        let formats = gst::List::new(NODE_FORMATS.iter().map(|f| f.caps_name()));
-        let from_node = make("capsfilter", "gstreamer1.0-plugins-base")?;
-        from_node.set_property("caps", gst::Caps::builder("video/x-raw").field("format", formats).build());
-        let convert = make("videoconvert", "gstreamer1.0-plugins-base")?;
-        let scale = make("videoscale", "gstreamer1.0-plugins-base")?;
-        scale.set_property("add-borders", true);
-        let out_caps = gst::Caps::builder("video/x-raw")
-            .field("format", FORMAT.caps_name())
-            .field("width", self.width as i32)
-            .field("height", self.height as i32)
-            .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-            .build();
-        let appsink = gst_app::AppSink::builder().caps(&out_caps).max_buffers(1).drop(true).sync(false).build();
         let pipeline = gst::Pipeline::with_name("pipewire-capture");
-        pipeline.add_many([&src, &from_node, &convert, &scale, appsink.upcast_ref()])?;
-        gst::Element::link_many([&src, &from_node, &convert, &scale, appsink.upcast_ref()])
-            .context("linking pipewiresrc ! videoconvert ! videoscale ! appsink")?;
+        let appsink = add_scaler(&pipeline, &src, self.width, self.height)?;
         self.watch_node_pad(&src);
         Ok((pipeline, appsink))
     }
@@ -566,6 +551,33 @@ impl Worker {
     }
 }
 
+/// Adds `src ! (node formats) ! videoconvert ! videoscale add-borders=true ! I420 WxH, PAR 1/1 !
+/// appsink` to `pipeline` (src included): any size in, the stream's size out, aspect kept.
+fn add_scaler(
+    pipeline: &gst::Pipeline,
+    src: &gst::Element,
+    width: u32,
+    height: u32,
+) -> anyhow::Result<gst_app::AppSink> {
+    let formats = gst::List::new(NODE_FORMATS.iter().map(|f| f.caps_name()));
+    let from_node = make("capsfilter", "gstreamer1.0-plugins-base")?;
+    from_node.set_property("caps", gst::Caps::builder("video/x-raw").field("format", formats).build());
+    let convert = make("videoconvert", "gstreamer1.0-plugins-base")?;
+    let scale = make("videoscale", "gstreamer1.0-plugins-base")?;
+    scale.set_property("add-borders", true);
+    let out_caps = gst::Caps::builder("video/x-raw")
+        .field("format", FORMAT.caps_name())
+        .field("width", width as i32)
+        .field("height", height as i32)
+        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+        .build();
+    let appsink = gst_app::AppSink::builder().caps(&out_caps).max_buffers(1).drop(true).sync(false).build();
+    pipeline.add_many([src, &from_node, &convert, &scale, appsink.upcast_ref()])?;
+    gst::Element::link_many([src, &from_node, &convert, &scale, appsink.upcast_ref()])
+        .context("linking pipewiresrc ! videoconvert ! videoscale ! appsink")?;
+    Ok(appsink)
+}
+
 /// Copies a mapped frame's planes, row by row (its strides may be padded), into the packed
 /// rawvideo layout of [`FORMAT`].
 fn copy_planes(frame: &gst_video::VideoFrameRef<&gst::BufferRef>, out: &mut [u8]) -> anyhow::Result<()> {
@@ -613,6 +625,42 @@ mod tests {
         assert!(!n.matches("game"));
         assert_eq!(n.target_object(), "98");
         assert_eq!(n.to_string(), "gamescope (serial 98)");
+    }
+
+    /// A node that changes size mid-stream (new caps on the same pad): the output keeps its size,
+    /// and both pictures are scaled into it with borders. PipeWire 0.3.65's pipewiresink cannot do
+    /// this (see tests/pipewire.rs), so an appsrc stands in for pipewiresrc here.
+    #[test]
+    fn a_size_change_mid_stream_is_scaled_into_the_same_output() {
+        gst::init().unwrap();
+        let pipeline = gst::Pipeline::new();
+        let src = gst_app::AppSrc::builder().format(gst::Format::Time).build();
+        let appsink = add_scaler(&pipeline, src.upcast_ref(), 640, 360).unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        // BGRx frames of one grey level: 4:3 in a 16:9 output leaves 80-pixel borders.
+        let mut luma_rows = Vec::new();
+        for (i, (w, h, grey)) in [(320u32, 240u32, 200u8), (640, 480, 100)].into_iter().enumerate() {
+            let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Bgrx, w, h).build().unwrap();
+            src.set_caps(Some(&info.to_caps().unwrap()));
+            let mut buffer = gst::Buffer::from_mut_slice(vec![grey; info.size()]);
+            buffer.get_mut().unwrap().set_pts(gst::ClockTime::from_mseconds(i as u64 * 33));
+            src.push_buffer(buffer).unwrap();
+            let sample = appsink.try_pull_sample(gst::ClockTime::from_seconds(10)).expect("a scaled frame");
+            let out = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
+            assert_eq!((out.format(), out.width(), out.height()), (gst_video::VideoFormat::I420, 640, 360));
+            let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(sample.buffer().unwrap(), &out).unwrap();
+            let mut packed = vec![0u8; FORMAT.frame_bytes(640, 360)];
+            copy_planes(&frame, &mut packed).unwrap();
+            luma_rows.push(packed[180 * 640..181 * 640].to_vec());
+        }
+        pipeline.set_state(gst::State::Null).unwrap();
+        for (row, grey) in luma_rows.iter().zip([200u8, 100]) {
+            // Limited-range luma of that grey in the middle, black (16) in the borders.
+            let want = 16 + (u32::from(grey) * 219 / 255) as u8;
+            assert!(row[320].abs_diff(want) <= 2, "centre {} for grey {grey}, want {want}", row[320]);
+            assert!(row[40].abs_diff(16) <= 2 && row[600].abs_diff(16) <= 2, "borders {} {}", row[40], row[600]);
+            assert!(row[90].abs_diff(want) <= 2 && row[550].abs_diff(want) <= 2, "picture spans 80..560");
+        }
     }
 
     #[test]

@@ -64,7 +64,9 @@ pub fn run_checks(lock_dir: PathBuf, fifo_dir: PathBuf, width: u32, height: u32)
         let version = gstreamer::version_string().to_string();
         if missing.is_empty() {
             let ts = if pipeline::element_installed("mpegtsmux") { "; mpegtsmux for --mux mpegts" } else { "" };
-            out.push(check("gstreamer", Status::Ok, format!("{version}; all required elements{ts}"), None));
+            let pw =
+                if pipeline::element_installed("pipewiresrc") { "; pipewiresrc for --source pipewire:" } else { "" };
+            out.push(check("gstreamer", Status::Ok, format!("{version}; all required elements{ts}{pw}"), None));
         } else {
             out.push(check(
                 "gstreamer",

@@ -21,6 +21,8 @@ packages=(
     # PipeWire capture (--source pipewire:): pipewiresrc, and a headless daemon + session manager
     # for its tests (scripts/pipewire-headless.sh; pw-cli comes with pipewire-bin)
     gstreamer1.0-pipewire pipewire pipewire-bin wireplumber dbus
+    # the Python package (python/): a virtual environment that scripts/python.sh builds it into
+    python3-venv
 )
 
 missing=()

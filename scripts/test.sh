@@ -9,3 +9,7 @@ cargo clippy --locked --all-targets -- -D warnings
 # The integration tests each run a real encoder on every core; one at a time keeps them honest on
 # small machines.
 cargo test --locked -- --test-threads=1
+# The Python package: pip-installed into a virtual environment (debug build, sharing target/debug)
+# and tested with pytest against real decoders and a real Gymnasium env.
+cargo clippy --locked -p agentcast-python -- -D warnings
+scripts/python.sh

@@ -1,0 +1,165 @@
+"""agentcast for Python: stream an agent's frames as go2rtc-ready low-latency H.264.
+
+    import agentcast, numpy as np
+    with agentcast.Stream(640, 480, output="fifo:/tmp/agent.h264") as stream:
+        for frame in frames:              # (480, 640, 3) uint8 arrays
+            stream.push(frame)            # never waits for the encoder: the newest frame wins
+
+Every keyword is the ``agentcast`` command's flag of the same name (``max_lag=250`` is
+``--max-lag 250``, ``no_stamp=True`` is ``--no-stamp``), parsed and validated by the same code,
+so defaults, checks and error messages are the CLI's. ``agentcast.gym.StreamWrapper`` streams a
+Gymnasium env; ``python -m agentcast`` is the CLI itself.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import sys
+import weakref
+from typing import Any
+
+from . import _agentcast
+from .errors import (
+    CantCreateError,
+    ClosedError,
+    DataError,
+    Error,
+    IOError,  # noqa: A004 - agentcast.IOError (exit code 74)
+    NoInputError,
+    SoftwareError,
+    TemporaryError,
+    UnavailableError,
+    UsageError,
+)
+
+__all__ = [
+    "Stream",
+    "Error",
+    "UsageError",
+    "DataError",
+    "NoInputError",
+    "UnavailableError",
+    "SoftwareError",
+    "CantCreateError",
+    "IOError",
+    "TemporaryError",
+    "ClosedError",
+    "cli_argv",
+]
+
+# Streams not closed yet, closed (drained) at interpreter exit.
+_open: weakref.WeakSet[Stream] = weakref.WeakSet()
+
+
+def _flag_value(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def cli_argv(**settings: Any) -> list[str]:
+    """The ``agentcast`` command line for these settings: ``foo_bar=V`` becomes ``--foo-bar=V``,
+    ``True`` a bare ``--foo-bar``, ``False``/``None`` nothing, a list or tuple one flag per item,
+    and a dict (``encoder_opt={"speed-preset": "fast"}``) one ``NAME=VALUE`` per item."""
+    argv = ["agentcast"]
+    for key, value in settings.items():
+        flag = "--" + key.replace("_", "-")
+        if value is None or value is False:
+            continue
+        if value is True:
+            argv.append(flag)
+        elif isinstance(value, dict):
+            argv += [f"{flag}={k}={_flag_value(v)}" for k, v in value.items()]
+        elif isinstance(value, (list, tuple)):
+            argv += [f"{flag}={_flag_value(v)}" for v in value]
+        else:
+            argv.append(f"{flag}={_flag_value(value)}")
+    return argv
+
+
+class Stream:
+    """One live H.264 stream fed with frames from Python.
+
+    The settings are the CLI's (see the module doc); the stream starts at once (the encoder is
+    chosen and opened, the output created) and raises an :class:`Error` subclass when it cannot.
+    Use it as a context manager, or call :meth:`close`: closing drains the encoder, so every
+    frame it accepted is written. A stream that is garbage-collected or still open at interpreter
+    exit is closed the same way.
+    """
+
+    def __init__(
+        self,
+        width: int,
+        height: int,
+        fps: int = _agentcast.DEFAULT_FPS,
+        output: str = "stdout",
+        bitrate: int = _agentcast.DEFAULT_BITRATE,
+        encoder: str = "auto",
+        pix_fmt: str = "rgb24",
+        **more: Any,
+    ) -> None:
+        self.argv = cli_argv(
+            width=width,
+            height=height,
+            fps=fps,
+            output=output,
+            bitrate=bitrate,
+            encoder=encoder,
+            pix_fmt=pix_fmt,
+            **more,
+        )
+        self._inner = _agentcast._Stream(self.argv)
+        self.width: int = self._inner.width
+        self.height: int = self._inner.height
+        self.pix_fmt: str = self._inner.pix_fmt
+        self.frame_shape: tuple[int, ...] = tuple(self._inner.frame_shape)
+        _open.add(self)
+
+    def push(self, frame: Any) -> None:
+        """Hands one frame to the stream: a C-contiguous uint8 numpy array (or any buffer) of
+        :attr:`frame_shape`, or a flat buffer of the frame's size in bytes, in the rawvideo layout
+        of ``pix_fmt``. The bytes are copied (without the GIL) and the call returns at once: a
+        frame that comes before the previous one was encoded replaces it (counted as
+        ``dropped.superseded`` in :meth:`stats`); when no new frame comes in time, the last one
+        is repeated. Raises TypeError (not uint8), ValueError (wrong shape or size, not
+        C-contiguous), :class:`ClosedError`, or the error that stopped the stream."""
+        self._inner.push(frame)
+
+    def request_keyframe(self) -> None:
+        """Makes the next encoded frame an IDR with SPS and PPS before it."""
+        self._inner.request_keyframe()
+
+    def stats(self) -> dict[str, Any]:
+        """The stats as a dict: the JSON of the CLI's stats line (``frames``, ``dropped``, ``fps``,
+        ``bitrate_kbps``, ``latency_ms``, ...). After :meth:`close`, the final counts."""
+        return json.loads(self._inner.stats_json())
+
+    def close(self) -> None:
+        """Stops the stream: the encoder drains and every accepted frame is written. Raises the
+        stream's error if it failed while running. Closing again does nothing."""
+        _open.discard(self)
+        self._inner.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._inner.closed
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<agentcast.Stream {self.width}x{self.height} {self.pix_fmt} {state}>"
+
+
+@atexit.register
+def _close_open_streams() -> None:
+    for stream in list(_open):
+        try:
+            stream.close()
+        except Error as e:
+            sys.stderr.write(f"agentcast: {e}\n")

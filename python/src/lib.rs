@@ -1,0 +1,296 @@
+//! `agentcast._agentcast`, the extension module behind the Python package: a `_Stream` that starts
+//! an agentcast stream fed by `push()` (the library's push source) from an argv that the CLI's own
+//! parser and validation read, and `cli_main`, the whole CLI for `python -m agentcast`.
+//!
+//! The Python-facing API (keyword -> flag mapping, docs, the exception classes) lives in the
+//! pure-Python package `agentcast/`; this module raises those exceptions through
+//! `agentcast.errors.from_code` so every kind carries the CLI's exit code.
+//!
+//! `push` reads the frame through the buffer protocol (no Python-side copy), checks dtype, shape
+//! and contiguity against `--pix-fmt`, and releases the GIL while agentcast copies the bytes into
+//! its recycled buffer. It never waits for the encoder: the newest frame wins.
+
+use std::ffi::OsString;
+use std::sync::Mutex;
+
+use pyo3::buffer::PyUntypedBuffer;
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+
+use agentcast::cli::Cli;
+use agentcast::config::{Config, SourceSpec};
+use agentcast::exit::{self, Exit};
+use agentcast::frame::PixFmt;
+use agentcast::stream::{Handle, Stream};
+
+/// The exception for an exit kind, built by `agentcast.errors.from_code` (one class per kind).
+fn error(py: Python<'_>, code: u8, message: impl Into<String>) -> PyErr {
+    let message = message.into();
+    let made = py
+        .import("agentcast.errors")
+        .and_then(|m| m.getattr("from_code"))
+        .and_then(|from_code| from_code.call1((code, message.as_str())));
+    match made {
+        Ok(exc) => PyErr::from_value(exc),
+        Err(e) => e,
+    }
+}
+
+/// A coded agentcast error as its exception, with the CLI's one-line message.
+fn coded(py: Python<'_>, err: &anyhow::Error) -> PyErr {
+    error(py, exit::classify(err).code(), format!("{err:#}"))
+}
+
+/// How a stream ended, kept so that `close()` and a later `push()` report it again.
+#[derive(Clone)]
+enum Outcome {
+    /// Closed by `close()`, or ended cleanly by itself (the reader left, `frames=` reached).
+    Clean,
+    Failed(u8, String),
+}
+
+#[pyclass(name = "_Stream", module = "agentcast._agentcast", frozen)]
+struct PyStream {
+    handle: Handle,
+    fmt: PixFmt,
+    width: u32,
+    height: u32,
+    /// Set once the stream's threads have been joined.
+    outcome: Mutex<Option<Outcome>>,
+}
+
+impl PyStream {
+    /// Stops the stream (if still running), joins it without the GIL, and records the outcome.
+    fn finish(&self, py: Python<'_>) -> Outcome {
+        let mut outcome = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(done) = outcome.as_ref() {
+            return done.clone();
+        }
+        let handle = &self.handle;
+        let result = py.detach(|| {
+            handle.stop();
+            handle.wait()
+        });
+        let done = match result {
+            Ok(()) => Outcome::Clean,
+            Err(e) => match exit::classify(&e) {
+                Exit::Ok => Outcome::Clean,
+                kind => Outcome::Failed(kind.code(), format!("{e:#}")),
+            },
+        };
+        *outcome = Some(done.clone());
+        done
+    }
+
+    fn is_closed(&self) -> bool {
+        self.outcome.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    /// The shapes `push` takes, for messages: "(720, 1280, 3)".
+    fn expected(&self) -> String {
+        let (w, h) = (self.width as usize, self.height as usize);
+        let bytes = self.fmt.frame_bytes(self.width, self.height);
+        let shape = frame_shape(self.fmt, self.width, self.height);
+        let shape = shape.iter().map(usize::to_string).collect::<Vec<_>>().join(", ");
+        format!(
+            "a C-contiguous uint8 array of shape ({shape}) for pix_fmt {} at {w}x{h}, or any buffer of {bytes} bytes",
+            self.fmt
+        )
+    }
+
+    /// Checks the buffer's element type, shape and layout against the stream's frames.
+    fn check(&self, buf: &PyUntypedBuffer, what: &Bound<'_, PyAny>) -> PyResult<()> {
+        let format = buf.format().to_string_lossy();
+        if buf.item_size() != 1 || !matches!(format.as_ref(), "B" | "c") {
+            let got = what.getattr("dtype").map(|d| d.to_string()).unwrap_or_else(|_| format!("format '{format}'"));
+            return Err(PyTypeError::new_err(format!("push() expects uint8 frames ({}); got {got}", self.expected())));
+        }
+        let shape = buf.shape();
+        let want = frame_shape(self.fmt, self.width, self.height);
+        let bytes = self.fmt.frame_bytes(self.width, self.height);
+        let fits = shape == want.as_slice()
+            || shape == [bytes]
+            || (self.fmt == PixFmt::Gray && shape == [self.height as usize, self.width as usize, 1]);
+        if !fits {
+            return Err(PyValueError::new_err(format!(
+                "push() expects {}; got shape {}",
+                self.expected(),
+                tuple(shape)
+            )));
+        }
+        if !buf.is_c_contiguous() {
+            return Err(PyValueError::new_err(format!(
+                "push() expects a C-contiguous frame (a slice or transposed view is not; numpy.ascontiguousarray makes one); got strides {}",
+                tuple(buf.strides())
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A shape as Python prints it.
+fn tuple<T: ToString>(items: &[T]) -> String {
+    match items {
+        [one] => format!("({},)", one.to_string()),
+        _ => format!("({})", items.iter().map(T::to_string).collect::<Vec<_>>().join(", ")),
+    }
+}
+
+/// The natural numpy shape of a frame: (H, W, C) for packed formats, (H, W) for gray and
+/// (H * 3 / 2, W) for the 4:2:0 formats (ffmpeg's rawvideo layout as rows of W bytes).
+fn frame_shape(fmt: PixFmt, width: u32, height: u32) -> Vec<usize> {
+    let (w, h) = (width as usize, height as usize);
+    match fmt {
+        PixFmt::Gray => vec![h, w],
+        PixFmt::Nv12 | PixFmt::I420 => vec![fmt.frame_bytes(width, height) / w, w],
+        _ => vec![h, w, fmt.bytes_per_pixel()],
+    }
+}
+
+#[pymethods]
+impl PyStream {
+    /// Parses `argv` with the CLI's parser, validates it as the CLI does, and starts a stream fed
+    /// by `push`.
+    #[new]
+    fn new(py: Python<'_>, argv: Vec<String>) -> PyResult<Self> {
+        let mut cli =
+            Cli::parse_args(&argv).map_err(|e| error(py, Exit::Usage.code(), agentcast::cli::one_line(&e)))?;
+        if cli.command.is_some() {
+            return Err(error(py, Exit::Usage.code(), "agentcast.Stream takes stream settings, not a subcommand"));
+        }
+        if let Some(source) = &cli.stream.source {
+            return Err(error(
+                py,
+                Exit::Usage.code(),
+                format!(
+                    "agentcast.Stream takes its frames from push(); --source {source} is for the agentcast command"
+                ),
+            ));
+        }
+        cli.stream.source = Some(SourceSpec::Push);
+        let cfg = Config::from_args(&cli.stream).map_err(|e| error(py, Exit::Usage.code(), e))?;
+        let (fmt, width, height) = (cfg.pix_fmt, cfg.width, cfg.height);
+        let handle = py.detach(|| Stream::start(cfg)).map_err(|e| coded(py, &e))?;
+        Ok(PyStream { handle, fmt, width, height, outcome: Mutex::new(None) })
+    }
+
+    /// Copies one frame into the stream (see `agentcast.Stream.push`).
+    fn push(&self, py: Python<'_>, frame: &Bound<'_, PyAny>) -> PyResult<()> {
+        if let Some(outcome) = self.outcome.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Err(ended(py, outcome, "push() on a closed agentcast.Stream"));
+        }
+        let buf = PyUntypedBuffer::get(frame).map_err(|_| {
+            PyTypeError::new_err(format!(
+                "push() expects {}; got {}, which does not support the buffer protocol",
+                self.expected(),
+                frame.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "an object".into())
+            ))
+        })?;
+        self.check(&buf, frame)?;
+        let buf = buf.into_typed::<u8>()?;
+        let ptr = buf.as_slice_ptr().ok_or_else(|| PyValueError::new_err("push() expects a C-contiguous frame"))?;
+        // SAFETY: `buf` holds the exporter's buffer (PyObject_GetBuffer) until it is dropped at
+        // the end of this function, so the memory stays valid and unmoved while the slice lives;
+        // `as_slice_ptr` checked that it is C-contiguous, and `check` that it holds exactly one
+        // frame of u8. The GIL is released while agentcast copies it: another Python thread that
+        // writes the same array meanwhile can tear the frame (as with any C extension that reads
+        // a buffer without the GIL) but cannot free or resize it while the export is held.
+        let bytes: &[u8] = unsafe { ptr.as_ref() };
+        let handle = &self.handle;
+        let pushed = py.detach(|| handle.push(bytes));
+        drop(buf);
+        if pushed.is_err() {
+            // The stream stopped by itself: report how.
+            let outcome = self.finish(py);
+            return Err(ended(py, outcome, "push() on a stream that has ended"));
+        }
+        Ok(())
+    }
+
+    /// Makes the next encoded frame an IDR with SPS and PPS.
+    fn request_keyframe(&self) {
+        self.handle.request_keyframe();
+    }
+
+    /// The stats line's JSON (parsed into a dict by `agentcast.Stream.stats`).
+    fn stats_json(&self) -> String {
+        self.handle.stats().to_string()
+    }
+
+    /// Stops the stream, drains the encoder and joins its threads; raises the stream's error.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let first = !self.is_closed();
+        match self.finish(py) {
+            Outcome::Failed(code, msg) if first => Err(error(py, code, msg)),
+            _ => Ok(()),
+        }
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.is_closed()
+    }
+
+    #[getter]
+    fn width(&self) -> u32 {
+        self.width
+    }
+
+    #[getter]
+    fn height(&self) -> u32 {
+        self.height
+    }
+
+    #[getter]
+    fn pix_fmt(&self) -> &'static str {
+        self.fmt.name()
+    }
+
+    /// The numpy shape `push` expects (a flat buffer of the frame's bytes works too).
+    #[getter]
+    fn frame_shape(&self) -> Vec<usize> {
+        frame_shape(self.fmt, self.width, self.height)
+    }
+}
+
+/// The exception for `push` on a stream that has ended.
+fn ended(py: Python<'_>, outcome: Outcome, clean: &str) -> PyErr {
+    match outcome {
+        Outcome::Clean => error(py, Exit::Ok.code(), clean),
+        Outcome::Failed(code, msg) => error(py, code, msg),
+    }
+}
+
+impl Drop for PyStream {
+    /// An unclosed stream that is garbage-collected ends cleanly: it drains, so nothing accepted
+    /// is lost, and its threads are joined. Errors have no one to go to but the log.
+    fn drop(&mut self) {
+        let done = self.outcome.get_mut().unwrap_or_else(|p| p.into_inner()).is_some();
+        if !done {
+            self.handle.stop();
+            if let Err(e) = self.handle.wait()
+                && exit::classify(&e) != Exit::Ok
+            {
+                eprintln!("agentcast: {e:#}");
+            }
+        }
+    }
+}
+
+/// Runs the agentcast command with `argv` (program name first) and returns its exit code.
+#[pyfunction]
+fn cli_main(py: Python<'_>, argv: Vec<OsString>) -> u8 {
+    py.detach(|| agentcast::cli_main(argv))
+}
+
+#[pymodule]
+fn _agentcast(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyStream>()?;
+    m.add_function(wrap_pyfunction!(cli_main, m)?)?;
+    m.add("DEFAULT_WIDTH", agentcast::cli::DEFAULT_WIDTH)?;
+    m.add("DEFAULT_HEIGHT", agentcast::cli::DEFAULT_HEIGHT)?;
+    m.add("DEFAULT_FPS", agentcast::cli::DEFAULT_FPS)?;
+    m.add("DEFAULT_BITRATE", agentcast::cli::DEFAULT_BITRATE)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

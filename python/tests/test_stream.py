@@ -1,0 +1,270 @@
+"""agentcast.Stream end to end: frames pushed from Python come out as go2rtc-ready H.264 that real
+decoders read back, pushing never waits for the encoder, and closing loses nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import agentcast
+from conftest import (
+    DEADLINE,
+    H,
+    PALETTE,
+    W,
+    check,
+    count_frames,
+    decode_rgb,
+    identify,
+    nal_types,
+    run_python,
+    synthetic,
+)
+
+
+def agent(tmp: Path, body: str, timeout: float = DEADLINE) -> tuple[Path, dict]:
+    """Runs `body` in a fresh Python agent whose stdout (the stream) goes to a file; the body
+    leaves its results in `result` (a dict), written as JSON. Returns (stream file, result)."""
+    out, result = tmp / "out.h264", tmp / "result.json"
+    code = (
+        "import json, sys, time\nimport numpy as np\nimport agentcast\n"
+        "from conftest import *\nresult = {}\n"
+        + body
+        + f"\njson.dump(result, open({str(result)!r}, 'w'))\n"
+    )
+    with open(out, "wb") as f:
+        proc = run_python(code, timeout=timeout, stdout=f, stderr=subprocess.PIPE)
+    assert proc.returncode == 0, f"agent failed ({proc.returncode}): {proc.stderr.decode()[-3000:]}"
+    return out, json.loads(result.read_text())
+
+
+def test_ninety_pushed_frames_decode_to_the_pushed_pictures(tmp_path: Path) -> None:
+    out, result = agent(
+        tmp_path,
+        """
+frames = [synthetic(k) for k in range(90)]
+with agentcast.Stream(W, H, fps=30, stats_interval=0) as s:
+    start = time.monotonic()
+    for k, frame in enumerate(frames):
+        time.sleep(max(0.0, start + k / 30 - time.monotonic()))
+        s.push(frame)
+result["stats"] = s.stats()
+""",
+    )
+    check(out)
+    stats = result["stats"]
+    n = count_frames(out)
+    assert n == stats["frames"]["written"], (n, stats)
+    pictures = decode_rgb(out, W, H)
+    assert len(pictures) == n
+    seen = []
+    for picture in pictures:
+        k, colour = identify(picture)
+        expected = PALETTE[k % len(PALETTE)]
+        assert max(abs(a - b) for a, b in zip(colour, expected)) <= 24, (k, colour, expected)
+        seen.append(k)
+    assert seen == sorted(seen), "frames came out of order"
+    assert seen[-1] == 89, "the last pushed frame was not written"
+    # Paced at the stream's rate, (nearly) every pushed frame is its own picture.
+    sys.stderr.write(f"90 pushed at 30 fps: {n} written, {len(set(seen))} distinct, stats {stats['dropped']}\n")
+    assert n == 90, f"ffprobe counts {n} frames for 90 pushed at --fps (stats: {stats})"
+    assert len(set(seen)) >= 85
+
+
+def test_pushing_faster_than_fps_supersedes_and_never_blocks(tmp_path: Path) -> None:
+    out, result = agent(
+        tmp_path,
+        """
+frames = [synthetic(k) for k in range(90)]
+took = []
+with agentcast.Stream(W, H, fps=30, stats_interval=0) as s:
+    end = time.monotonic() + 2.0
+    k = 0
+    while time.monotonic() < end:
+        t0 = time.perf_counter_ns()
+        s.push(frames[k % 90])
+        took.append(time.perf_counter_ns() - t0)
+        k += 1
+        time.sleep(0.001)
+    result["last"] = (k - 1) % 90
+result["took_us"] = [t / 1000 for t in took]
+result["stats"] = s.stats()
+""",
+    )
+    took = np.array(result["took_us"])
+    stats = result["stats"]
+    p50, p99, worst = np.percentile(took, 50), np.percentile(took, 99), took.max()
+    sys.stderr.write(
+        f"push() {W}x{H} rgb24, {len(took)} pushes in 2 s: p50 {p50:.1f} us, p99 {p99:.1f} us, "
+        f"max {worst:.1f} us; dropped {stats['dropped']}\n"
+    )
+    assert stats["dropped"]["superseded"] > 0, stats
+    assert p99 < 1000, f"push() p99 {p99:.0f} us"
+    assert worst < 50_000, f"push() blocked {worst:.0f} us"
+    # close() wrote every frame the stream accepted, the newest one last.
+    n = count_frames(out)
+    assert n == stats["frames"]["written"] == stats["frames"]["encoded"], (n, stats)
+    check(out)
+    pictures = decode_rgb(out, W, H)
+    assert identify(pictures[-1])[0] == result["last"], "the newest frame at close() was lost"
+
+
+def test_bad_frames_raise_clear_exceptions(tmp_path: Path) -> None:
+    fifo = tmp_path / "idle.h264"
+    with agentcast.Stream(W, H, output=f"fifo:{fifo}", stats_interval=0) as s:
+        assert s.frame_shape == (H, W, 3)
+        s.push(synthetic(0))
+        s.push(synthetic(1).tobytes())  # any buffer of the frame's size
+        with pytest.raises(TypeError, match=r"uint8.*\(240, 320, 3\).*got float32"):
+            s.push(synthetic(0).astype(np.float32))
+        with pytest.raises(ValueError, match=r"shape \(240, 320, 3\).*got shape \(240, 320, 4\)"):
+            s.push(synthetic(0, channels=4))
+        with pytest.raises(ValueError, match=r"got shape \(100,\)"):
+            s.push(bytes(100))
+        wide = synthetic(0, width=2 * W)
+        with pytest.raises(ValueError, match="C-contiguous"):
+            s.push(wide[:, ::2])
+        with pytest.raises(TypeError, match="buffer protocol"):
+            s.push([[0, 0, 0]])
+    assert s.closed
+    with pytest.raises(agentcast.ClosedError, match="closed"):
+        s.push(synthetic(0))
+    with pytest.raises(ValueError):  # ClosedError is a ValueError, like I/O on a closed file
+        s.push(synthetic(0))
+    s.close()  # again: nothing
+
+
+def test_other_pixel_formats_take_their_planar_and_packed_shapes(tmp_path: Path) -> None:
+    for pix_fmt, shape in [("rgba", (H, W, 4)), ("bgr0", (H, W, 4)), ("gray", (H, W)), ("i420", (H * 3 // 2, W)),
+                           ("nv12", (H * 3 // 2, W))]:
+        with agentcast.Stream(W, H, output=f"fifo:{tmp_path}/{pix_fmt}.h264", pix_fmt=pix_fmt, stats_interval=0) as s:
+            assert s.frame_shape == shape, pix_fmt
+            s.push(np.zeros(shape, np.uint8))
+            with pytest.raises(ValueError, match=rf"pix_fmt {pix_fmt}"):
+                s.push(np.zeros((H, W, 3) if pix_fmt != "rgba" else (H, W), np.uint8))
+
+
+def cli_error(*args: str) -> str:
+    """The CLI's one-line error for these flags (stderr without the 'agentcast: ' prefix)."""
+    out = subprocess.run([sys.executable, "-m", "agentcast", *args], capture_output=True, timeout=DEADLINE)
+    assert out.returncode == 2, out
+    line = out.stderr.decode().splitlines()[0]
+    assert line.startswith("agentcast: "), line
+    return line.removeprefix("agentcast: ")
+
+
+def test_settings_are_validated_by_the_cli_with_its_messages() -> None:
+    cases = [
+        (dict(width=321, height=240), ["--width=321", "--height=240"]),
+        (dict(width=320, height=240, fps=0), ["--width=320", "--height=240", "--fps=0"]),
+        (dict(width=320, height=240, max_lag=0), ["--max-lag=0"]),
+        (dict(width=320, height=240, colour="red"), ["--colour=red"]),
+        (dict(width=320, height=240, pix_fmt="yuv444p"), ["--source", "raw:-", "--pix-fmt=yuv444p"]),
+    ]
+    for kwargs, flags in cases:
+        with pytest.raises(agentcast.UsageError) as caught:
+            agentcast.Stream(**kwargs)
+        assert caught.value.exit_code == 2
+        assert str(caught.value) == cli_error(*flags), kwargs
+
+
+def test_errors_carry_the_cli_exit_codes(tmp_path: Path) -> None:
+    assert issubclass(agentcast.UsageError, agentcast.Error) and agentcast.UsageError.exit_code == 2
+    with pytest.raises(agentcast.CantCreateError) as caught:
+        agentcast.Stream(W, H, output=f"fifo:{tmp_path}/missing/dir.h264")
+    assert caught.value.exit_code == 73 and "missing" in str(caught.value)
+    with pytest.raises(agentcast.UsageError, match="--source"):
+        agentcast.Stream(W, H, source="raw:-")
+
+
+def test_cli_argv_maps_keywords_to_flags() -> None:
+    assert agentcast.cli_argv(max_lag=250, no_stamp=True, mux=None, allow_remote=False,
+                              encoder_opt={"speed-preset": "fast"}) == [
+        "agentcast", "--max-lag=250", "--no-stamp", "--encoder-opt=speed-preset=fast"
+    ]
+    assert agentcast.cli_argv(duration=2.0, encoder_opt=["a=1", "b=2"]) == [
+        "agentcast", "--duration=2", "--encoder-opt=a=1", "--encoder-opt=b=2"
+    ]
+
+
+@pytest.mark.parametrize("ending", ["del", "exit"])
+def test_an_unclosed_stream_ends_cleanly(tmp_path: Path, ending: str) -> None:
+    body = """
+s = agentcast.Stream(W, H, fps=30, stats_interval=0)
+start = time.monotonic()
+for k in range(30):
+    time.sleep(max(0.0, start + k / 30 - time.monotonic()))
+    s.push(synthetic(k))
+"""
+    if ending == "del":
+        body += "del s\nimport gc; gc.collect()\nresult['after'] = True\n"
+    t0 = time.monotonic()
+    out, result = agent(tmp_path, body, timeout=30)
+    took = time.monotonic() - t0
+    sys.stderr.write(f"unclosed stream ({ending}): the agent exited 0 in {took:.1f} s\n")
+    check(out)
+    pictures = decode_rgb(out, W, H)
+    assert len(pictures) >= 25
+    assert identify(pictures[-1])[0] == 29, "the last frame pushed was lost"
+
+
+def test_fifo_reader_attaching_late_gets_sps_pps_idr_first(tmp_path: Path) -> None:
+    fifo = tmp_path / "late.h264"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", f"""
+import time, agentcast
+from conftest import *
+with agentcast.Stream(W, H, fps=30, output={f'fifo:{fifo}'!r}, stats_interval=0) as s:
+    start = time.monotonic()
+    for k in range(90):
+        time.sleep(max(0.0, start + k / 30 - time.monotonic()))
+        s.push(synthetic(k))
+"""],
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).parent)),
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not fifo.exists():
+            assert time.monotonic() < deadline and proc.poll() is None, "the FIFO never appeared"
+            time.sleep(0.02)
+        time.sleep(1.0)
+        got = subprocess.run(["cat", str(fifo)], capture_output=True, timeout=30).stdout
+        assert proc.wait(timeout=30) == 0, proc.stderr.read().decode()
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    assert got[:4] == b"\x00\x00\x00\x01", got[:16].hex()
+    types = [t for t in nal_types(got) if t not in (9, 6)]  # AUD and SEI carry no picture
+    assert types[:3] == [7, 8, 5], f"the reader's first NAL units were {nal_types(got)}"
+    path = tmp_path / "late-reader.h264"
+    path.write_bytes(got)
+    check(path)
+
+
+def test_python_m_agentcast_is_the_cli(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "agentcast", "--version"], capture_output=True, timeout=DEADLINE)
+    assert out.returncode == 0 and out.stdout.startswith(b"agentcast "), out
+    bad = tmp_path / "bad.h264"
+    bad.write_bytes(b"\x00\x00\x01\x09\x10")
+    out = subprocess.run([sys.executable, "-m", "agentcast", "check", str(bad)], capture_output=True,
+                         timeout=DEADLINE)
+    assert out.returncode == 1, out
+
+
+def test_the_cartpole_example_config_is_what_go2rtc_config_makes() -> None:
+    from conftest import ROOT
+
+    args = ["go2rtc-config", "--mode", "fifo", "--name", "cartpole", "--fifo-path", "/tmp/{name}.h264"]
+    out = subprocess.run([sys.executable, "-m", "agentcast", *args], capture_output=True, timeout=DEADLINE)
+    assert out.returncode == 0, out
+    assert out.stdout.decode() == (ROOT / "examples/gym_cartpole.yaml").read_text(), (
+        "examples/gym_cartpole.yaml is out of date: regenerate it with agentcast " + " ".join(args)
+    )

@@ -14,7 +14,7 @@ fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 "${pip[@]}" install "maturin>=1.8,<2" numpy pytest "gymnasium[classic-control]>=1.0"
 start=$(date +%s)
-MATURIN_PEP517_ARGS="--profile $profile" "${pip[@]}" install --no-build-isolation --force-reinstall --no-deps ./python
+PATH="$PWD/$venv/bin:$PATH" MATURIN_PEP517_ARGS="--profile $profile" "${pip[@]}" install --no-build-isolation --force-reinstall --no-deps ./python
 echo "python: built and installed the agentcast package ($profile) in $(($(date +%s) - start)) s" >&2
 # Run from python/tests so the checkout's python/agentcast (no extension module) does not shadow
 # the installed package.

@@ -93,6 +93,13 @@ fn clap_exit(e: clap::Error) -> u8 {
         let _ = e.print();
         return 0;
     }
+    eprintln!("agentcast: {}", usage_line(&e));
+    Exit::Usage.code()
+}
+
+/// A command-line error as the one line the CLI prints after `agentcast: ` (the Python package
+/// raises it as `UsageError`).
+pub fn usage_line(e: &clap::Error) -> String {
     let text = e.render().to_string();
     let line: Vec<&str> = text
         .lines()
@@ -100,8 +107,7 @@ fn clap_exit(e: clap::Error) -> u8 {
         .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
         .filter(|l| !l.is_empty())
         .collect();
-    eprintln!("agentcast: {} (see --help)", line.join(" ").trim_start_matches("error: "));
-    Exit::Usage.code()
+    format!("{} (see --help)", line.join(" ").trim_start_matches("error: "))
 }
 
 /// Logs go to stderr (stdout carries the video): `--log-level`, else RUST_LOG, else info.

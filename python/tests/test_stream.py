@@ -300,3 +300,25 @@ def test_the_cartpole_example_config_is_what_go2rtc_config_makes() -> None:
     assert out.stdout.decode() == (ROOT / "examples/gym_cartpole.yaml").read_text(), (
         "examples/gym_cartpole.yaml is out of date: regenerate it with agentcast " + " ".join(args)
     )
+
+
+def test_request_keyframe_makes_an_idr(tmp_path: Path) -> None:
+    out, _ = agent(
+        tmp_path,
+        """
+with agentcast.Stream(W, H, fps=30, gop=300, no_pace=True, frames=20, stats_interval=0) as s:
+    for k in range(20):
+        if k == 10:
+            s.request_keyframe()
+        s.push(synthetic(k))
+    deadline = time.monotonic() + 30
+    while s.running and time.monotonic() < deadline:
+        time.sleep(0.01)
+""",
+    )
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-f", "h264", "-show_entries", "frame=key_frame", "-of", "csv=p=0", str(out)],
+        capture_output=True, timeout=DEADLINE,
+    )
+    keys = [i for i, line in enumerate(probe.stdout.decode().split()) if line.strip(",") == "1"]
+    assert len(keys) == 2 and keys[0] == 0 and 8 <= keys[1] <= 12, f"IDRs at {keys}"

@@ -66,7 +66,10 @@ def child(args: argparse.Namespace) -> None:
             stream.push(pictures[k % len(pictures)])
             took.append(time.perf_counter_ns() - t0)
         stream.close()
-        encoded = stream.stats()["frames"]["written"]
+        stats = stream.stats()
+        encoded = stats["frames"]["written"]
+        extra = {"superseded": stats["dropped"]["superseded"], "repeated": stats.get("repeated"),
+                 "skipped": stats.get("skipped")}
     else:
         cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
                "-s", f"{args.width}x{args.height}", "-r", str(args.fps), "-i", "-", *x264_ffmpeg(args.fps), "-"]
@@ -80,6 +83,7 @@ def child(args: argparse.Namespace) -> None:
         if proc.wait(timeout=60) != 0:
             sys.exit(f"ffmpeg exited {proc.returncode}")
         encoded = n
+        extra = {}
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
     # The first pushes allocate the slot's buffers (page faults); after them, the steady state.
@@ -97,6 +101,7 @@ def child(args: argparse.Namespace) -> None:
         "cpu_ms_per_frame": cpu * 1000 / max(encoded, 1),
         "rss_mib": (me.ru_maxrss + kids.ru_maxrss) / 1024,
         "rss_agent_mib": me.ru_maxrss / 1024,
+        **extra,
     }), file=sys.stderr)
 
 

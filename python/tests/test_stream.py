@@ -226,6 +226,15 @@ def test_cli_argv_maps_keywords_to_flags() -> None:
     ]
 
 
+def test_an_unclosed_idle_fifo_stream_ends_at_exit(tmp_path: Path) -> None:
+    fifo = tmp_path / "idle.h264"
+    t0 = time.monotonic()
+    agent(tmp_path, f"s = agentcast.Stream(W, H, output={f'fifo:{fifo}'!r}, stats_interval=0)\ns.push(synthetic(0))\n",
+          timeout=30)
+    sys.stderr.write(f"unclosed idle FIFO stream: the agent exited 0 in {time.monotonic() - t0:.1f} s\n")
+    assert not fifo.exists(), "the FIFO agentcast created was left behind"
+
+
 @pytest.mark.parametrize("ending", ["del", "exit"])
 def test_an_unclosed_stream_ends_cleanly(tmp_path: Path, ending: str) -> None:
     body = """

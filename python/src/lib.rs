@@ -18,7 +18,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 use agentcast::cli::Cli;
-use agentcast::config::{Config, SourceSpec};
+use agentcast::config::Config;
 use agentcast::exit::{self, Exit};
 use agentcast::frame::PixFmt;
 use agentcast::stream::{Handle, Stream};
@@ -155,21 +155,11 @@ impl PyStream {
     /// by `push`.
     #[new]
     fn new(py: Python<'_>, argv: Vec<String>) -> PyResult<Self> {
-        let mut cli = Cli::parse_args(&argv).map_err(|e| error(py, Exit::Usage.code(), agentcast::usage_line(&e)))?;
+        let cli = Cli::parse_args(&argv).map_err(|e| error(py, Exit::Usage.code(), agentcast::usage_line(&e)))?;
         if cli.command.is_some() {
             return Err(error(py, Exit::Usage.code(), "agentcast.Stream takes stream settings, not a subcommand"));
         }
-        if let Some(source) = &cli.stream.source {
-            return Err(error(
-                py,
-                Exit::Usage.code(),
-                format!(
-                    "agentcast.Stream takes its frames from push(); --source {source} is for the agentcast command"
-                ),
-            ));
-        }
-        cli.stream.source = Some(SourceSpec::Push);
-        let cfg = Config::from_args(&cli.stream).map_err(|e| error(py, Exit::Usage.code(), e))?;
+        let cfg = Config::for_push(&cli.stream).map_err(|e| error(py, Exit::Usage.code(), e))?;
         agentcast::init_logging(cli.log_level.as_deref());
         let (fmt, width, height) = (cfg.pix_fmt, cfg.width, cfg.height);
         let handle = py.detach(|| Stream::start(cfg)).map_err(|e| coded(py, &e))?;

@@ -59,33 +59,39 @@ struct PyStream {
     height: u32,
     /// Set once the stream's threads have been joined.
     outcome: Mutex<Option<Outcome>>,
+    /// Held (without the GIL) by the one thread that joins the stream.
+    joining: Mutex<()>,
 }
 
 impl PyStream {
     /// Stops the stream (if still running), joins it without the GIL, and records the outcome.
+    /// No lock is held while the GIL is taken back (a thread in `push` may hold the GIL while it
+    /// waits for `outcome`); `joining` makes a second caller wait for the first one's outcome.
     fn finish(&self, py: Python<'_>) -> Outcome {
-        let mut outcome = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(done) = outcome.as_ref() {
-            return done.clone();
-        }
-        let handle = &self.handle;
-        let result = py.detach(|| {
-            handle.stop();
-            handle.wait()
-        });
-        let done = match result {
-            Ok(()) => Outcome::Clean,
-            Err(e) => match exit::classify(&e) {
-                Exit::Ok => Outcome::Clean,
-                kind => Outcome::Failed(kind.code(), format!("{e:#}")),
-            },
-        };
-        *outcome = Some(done.clone());
-        done
+        py.detach(|| {
+            let _joining = self.joining.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(done) = self.outcome().clone() {
+                return done;
+            }
+            self.handle.stop();
+            let done = match self.handle.wait() {
+                Ok(()) => Outcome::Clean,
+                Err(e) => match exit::classify(&e) {
+                    Exit::Ok => Outcome::Clean,
+                    kind => Outcome::Failed(kind.code(), format!("{e:#}")),
+                },
+            };
+            *self.outcome() = Some(done.clone());
+            done
+        })
+    }
+
+    fn outcome(&self) -> std::sync::MutexGuard<'_, Option<Outcome>> {
+        self.outcome.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn is_closed(&self) -> bool {
-        self.outcome.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+        self.outcome().is_some()
     }
 
     /// The shapes `push` takes, for messages: "(720, 1280, 3)".
@@ -163,12 +169,13 @@ impl PyStream {
         agentcast::init_logging(cli.log_level.as_deref());
         let (fmt, width, height) = (cfg.pix_fmt, cfg.width, cfg.height);
         let handle = py.detach(|| Stream::start(cfg)).map_err(|e| coded(py, &e))?;
-        Ok(PyStream { handle, fmt, width, height, outcome: Mutex::new(None) })
+        Ok(PyStream { handle, fmt, width, height, outcome: Mutex::new(None), joining: Mutex::new(()) })
     }
 
     /// Copies one frame into the stream (see `agentcast.Stream.push`).
     fn push(&self, py: Python<'_>, frame: &Bound<'_, PyAny>) -> PyResult<()> {
-        if let Some(outcome) = self.outcome.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+        let done = self.outcome().clone();
+        if let Some(outcome) = done {
             return Err(ended(py, outcome, "push() on a closed agentcast.Stream"));
         }
         let buf = PyUntypedBuffer::get(frame).map_err(|_| {

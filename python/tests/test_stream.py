@@ -344,3 +344,41 @@ with agentcast.Stream(W, H, fps=30, gop=300, no_pace=True, frames=20, stats_inte
     )
     keys = [i for i, line in enumerate(probe.stdout.decode().split()) if line.strip(",") == "1"]
     assert len(keys) == 2 and keys[0] == 0 and 8 <= keys[1] <= 12, f"IDRs at {keys}"
+
+
+def test_push_from_threads_while_another_closes(tmp_path: Path) -> None:
+    """Pushing threads and a closing thread share the stream: no deadlock (the GIL is released
+    while frames are copied and while the stream is joined), and each pusher stops on ClosedError."""
+    out, result = agent(
+        tmp_path,
+        """
+import threading
+s = agentcast.Stream(W, H, fps=30, stats_interval=0)
+frames = [synthetic(k) for k in range(30)]
+ended = []
+
+def pusher(n):
+    k = 0
+    try:
+        while True:
+            s.push(frames[k % 30])
+            k += 1
+            time.sleep(0.001 * n)
+    except agentcast.ClosedError:
+        ended.append(n)
+
+threads = [threading.Thread(target=pusher, args=(n,)) for n in (1, 2, 3)]
+for t in threads:
+    t.start()
+time.sleep(1.0)
+s.close()
+for t in threads:
+    t.join(timeout=10)
+result["ended"] = sorted(ended)
+result["stats"] = s.stats()
+""",
+        timeout=60,
+    )
+    assert result["ended"] == [1, 2, 3], result
+    assert result["stats"]["dropped"]["superseded"] > 0
+    check(out)

@@ -6,7 +6,7 @@
 # release build, as `pip install ./python` makes by default). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-venv=${AGENTCAST_VENV:-.venv}
+venv=$(realpath -m "${AGENTCAST_VENV:-.venv}")
 profile=${PROFILE:-dev}
 if [[ ! -x $venv/bin/python ]]; then
     python3 -m venv "$venv"
@@ -14,9 +14,9 @@ fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 "${pip[@]}" install "maturin>=1.8,<2" numpy pytest "gymnasium[classic-control]>=1.0"
 start=$(date +%s)
-PATH="$PWD/$venv/bin:$PATH" MATURIN_PEP517_ARGS="--profile $profile" "${pip[@]}" install --no-build-isolation --force-reinstall --no-deps ./python
+PATH="$venv/bin:$PATH" MATURIN_PEP517_ARGS="--profile $profile" "${pip[@]}" install --no-build-isolation --force-reinstall --no-deps ./python
 echo "python: built and installed the agentcast package ($profile) in $(($(date +%s) - start)) s" >&2
 # Run from python/tests so the checkout's python/agentcast (no extension module) does not shadow
 # the installed package.
 cd python/tests
-exec "../../$venv/bin/python" -m pytest -ra -p no:cacheprovider "$@"
+exec "$venv/bin/python" -m pytest -ra -p no:cacheprovider "$@"

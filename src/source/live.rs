@@ -80,6 +80,15 @@ impl Latest {
         buf
     }
 
+    /// Fills the spare buffers with `len` bytes each, touched, so the first frames handed over
+    /// (a Python agent's first pushes) cost no page faults.
+    pub fn prefault(&self, len: usize) {
+        let mut inner = self.lock();
+        while inner.spare.len() < SPARES {
+            inner.spare.push(vec![1u8; len]);
+        }
+    }
+
     /// Gives a frame's buffer back for reuse.
     pub fn recycle(&self, buf: Vec<u8>) {
         let mut inner = self.lock();

@@ -84,8 +84,12 @@ impl Stream {
         let (tx, rx) = mpsc::channel();
         let (outcome_tx, outcome_rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
-        let push = (cfg.source == SourceSpec::Push).then(|| Arc::new(Latest::new(!cfg.pace)));
         let frame_bytes = cfg.pix_fmt.frame_bytes(cfg.width, cfg.height);
+        let push = (cfg.source == SourceSpec::Push).then(|| {
+            let latest = Arc::new(Latest::new(!cfg.pace));
+            latest.prefault(frame_bytes);
+            latest
+        });
         let final_stats = Arc::new(Mutex::new(serde_json::Value::Null));
         let ctx = run::Context {
             tx: tx.clone(),

@@ -3,9 +3,10 @@
 //! events.
 //!
 //! Rendered frames (scenes) are drawn at each deadline. An agent's frames are taken as they come:
-//! a frame that arrives after its deadline is encoded at once (the clock moves to it, so it waits
-//! for nothing), one already waiting is encoded on time, and the last one repeats when none comes
-//! within a frame interval.
+//! a frame that arrives after its deadline is encoded at once (it waits for nothing), one already
+//! waiting is encoded on time, and the last one repeats when none comes within a frame interval.
+//! The clock starts at the agent's first frame and moves to the agent's phase when its frames keep
+//! arriving well before their deadlines ([`crate::clock::phase_shift`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -264,8 +265,10 @@ impl Loop<'_> {
             Next::Frame { fresh } => fresh,
         };
         let index = self.clock.index;
-        if fresh && Instant::now() > self.clock.deadline() {
-            // It came after its deadline: encode it now, and count the next interval from here.
+        if fresh && self.counters.rendered == 0 {
+            // The stream starts with the agent's first frame: the frame clock counts from it. A
+            // later frame that comes after its deadline is encoded as it arrives, and the clock
+            // keeps its phase (a late frame must not delay the next one's deadline).
             self.clock.due_now();
         }
         let taken = Instant::now();

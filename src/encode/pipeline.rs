@@ -156,8 +156,20 @@ pub enum Frame<'a> {
     Bytes(&'a [u8]),
     /// NV12 in CUDA memory (the zero-copy path).
     Cuda(gst::Buffer),
-    /// An agent's frame in the rawvideo layout of the `Input::Host` format.
+    /// An agent's frame in the rawvideo layout of the `Input::Host` format (copied in).
     Host(&'a [u8]),
+    /// An agent's frame already in a buffer laid out as GStreamer lays it out (taken as it is; see
+    /// [`Encoder::takes_host_buffers`]).
+    Buffer(gst::Buffer),
+}
+
+impl<'a> From<crate::source::feed::Out<'a>> for Frame<'a> {
+    fn from(out: crate::source::feed::Out<'a>) -> Frame<'a> {
+        match out {
+            crate::source::feed::Out::Bytes(b) => Frame::Host(b),
+            crate::source::feed::Out::Buffer(b) => Frame::Buffer(b),
+        }
+    }
 }
 
 impl Frame<'_> {
@@ -165,7 +177,7 @@ impl Frame<'_> {
     pub fn bytes(&self) -> Option<&[u8]> {
         match self {
             Frame::Bytes(b) | Frame::Host(b) => Some(b),
-            Frame::Cuda(_) => None,
+            Frame::Cuda(_) | Frame::Buffer(_) => None,
         }
     }
 }
@@ -346,6 +358,15 @@ impl Encoder {
         gst::ClockTime::from_nseconds(crate::clock::stream_time(index, self.fps).as_nanos() as u64)
     }
 
+    /// Whether agent frames in their rawvideo layout are also in GStreamer's layout for the caps
+    /// (same plane offsets and strides), so their bytes can go in without a copy.
+    pub fn takes_host_buffers(&self) -> bool {
+        self.host.as_ref().is_some_and(|(planes, info)| {
+            planes.len() == info.n_planes() as usize
+                && planes.iter().zip(info.offset().iter().zip(info.stride())).all(|(p, (&o, &st))| p.offset == o && p.stride == st as usize)
+        })
+    }
+
     /// Whether the input queue has room for another frame.
     pub fn has_room(&self) -> bool {
         self.appsrc.current_level_buffers() < APPSRC_MAX_BUFFERS
@@ -362,7 +383,7 @@ impl Encoder {
             return Ok(Push::Full);
         }
         let mut buffer = match frame {
-            Frame::Cuda(buffer) => buffer,
+            Frame::Cuda(buffer) | Frame::Buffer(buffer) => buffer,
             Frame::Bytes(bytes) => {
                 let mut buffer = gst::Buffer::with_size(bytes.len()).context("allocating a frame buffer")?;
                 let b = buffer.get_mut().expect("a new buffer is writable");

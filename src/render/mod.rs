@@ -254,7 +254,7 @@ mod tests {
                 .collect(0, |_, frame| {
                     out = match frame {
                         Frame::Bytes(b) | Frame::Host(b) => b.to_vec(),
-                        Frame::Cuda(buffer) => {
+                        Frame::Cuda(buffer) | Frame::Buffer(buffer) => {
                             // A CPU map of CUDA memory downloads it: the copy back the check needs.
                             let meta = buffer.meta::<gstreamer_video::VideoMeta>().unwrap();
                             let (stride, uv) = (meta.stride()[0] as usize, meta.offset()[1]);

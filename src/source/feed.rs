@@ -4,8 +4,34 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use gstreamer as gst;
+
 use crate::frame::{HostFrame, PixFmt};
-use crate::source::live::{Latest, SourceEnd, Taken};
+use crate::source::live::{Latest, Loaned, SourceEnd, Taken};
+
+/// The frame held for the next slot (and for repeats).
+#[derive(Debug)]
+enum Held {
+    /// Our bytes (copied into the encoder's buffer per slot).
+    Bytes(HostFrame),
+    /// The bytes lent to GStreamer as a buffer, shared by every slot that repeats it.
+    Lent { buffer: gst::Buffer, arrived: Instant },
+}
+
+impl Held {
+    fn arrived(&self) -> Instant {
+        match self {
+            Held::Bytes(f) => f.arrived,
+            Held::Lent { arrived, .. } => *arrived,
+        }
+    }
+}
+
+/// A frame for the encoder: bytes to copy, or a buffer to take as it is.
+pub enum Out<'a> {
+    Bytes(&'a [u8]),
+    Buffer(gst::Buffer),
+}
 
 /// What the frame loop gets for a frame slot.
 #[derive(Debug)]
@@ -29,7 +55,7 @@ pub struct Feed {
     pub stamp: bool,
     timeout: Option<Duration>,
     what: String,
-    last: Option<HostFrame>,
+    last: Option<Held>,
     /// When the last fresh frame was taken (or the feed started).
     last_fresh: Instant,
     /// Frame slots filled by repeating the last frame.
@@ -66,7 +92,8 @@ impl Feed {
     pub fn wait_fresh(&mut self, wait: Duration) -> Option<Next> {
         match self.latest.wait(Instant::now() + wait) {
             Taken::Frame(f) => {
-                if let Some(old) = self.last.replace(f) {
+                // Lent bytes come back to the slot when GStreamer lets the buffer go.
+                if let Some(Held::Bytes(old)) = self.last.replace(Held::Bytes(f)) {
                     self.latest.recycle(old.data);
                 }
                 self.last_fresh = Instant::now();
@@ -106,16 +133,31 @@ impl Feed {
 
     /// When the frame encoded last arrived from the agent.
     pub fn arrived(&self) -> Option<Instant> {
-        self.last.as_ref().map(|f| f.arrived)
+        self.last.as_ref().map(Held::arrived)
     }
 
-    /// The frame to encode for stream index `index` (after `Next::Frame`), stamped if asked.
-    pub fn frame(&mut self, index: u64) -> Option<&HostFrame> {
-        let frame = self.last.as_mut()?;
-        if self.stamp {
-            crate::stamp::paint_host(&mut frame.data, self.format, self.width, self.height, index as u32);
+    /// The frame to encode for stream index `index` (after `Next::Frame`). `lend`: the encoder
+    /// takes buffers in the rawvideo layout as they are, so the bytes go to it without a copy (a
+    /// repeat shares the same memory). With `--stamp` each slot gets its own stamped copy.
+    pub fn frame(&mut self, index: u64, lend: bool) -> Option<Out<'_>> {
+        if lend
+            && !self.stamp
+            && matches!(self.last, Some(Held::Bytes(_)))
+            && let Some(Held::Bytes(f)) = self.last.take()
+        {
+            let arrived = f.arrived;
+            let buffer = gst::Buffer::from_mut_slice(Loaned::new(f.data, &self.latest));
+            self.last = Some(Held::Lent { buffer, arrived });
         }
-        Some(frame)
+        match self.last.as_mut()? {
+            Held::Lent { buffer, .. } => Some(Out::Buffer(buffer.clone())),
+            Held::Bytes(frame) => {
+                if self.stamp {
+                    crate::stamp::paint_host(&mut frame.data, self.format, self.width, self.height, index as u32);
+                }
+                Some(Out::Bytes(&frame.data))
+            }
+        }
     }
 
     /// Frames the agent sent that a newer one replaced before they were encoded.
@@ -152,13 +194,41 @@ mod tests {
         offer(&f, 1);
         offer(&f, 2);
         assert!(matches!(f.wait_fresh(Duration::ZERO), Some(Next::Frame { fresh: true })));
-        assert_eq!(f.frame(0).unwrap().data[0], 2);
+        assert!(matches!(f.frame(0, false), Some(Out::Bytes([2, ..]))));
         assert_eq!(f.superseded(), 1);
         assert!(f.wait_fresh(Duration::from_millis(1)).is_none());
         assert!(matches!(f.stale(), Next::Frame { fresh: false }));
         assert!(matches!(f.stale(), Next::Frame { fresh: false }));
         assert_eq!(f.repeated, 2);
-        assert_eq!(f.frame(3).unwrap().data[0], 2);
+        assert!(matches!(f.frame(3, false), Some(Out::Bytes([2, ..]))));
+    }
+
+    #[test]
+    fn lent_frames_are_shared_by_repeats_and_come_back_to_the_slot() {
+        gst::init().unwrap();
+        let mut f = feed(None);
+        offer(&f, 9);
+        assert!(matches!(f.wait_fresh(Duration::ZERO), Some(Next::Frame { fresh: true })));
+        let a = buffer(f.frame(0, true));
+        let b = buffer(f.frame(1, true));
+        assert_eq!(a.map_readable().unwrap().as_slice(), &[9; 8]);
+        let (ma, mb) = (a.map_readable().unwrap(), b.map_readable().unwrap());
+        assert_eq!(ma.as_ptr(), mb.as_ptr(), "a repeat shares the lent memory");
+        drop((ma, mb));
+        offer(&f, 10);
+        assert!(matches!(f.wait_fresh(Duration::ZERO), Some(Next::Frame { fresh: true })));
+        drop((a, b));
+        // The first frame's bytes are free again once nothing holds its buffer.
+        let _ = f.frame(2, true);
+        assert_eq!(f.latest.buffer(8).capacity(), 8);
+    }
+
+    fn buffer(o: Option<Out<'_>>) -> gst::Buffer {
+        match o {
+            Some(Out::Buffer(b)) => b,
+            Some(Out::Bytes(_)) => panic!("bytes, not a lent buffer"),
+            None => panic!("no frame"),
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! Buffers go round: the loop gives each frame's buffer back and the receiver refills it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::exit::Exit;
@@ -179,10 +179,42 @@ impl Latest {
     }
 }
 
+/// A frame's bytes on loan (to GStreamer, as a buffer's memory): they go back to the slot's spare
+/// buffers when the loan ends.
+pub struct Loaned {
+    data: Vec<u8>,
+    home: std::sync::Weak<Latest>,
+}
+
+impl Loaned {
+    pub fn new(data: Vec<u8>, home: &Arc<Latest>) -> Loaned {
+        Loaned { data, home: Arc::downgrade(home) }
+    }
+}
+
+impl AsRef<[u8]> for Loaned {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl AsMut<[u8]> for Loaned {
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.data
+    }
+}
+
+impl Drop for Loaned {
+    fn drop(&mut self) {
+        if let Some(home) = self.home.upgrade() {
+            home.recycle(std::mem::take(&mut self.data));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use std::time::Duration;
 
     fn frame(v: u8) -> HostFrame {
@@ -207,6 +239,16 @@ mod tests {
         assert!(matches!(slot.take(), Taken::Timeout));
         // The superseded frames' buffers are reused.
         assert_eq!(slot.buffer(4).len(), 4);
+    }
+
+    #[test]
+    fn loaned_bytes_come_back_as_a_spare_buffer() {
+        let slot = Arc::new(Latest::new(false));
+        let loan = Loaned::new(vec![7; 16], &slot);
+        assert_eq!(loan.as_ref(), &[7; 16]);
+        drop(loan);
+        assert_eq!(slot.lock().spare.len(), 1);
+        assert_eq!(slot.buffer(16).capacity(), 16, "the loaned allocation is reused");
     }
 
     #[test]

@@ -291,9 +291,9 @@ impl Loop<'_> {
         }
         // "render" is the time the frame waited in the slot before it was taken.
         self.reporter.timings.rendered(index, arrived, taken);
-        let Some(frame) = feed.frame(index) else { return Ok(Ok(false)) };
+        let Some(frame) = feed.frame(index, encoder.takes_host_buffers()) else { return Ok(Ok(false)) };
         if self.reader == Reader::Attached {
-            offer(encoder, index, Frame::Host(&frame.data), &mut self.counters, Some((&self.reporter.timings, taken)))?;
+            offer(encoder, index, frame.into(), &mut self.counters, Some((&self.reporter.timings, taken)))?;
         } else {
             self.counters.idle_rendered += 1;
         }
@@ -452,8 +452,8 @@ impl Loop<'_> {
             // The frame the agent handed over last, not taken yet, is written too.
             early = self.wait_for_room(encoder)?;
             let index = self.clock.index;
-            if let (None, Some(frame)) = (&early, feed.frame(index)) {
-                offer(encoder, index, Frame::Host(&frame.data), &mut self.counters, None)?;
+            if let (None, Some(frame)) = (&early, feed.frame(index, encoder.takes_host_buffers())) {
+                offer(encoder, index, frame.into(), &mut self.counters, None)?;
                 self.counters.rendered += 1;
                 self.clock.index += 1;
             }

@@ -363,7 +363,10 @@ impl Encoder {
     pub fn takes_host_buffers(&self) -> bool {
         self.host.as_ref().is_some_and(|(planes, info)| {
             planes.len() == info.n_planes() as usize
-                && planes.iter().zip(info.offset().iter().zip(info.stride())).all(|(p, (&o, &st))| p.offset == o && p.stride == st as usize)
+                && planes
+                    .iter()
+                    .zip(info.offset().iter().zip(info.stride()))
+                    .all(|(p, (&o, &st))| p.offset == o && p.stride == st as usize)
         })
     }
 

@@ -212,7 +212,7 @@ pub struct Go2rtcArgs {
     /// How go2rtc gets each stream.
     #[arg(long, value_enum, default_value_t = crate::go2rtc::Mode::Exec)]
     pub mode: crate::go2rtc::Mode,
-    /// The agentcast binary as go2rtc runs it (exec mode) and as exec.allow_paths lists it.
+    /// The agentcast binary as go2rtc runs it (exec and rtsp modes) and as exec.allow_paths lists it.
     #[arg(long, default_value = "/usr/local/bin/agentcast")]
     pub bin: String,
     /// The address go2rtc's api, rtsp and webrtc listen on.
@@ -525,8 +525,11 @@ pub struct StreamArgs {
     pub no_pace: bool,
 
     /// Where the stream goes: stdout, fifo:PATH (readers such as `cat PATH` attach and leave at any
-    /// time; created with mode 0600 if missing) or tcp:ADDR:PORT (listen; one reader at a time).
-    #[arg(long, env = "AGENTCAST_OUTPUT", default_value = "stdout", value_name = "stdout|fifo:PATH|tcp:ADDR:PORT",
+    /// time; created with mode 0600 if missing), tcp:ADDR:PORT (listen; one reader at a time) or
+    /// rtsp://HOST:PORT/PATH (publish over RTSP/TCP, e.g. go2rtc's `{output}`; ends with exit 0
+    /// when the server closes the session).
+    #[arg(long, env = "AGENTCAST_OUTPUT", default_value = "stdout",
+          value_name = "stdout|fifo:PATH|tcp:ADDR:PORT|rtsp://HOST:PORT/PATH",
           value_parser = crate::sink::output::parse)]
     pub output: crate::sink::output::Output,
 

@@ -165,16 +165,17 @@ impl Config {
         if a.allow_remote && !matches!(a.output, Output::Tcp(_)) {
             return Err(format!("--allow-remote only applies to --output tcp:ADDR:PORT, not --output {}", a.output));
         }
-        if a.mux == MuxArg::Mpegts && a.output.demand_paged() {
+        if a.mux == MuxArg::Mpegts && a.output != Output::Stdout {
             return Err(format!(
-                "--mux mpegts works with --output stdout only (FIFO/TCP readers start at an H.264 IDR), not --output {}",
+                "--mux mpegts works with --output stdout only (FIFO/TCP readers start at an H.264 IDR; RTSP carries H.264 in RTP), not --output {}",
                 a.output
             ));
         }
         if !a.output.demand_paged() {
             if a.idle != IdleArg::Pause {
                 return Err(
-                    "--idle only applies to --output fifo:PATH or tcp:ADDR:PORT (stdout always has a reader)".into()
+                    "--idle only applies to --output fifo:PATH or tcp:ADDR:PORT (stdout and rtsp:// always have a reader)"
+                        .into()
                 );
             }
             if a.max_lag != crate::cli::DEFAULT_MAX_LAG_MS {
@@ -302,6 +303,12 @@ mod tests {
         assert!(parse(&["--allow-remote"]).unwrap_err().starts_with("--allow-remote only applies"));
         assert!(parse(&["--idle", "render"]).unwrap_err().starts_with("--idle only applies"));
         assert!(parse(&["--max-lag", "100"]).unwrap_err().starts_with("--max-lag only applies"));
+        let rtsp = ["--output", "rtsp://127.0.0.1:8554/a"];
+        assert!(matches!(parse(&rtsp).unwrap().output, Output::Rtsp(_)));
+        let e = parse(&[&rtsp[..], &["--mux", "mpegts"]].concat()).unwrap_err();
+        assert!(e.starts_with("--mux mpegts works with --output stdout only") && e.contains("RTSP"), "{e}");
+        assert!(parse(&[&rtsp[..], &["--idle", "render"]].concat()).unwrap_err().starts_with("--idle only"));
+        assert!(parse(&[&rtsp[..], &["--allow-remote"]].concat()).unwrap_err().starts_with("--allow-remote"));
     }
 
     #[test]

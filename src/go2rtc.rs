@@ -15,6 +15,9 @@ pub enum Mode {
     Fifo,
     /// agentcast runs on its own and listens on TCP; go2rtc connects while someone watches.
     Tcp,
+    /// go2rtc starts one agentcast per viewer session, which publishes to go2rtc's RTSP server
+    /// (`--output {output}`): frames are timed by the encoder and none waits for the next.
+    Rtsp,
 }
 
 /// What to generate.
@@ -168,6 +171,11 @@ impl Fleet {
                 writeln!(w, "# go2rtc starts one producer per viewer session and stops it with SIGTERM").unwrap();
                 writeln!(w, "# (#killsignal=15), then SIGKILL 5 s later (#killtimeout=5).").unwrap();
             }
+            Mode::Rtsp => {
+                writeln!(w, "# go2rtc starts one producer per viewer session; it publishes to go2rtc's RTSP").unwrap();
+                writeln!(w, "# server at {{output}} (so rtsp must stay on) and is stopped with SIGTERM").unwrap();
+                writeln!(w, "# (#killsignal=15), then SIGKILL 5 s later (#killtimeout=5).").unwrap();
+            }
             Mode::Fifo | Mode::Tcp => {
                 writeln!(w, "# Run one producer per agent beside go2rtc (systemd, docker compose):").unwrap();
                 for (i, n) in self.names.iter().enumerate() {
@@ -185,7 +193,7 @@ impl Fleet {
         writeln!(w, "# Listeners agentcast does not need stay off.").unwrap();
         writeln!(w, "rtmp:\n  listen: \"\"\nsrtp:\n  listen: \"\"").unwrap();
         match self.mode {
-            Mode::Exec => writeln!(w, "exec:\n  allow_paths:\n    - {}", y(&self.bin)).unwrap(),
+            Mode::Exec | Mode::Rtsp => writeln!(w, "exec:\n  allow_paths:\n    - {}", y(&self.bin)).unwrap(),
             Mode::Fifo => writeln!(w, "exec:\n  allow_paths:\n    - {}", y(CAT)).unwrap(),
             Mode::Tcp => {}
         }
@@ -193,6 +201,7 @@ impl Fleet {
         for (i, n) in self.names.iter().enumerate() {
             let source = match self.mode {
                 Mode::Exec => format!("exec:{}#killsignal=15#killtimeout=5", self.producer(n, None)?),
+                Mode::Rtsp => format!("exec:{}#killsignal=15#killtimeout=5", self.producer(n, Some("{output}"))?),
                 Mode::Fifo => format!("exec:{CAT} {}#killsignal=15#killtimeout=2", quote_arg(&self.fifo_path(n))?),
                 Mode::Tcp => format!("tcp://127.0.0.1:{}", u32::from(self.tcp_port_base) + i as u32),
             };
@@ -249,6 +258,15 @@ mod tests {
         assert!(text.contains("    - \"/usr/local/bin/agentcast\""));
         assert!(text.contains("listen: \"127.0.0.1:1984\""));
         assert!(text.contains("ice_servers: []"));
+    }
+
+    #[test]
+    fn rtsp_lines_publish_to_go2rtcs_output() {
+        let text = fleet(Mode::Rtsp).render().unwrap();
+        let line = "  agent_01: \"exec:/usr/local/bin/agentcast --output {output} --stream agent_01 --fps 30#killsignal=15#killtimeout=5\"";
+        assert!(text.contains(line), "{text}");
+        assert!(text.contains("    - \"/usr/local/bin/agentcast\""));
+        assert!(text.contains("rtsp:\n  listen: \"127.0.0.1:8554\""), "{text}");
     }
 
     #[test]

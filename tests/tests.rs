@@ -538,10 +538,11 @@ fn an_injected_encoder_stall_exits_70_naming_the_stage() {
 // go2rtc configs.
 
 /// The checked-in examples and the arguments that generate them.
-const GO2RTC_EXAMPLES: [(&str, &[&str]); 3] = [
+const GO2RTC_EXAMPLES: [(&str, &[&str]); 4] = [
     ("go2rtc/exec.yaml", &["go2rtc-config", "--agents", "4", "--", "--fps", "30"]),
     ("go2rtc/fifo.yaml", &["go2rtc-config", "--mode", "fifo", "--agents", "4"]),
     ("go2rtc/tcp.yaml", &["go2rtc-config", "--mode", "tcp", "--agents", "4"]),
+    ("go2rtc/rtsp.yaml", &["go2rtc-config", "--mode", "rtsp", "--agents", "4", "--", "--fps", "30"]),
 ];
 
 fn yaml(text: &str) -> yaml_rust2::Yaml {
@@ -569,6 +570,13 @@ fn go2rtc_configs_parse_back_for_every_mode_and_listen_on_loopback() {
                 assert_eq!(doc["exec"]["allow_paths"][0].as_str(), Some("/usr/bin/cat"));
             }
             "tcp" => assert_eq!(first, "tcp://127.0.0.1:9001"),
+            "rtsp" => {
+                assert_eq!(
+                    first,
+                    "exec:/usr/local/bin/agentcast --output {output} --stream agent_01 --fps 30#killsignal=15#killtimeout=5"
+                );
+                assert_eq!(doc["exec"]["allow_paths"][0].as_str(), Some("/usr/local/bin/agentcast"));
+            }
             _ => {
                 assert_eq!(
                     first,

@@ -2,7 +2,8 @@
 //! byte rules (annexb), and writes each one whole.
 //!
 //! - stdout (`run_writer`): one reader for the process's life; blocking writes on the sink thread,
-//!   so a slow reader makes the encoder drop raw frames upstream, never cut ones.
+//!   so a slow reader makes the encoder drop raw frames upstream, never cut ones. An RTSP server we
+//!   publish to ([`rtsp`]) is served the same way, one access unit and its PTS at a time.
 //! - FIFO and TCP (`run_demand`): readers come and go. One mechanism serves both ([`Endpoint`]):
 //!   non-blocking writes behind a bounded queue of whole access units ([`queue::AuQueue`]), a new
 //!   reader starts at an IDR, and a reader that falls behind loses whole access units up to the
@@ -11,6 +12,7 @@
 pub mod fifo;
 pub mod output;
 pub mod queue;
+pub mod rtsp;
 pub mod stdout;
 pub mod tcp;
 
@@ -122,12 +124,25 @@ pub enum SinkEnd {
     Failed(anyhow::Error),
 }
 
+/// Where [`run_writer`] puts each whole access unit (or MPEG-TS buffer): any byte writer (stdout),
+/// or a publisher that also needs the unit's PTS ([`rtsp::Publisher`]). An error says how the
+/// stream ends: [`SinkEnd::ReaderGone`] when the reader left, else [`SinkEnd::Failed`].
+pub trait AuOut {
+    fn put(&mut self, au: &[u8], pts: Option<gst::ClockTime>) -> Result<(), SinkEnd>;
+}
+
+impl<W: Write> AuOut for W {
+    fn put(&mut self, au: &[u8], _pts: Option<gst::ClockTime>) -> Result<(), SinkEnd> {
+        self.write_all(au).and_then(|()| self.flush()).map_err(write_failed)
+    }
+}
+
 /// Pulls access units until EOS, the stop flag, or a write error.
 /// `annexb`: the buffers are H.264 access units to normalise and gate on an IDR; otherwise (MPEG-TS)
 /// they are written as they come.
 pub fn run_writer(
     source: &Source,
-    out: &mut impl Write,
+    out: &mut impl AuOut,
     stop: &AtomicBool,
     stats: &SinkStats,
     annexb: bool,
@@ -161,8 +176,8 @@ pub fn run_writer(
             Err(e) => return SinkEnd::Failed(anyhow::anyhow!("mapping an encoded buffer: {e}")),
         };
         if !annexb {
-            if let Err(e) = out.write_all(map.as_slice()).and_then(|()| out.flush()) {
-                return write_failed(e);
+            if let Err(end) = out.put(map.as_slice(), buffer.pts()) {
+                return end;
             }
             stats.access_units.fetch_add(1, Ordering::Relaxed);
             stats.bytes.fetch_add(map.len() as u64, Ordering::Relaxed);
@@ -187,8 +202,8 @@ pub fn run_writer(
             stats.repaired.fetch_add(1, Ordering::Relaxed);
             debug!("repaired an access unit: {info:?}");
         }
-        if let Err(e) = out.write_all(&au).and_then(|()| out.flush()) {
-            return write_failed(e);
+        if let Err(end) = out.put(&au, buffer.pts()) {
+            return end;
         }
         if let Some(i) = index {
             timing.timings.written(i, out_at, std::time::Instant::now());

@@ -1,4 +1,4 @@
-//! `--output stdout|fifo:PATH|tcp:ADDR:PORT`, parsed and validated (pure).
+//! `--output stdout|fifo:PATH|tcp:ADDR:PORT|rtsp://HOST:PORT/PATH`, parsed and validated (pure).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -12,12 +12,68 @@ pub enum Output {
     Fifo(PathBuf),
     /// A TCP listener; one reader at a time (go2rtc's `tcp://ADDR:PORT` source).
     Tcp(SocketAddr),
+    /// An RTSP server to publish to (ANNOUNCE/RECORD), such as go2rtc's `{output}`.
+    Rtsp(RtspUrl),
+}
+
+/// An `rtsp://[USER[:PASS]@]HOST[:PORT]/PATH` location, with the parts a connect check needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtspUrl {
+    /// The whole URL, as given (rtspclientsink's `location`).
+    pub url: String,
+    /// Host name or address, without brackets.
+    pub host: String,
+    /// The port (554, RTSP's default, when the URL names none).
+    pub port: u16,
+}
+
+/// RTSP's well-known port, for URLs that name none.
+pub const RTSP_DEFAULT_PORT: u16 = 554;
+
+impl RtspUrl {
+    /// The URL without a password, for logs and errors.
+    pub fn redacted(&self) -> String {
+        let rest = self.url.strip_prefix("rtsp://").unwrap_or(&self.url);
+        let authority = rest.split('/').next().unwrap_or_default();
+        match authority.rsplit_once('@') {
+            Some((_, host)) => format!("rtsp://***@{host}{}", &rest[authority.len()..]),
+            None => self.url.clone(),
+        }
+    }
+}
+
+fn parse_rtsp(s: &str) -> Result<RtspUrl, String> {
+    let bad = |why: &str| format!("{s} is not rtsp://HOST[:PORT]/PATH ({why})");
+    let rest = s.strip_prefix("rtsp://").ok_or_else(|| bad("only rtsp:// is supported"))?;
+    let (authority, path) = rest.split_at(rest.find('/').ok_or_else(|| bad("no /PATH"))?);
+    if path.len() < 2 {
+        return Err(bad("no /PATH"));
+    }
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (h, after) = v6.split_once(']').ok_or_else(|| bad("unclosed ["))?;
+        (h, after.strip_prefix(':'))
+    } else {
+        match hostport.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(bad("no HOST"));
+    }
+    let port = match port {
+        None => RTSP_DEFAULT_PORT,
+        Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| bad("the port is not 1-65535"))?,
+    };
+    Ok(RtspUrl { url: s.to_string(), host: host.to_string(), port })
 }
 
 impl Output {
-    /// Whether readers come and go (FIFO, TCP) rather than one reader for the process's life.
+    /// Whether readers come and go (FIFO, TCP) rather than one reader for the process's life
+    /// (stdout, or the RTSP server we publish to).
     pub fn demand_paged(&self) -> bool {
-        !matches!(self, Output::Stdout)
+        matches!(self, Output::Fifo(_) | Output::Tcp(_))
     }
 }
 
@@ -27,6 +83,7 @@ impl fmt::Display for Output {
             Output::Stdout => write!(f, "stdout"),
             Output::Fifo(p) => write!(f, "fifo:{}", p.display()),
             Output::Tcp(a) => write!(f, "tcp:{a}"),
+            Output::Rtsp(u) => write!(f, "{}", u.redacted()),
         }
     }
 }
@@ -48,7 +105,10 @@ pub fn parse(s: &str) -> Result<Output, String> {
             .map(Output::Tcp)
             .map_err(|_| format!("tcp:{addr} is not ADDR:PORT (e.g. tcp:127.0.0.1:9001 or tcp:[::1]:9001)"));
     }
-    Err(format!("'{s}' is not stdout, fifo:PATH or tcp:ADDR:PORT"))
+    if s.starts_with("rtsp://") {
+        return parse_rtsp(s).map(Output::Rtsp);
+    }
+    Err(format!("'{s}' is not stdout, fifo:PATH, tcp:ADDR:PORT or rtsp://HOST:PORT/PATH"))
 }
 
 /// Refuses a TCP address other than loopback unless remote readers were allowed explicitly.
@@ -73,7 +133,18 @@ mod tests {
         assert_eq!(parse("tcp:[::1]:9001"), Ok(Output::Tcp("[::1]:9001".parse().unwrap())));
         assert!(parse("fifo:").unwrap_err().contains("needs a path"));
         assert!(parse("tcp:localhost").unwrap_err().contains("ADDR:PORT"));
-        assert!(parse("udp:1.2.3.4:5").unwrap_err().contains("fifo:PATH"));
+        assert!(parse("udp:1.2.3.4:5").unwrap_err().contains("rtsp://HOST:PORT/PATH"));
+        let u = |host: &str, port: u16, url: &str| RtspUrl { url: url.into(), host: host.into(), port };
+        let go2rtc = "rtsp://127.0.0.1:8554/0cc175b9c0f1b6a831c399e269772661";
+        assert_eq!(parse(go2rtc), Ok(Output::Rtsp(u("127.0.0.1", 8554, go2rtc))));
+        assert_eq!(parse("rtsp://cam.local/a/b"), Ok(Output::Rtsp(u("cam.local", 554, "rtsp://cam.local/a/b"))));
+        assert_eq!(parse("rtsp://[::1]:8554/x"), Ok(Output::Rtsp(u("::1", 8554, "rtsp://[::1]:8554/x"))));
+        assert_eq!(parse("rtsp://me:pw@h:9/x"), Ok(Output::Rtsp(u("h", 9, "rtsp://me:pw@h:9/x"))));
+        for bad in
+            ["rtsp://h:8554", "rtsp://h:8554/", "rtsp://:8554/x", "rtsp://h:0/x", "rtsp://h:x/y", "rtsp://[::1/x"]
+        {
+            assert!(parse(bad).unwrap_err().contains("is not rtsp://HOST[:PORT]/PATH"), "{bad}");
+        }
     }
 
     #[test]
@@ -87,8 +158,9 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for s in ["stdout", "fifo:/tmp/x.h264", "tcp:127.0.0.1:9001"] {
+        for s in ["stdout", "fifo:/tmp/x.h264", "tcp:127.0.0.1:9001", "rtsp://127.0.0.1:8554/a"] {
             assert_eq!(parse(s).unwrap().to_string(), s);
         }
+        assert_eq!(parse("rtsp://me:pw@h:9/x").unwrap().to_string(), "rtsp://***@h:9/x");
     }
 }

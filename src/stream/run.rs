@@ -51,6 +51,8 @@ pub(super) struct Context {
 enum Destination {
     Stdout(std::fs::File),
     Demand(Box<dyn Endpoint>),
+    /// An RTSP server we publish to; checked reachable at start-up.
+    Rtsp(sink::rtsp::Publisher),
 }
 
 /// An agent's frames, with what their receiving side holds for the stream's life.
@@ -122,6 +124,10 @@ pub(super) fn run(cfg: &Config, ctx: Context) -> anyhow::Result<()> {
         Output::Stdout => Destination::Stdout(sink::stdout::open()?),
         Output::Fifo(path) => Destination::Demand(Box::new(Fifo::prepare(path)?)),
         Output::Tcp(addr) => Destination::Demand(Box::new(Tcp::bind(*addr)?)),
+        Output::Rtsp(url) => {
+            sink::rtsp::check(url)?;
+            Destination::Rtsp(sink::rtsp::Publisher::new(url.clone(), cfg.fps))
+        }
     };
     let agent = claim_source(cfg, push)?;
     let frame_log = match &cfg.frame_log {
@@ -336,6 +342,7 @@ fn spawn_sink(
     thread::Builder::new().name("sink".into()).spawn(move || {
         let end = match destination {
             Destination::Stdout(mut out) => sink::run_writer(&source, &mut out, &stop, &stats, raw, &timing),
+            Destination::Rtsp(mut out) => sink::run_writer(&source, &mut out, &stop, &stats, true, &timing),
             Destination::Demand(mut endpoint) => {
                 let notes = tx.clone();
                 let notify = move |n: Note| {

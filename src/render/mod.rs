@@ -20,8 +20,8 @@ use crate::exit::{Exit, ExitExt};
 use crate::stamp::{self, StampLayout};
 use egl::gl::{Pass, Program, Readback, Target, Uniform};
 
-/// Pixel-pack buffers in flight: the frame drawn now is read while the previous one is handed on,
-/// so glReadPixels never waits on the frame just drawn.
+/// Pixel-pack buffers: unpaced, the frame drawn now is read while the previous one is handed on, so
+/// glReadPixels never waits on the frame just drawn; paced, each frame is read in its own interval.
 pub const READBACK_SLOTS: usize = 2;
 /// How long to wait for a readback that should long be finished before calling the GPU hung.
 const READBACK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -97,6 +97,12 @@ pub struct Renderer {
     /// Keeps the GL context current for the objects above (and flushes it for the CUDA copy).
     ctx: egl::Context,
     fps: u32,
+    /// Readback frames [`Renderer::collect_ready`] leaves in flight: none when paced (the loop
+    /// sleeps most of each interval anyway, so waiting for the frame's own read costs no
+    /// throughput, and the frame reaches the encoder in the interval it was rendered, not one
+    /// interval later behind its successor); `READBACK_SLOTS - 1` unpaced, where overlapping the
+    /// read with the next draw is what keeps the frame rate up.
+    keep_in_flight: usize,
 }
 
 impl Renderer {
@@ -128,7 +134,8 @@ impl Renderer {
                 next_slot: 0,
             },
         };
-        Ok(Renderer { handoff, pack, stamp, scene, target, ctx: gpu.ctx, fps: cfg.fps })
+        let keep_in_flight = if cfg.pace { 0 } else { READBACK_SLOTS - 1 };
+        Ok(Renderer { handoff, pack, stamp, scene, target, ctx: gpu.ctx, fps: cfg.fps, keep_in_flight })
     }
 
     /// Draws frame `frame` (stream time `frame / fps`) and queues its readback.
@@ -215,12 +222,13 @@ impl Renderer {
         Ok(())
     }
 
-    /// Hands out finished frames (the steady state): on readback the newest stays in flight so its
-    /// read never waits on the GPU; zero-copy frames are complete when copied.
+    /// Hands out finished frames (the steady state): paced, every frame rendered so far (the read
+    /// waits for the frame just drawn); unpaced, the newest readback stays in flight so its read
+    /// never waits on the GPU. Zero-copy frames are complete when copied.
     pub fn collect_ready(&mut self, f: impl FnMut(u64, Frame<'_>) -> anyhow::Result<()>) -> anyhow::Result<()> {
         let keep = match self.handoff {
             Handoff::Cuda { .. } => 0,
-            Handoff::Readback { .. } => READBACK_SLOTS - 1,
+            Handoff::Readback { .. } => self.keep_in_flight,
         };
         self.collect(keep, f)
     }
@@ -231,6 +239,39 @@ mod tests {
     use super::*;
     use crate::encode::settings::RawFormat;
     use clap::Parser as _;
+
+    /// Paced, a frame reaches the encoder in its own interval: `collect_ready` after rendering frame
+    /// N hands out frame N itself, never waiting for frame N+1 to be rendered. Unpaced keeps the
+    /// ring (N is handed out after N+1 is drawn). Runs on whatever EGL is here (llvmpipe in CI).
+    #[test]
+    fn paced_frames_do_not_wait_for_their_successor() {
+        crate::encode::pipeline::init().unwrap();
+        let handed_out = |pace: bool| -> Vec<(u64, Vec<u64>)> {
+            let mut args = vec!["agentcast", "--width", "640", "--height", "360", "--convert", "cpu"];
+            if !pace {
+                args.push("--no-pace");
+            }
+            let cfg = Config::from_args(&crate::cli::Cli::try_parse_from(args).unwrap().stream).unwrap();
+            let gpu = Gpu::open(None, None).expect("an EGL display (llvmpipe in CI)");
+            let mut renderer = Renderer::new(gpu, &cfg, Plan::Cpu(RawFormat::Nv12)).unwrap();
+            (0..4)
+                .map(|n| {
+                    renderer.render(n).unwrap();
+                    let mut got = Vec::new();
+                    renderer
+                        .collect_ready(|i, frame| {
+                            assert_eq!(frame.bytes().map(<[u8]>::len), Some(640 * 360 * 4));
+                            got.push(i);
+                            Ok(())
+                        })
+                        .unwrap();
+                    (n, got)
+                })
+                .collect()
+        };
+        assert_eq!(handed_out(true), [(0, vec![0]), (1, vec![1]), (2, vec![2]), (3, vec![3])]);
+        assert_eq!(handed_out(false), [(0, vec![]), (1, vec![0]), (2, vec![1]), (3, vec![2])]);
+    }
 
     /// Hardware leg of the zero-copy path (any NVIDIA GPU with CUDA and EGL; no NVENC needed): the
     /// NV12 frame copied GL -> CUDA -> GstCudaMemory must equal, byte for byte, the same frame

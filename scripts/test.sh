@@ -6,6 +6,13 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
+# The go2rtc end-to-end tests (tests/go2rtc_e2e.rs) run the real go2rtc: the one beside the project
+# (../shared/bin/go2rtc) when it is there, else whatever go2rtc is on PATH; without one they say
+# "skipped: no go2rtc", and under CI=true they fail instead.
+if [[ -z "${AGENTCAST_TEST_GO2RTC:-}" && -x ../shared/bin/go2rtc ]]; then
+    AGENTCAST_TEST_GO2RTC="$(cd ../shared/bin && pwd)/go2rtc"
+    export AGENTCAST_TEST_GO2RTC
+fi
 # The integration tests each run a real encoder on every core; one at a time keeps them honest on
 # small machines.
 cargo test --locked -- --test-threads=1

@@ -2,6 +2,7 @@
 //! its bytes with real decoders.
 
 mod deploy;
+mod go2rtc_e2e;
 mod leases;
 mod measure;
 mod outputs;

@@ -1,0 +1,331 @@
+//! agentcast under a real go2rtc, in every way go2rtc can get the stream: exec on stdout (raw
+//! H.264 and `--mux mpegts`), exec publishing to go2rtc's RTSP server (`--output {output}`), a
+//! FIFO read by `exec:cat`, and `tcp://`. Each test asks go2rtc for `/api/stream.mp4`, decodes what
+//! it serves with ffmpeg, checks go2rtc's byte rules on its frames (one slice per picture, no B),
+//! and checks that the producer go2rtc started is gone within 2 s after the viewer leaves.
+//!
+//! go2rtc comes from `AGENTCAST_TEST_GO2RTC` (scripts/test.sh points it at ../shared/bin/go2rtc
+//! when that exists) or `PATH`. Without it each test says "skipped: no go2rtc" on stderr, except
+//! under `CI=true`, where its absence fails.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::outputs::Producer;
+use crate::util::*;
+
+/// How long one viewer watches (go2rtc's `duration` query).
+const WATCH_S: u32 = 3;
+/// How long the producer may take to leave after the viewer did.
+const GONE_WITHIN: Duration = Duration::from_secs(2);
+/// Bound on a whole `/api/stream.mp4` request (producer start-up included).
+const REQUEST_LIMIT: Duration = Duration::from_secs(25);
+/// The producer's picture: small, so five modes stay cheap on two cores.
+const SIZE: [&str; 4] = ["--width", "640", "--height", "360"];
+
+/// The go2rtc binary, or `None` (after saying so) when there is none and CI does not insist.
+fn go2rtc_binary() -> Option<PathBuf> {
+    let found = match std::env::var_os("AGENTCAST_TEST_GO2RTC").filter(|v| !v.is_empty()) {
+        Some(p) => {
+            let p = PathBuf::from(p);
+            assert!(p.is_file(), "AGENTCAST_TEST_GO2RTC={} is not a file", p.display());
+            Some(p)
+        }
+        None => std::env::var_os("PATH")
+            .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("go2rtc")).find(|p| p.is_file())),
+    };
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "no go2rtc: set AGENTCAST_TEST_GO2RTC or put go2rtc on PATH (CI=true requires it)"
+        );
+        eprintln!("skipped: no go2rtc (set AGENTCAST_TEST_GO2RTC or put go2rtc on PATH)");
+    }
+    found
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A go2rtc with every listener on loopback, killed (with the producers it started) on drop.
+struct Go2rtc {
+    child: Child,
+    api: u16,
+    log: PathBuf,
+}
+
+impl Go2rtc {
+    fn start(bin: &Path, dir: &Path, streams: &[(&str, String)]) -> Go2rtc {
+        let (api, rtsp, webrtc) = (free_port(), free_port(), free_port());
+        let mut yaml = format!(
+            "api:\n  listen: \"127.0.0.1:{api}\"\nrtsp:\n  listen: \"127.0.0.1:{rtsp}\"\n\
+             webrtc:\n  listen: \"127.0.0.1:{webrtc}\"\n  ice_servers: []\n\
+             rtmp:\n  listen: \"\"\nsrtp:\n  listen: \"\"\n\
+             log:\n  level: info\n  exec: debug\n  streams: debug\nstreams:\n"
+        );
+        for (name, source) in streams {
+            yaml.push_str(&format!("  {name}: \"{source}\"\n"));
+        }
+        let config = write(dir, "go2rtc.yaml", yaml.as_bytes());
+        let log = dir.join("go2rtc.log");
+        let mut cmd = Command::new(bin);
+        cmd.arg("-config").arg(&config).current_dir(dir).stdin(Stdio::null());
+        cmd.stdout(std::fs::File::create(&log).unwrap()).stderr(Stdio::null());
+        // Producers inherit go2rtc's environment: keep the test runner's AGENTCAST_* out of it.
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("AGENTCAST_") || k == "RUST_LOG") {
+            cmd.env_remove(k);
+        }
+        let child = cmd.spawn().expect("starting go2rtc");
+        let g = Go2rtc { child, api, log };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", api)).is_err() {
+            assert!(Instant::now() < deadline, "go2rtc's API did not come up:\n{}", g.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        g
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `/api/stream.mp4?src=NAME&duration=WATCH_S` as one viewer: the MP4 bytes.
+    fn watch_mp4(&self, name: &str) -> Vec<u8> {
+        let path = format!("/api/stream.mp4?src={name}&duration={WATCH_S}");
+        let (status, body) = http_get(self.api, &path, REQUEST_LIMIT);
+        assert!(status.contains(" 200"), "GET {path}: {status}\n{}", self.log());
+        body
+    }
+}
+
+impl Drop for Go2rtc {
+    fn drop(&mut self) {
+        for pid in children_of(self.child.id()) {
+            let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.0 GET (the server closes the connection at the end of the body), bounded in time.
+fn http_get(port: u16, path: &str, limit: Duration) -> (String, Vec<u8>) {
+    let deadline = Instant::now() + limit;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connecting to go2rtc's API");
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "GET {path}: no end of the response within {limit:?}");
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("GET {path}: {e}"),
+        }
+    }
+    let end = got.windows(4).position(|w| w == b"\r\n\r\n").expect("an HTTP header");
+    let status = String::from_utf8_lossy(&got[..end]).lines().next().unwrap_or_default().to_string();
+    (status, got[end + 4..].to_vec())
+}
+
+/// Pids whose parent is `parent` (from /proc), zombies excluded.
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+            fields.len() > 1 && fields[0] != "Z" && fields[1] == parent.to_string()
+        })
+        .collect()
+}
+
+/// go2rtc's child whose command line contains `marker`.
+fn child_with(go2rtc: &Go2rtc, marker: &str) -> Option<u32> {
+    children_of(go2rtc.child.id()).into_iter().find(|pid| {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        String::from_utf8_lossy(&cmdline).replace('\0', " ").contains(marker)
+    })
+}
+
+/// Watches `name` once while finding go2rtc's producer process by `marker`; returns the MP4 and,
+/// after the viewer left, how long the producer took to go (asserting it went within 2 s).
+fn watch_and_see_producer_go(g: &Go2rtc, name: &str, marker: &str) -> Vec<u8> {
+    assert_eq!(child_with(g, marker), None, "go2rtc starts the producer only for a viewer");
+    let viewer = std::thread::scope(|scope| {
+        let viewer = scope.spawn(|| g.watch_mp4(name));
+        let deadline = Instant::now() + REQUEST_LIMIT;
+        let mut pid = None;
+        while pid.is_none() && !viewer.is_finished() && Instant::now() < deadline {
+            pid = child_with(g, marker);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mp4 = viewer.join().expect("the viewer thread");
+        (mp4, pid)
+    });
+    let (mp4, pid) = viewer;
+    let left = Instant::now();
+    let pid = pid.unwrap_or_else(|| panic!("never saw go2rtc's producer ({marker}) run:\n{}", g.log()));
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() && children_of(g.child.id()).contains(&pid) {
+        assert!(
+            left.elapsed() < GONE_WITHIN,
+            "producer {pid} ({marker}) still runs {GONE_WITHIN:?} after the viewer left"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!("{name}: producer gone {:.0} ms after the viewer left", left.elapsed().as_secs_f64() * 1000.0);
+    mp4
+}
+
+/// How go2rtc timed the frames it served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timing {
+    /// By the encoder's timestamps (RTP, MPEG-TS PTS): every frame's DTS is later than the last.
+    Encoder,
+    /// By arrival (raw H.264): frames that arrive close together may share a DTS; counted, not judged.
+    Arrival,
+}
+
+/// The MP4 go2rtc served: decodes without errors, has pictures, none of them B, and every picture
+/// is one slice (go2rtc's framing rules, checked on the frames it passed on). With encoder timing,
+/// the timestamps strictly increase.
+fn assert_mp4_plays(dir: &Path, name: &str, mp4: &[u8], timing: Timing) {
+    assert!(mp4.len() > 1000, "{name}: {} bytes of MP4", mp4.len());
+    let path = write(dir, &format!("{name}.mp4"), mp4);
+    let out = tool("ffmpeg").args(["-v", "error", "-i"]).arg(&path).args(["-f", "null", "-"]).output().unwrap();
+    // ffmpeg's null muxer complains about repeated DTS (counted below); anything else is a decode error.
+    let errors: Vec<String> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| !l.contains("non monotonically increasing dts") && !l.contains("Last message repeated"))
+        .map(str::to_string)
+        .collect();
+    assert!(out.status.success() && errors.is_empty(), "{name}: ffmpeg: {errors:#?}");
+    let probe = |entries: &str| -> Vec<String> {
+        let out = tool("ffprobe")
+            .args(["-v", "error", "-select_streams", "v:0", "-show_entries", entries, "-of", "csv=p=0"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.split(',').next().unwrap_or_default().trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect()
+    };
+    let types = probe("frame=pict_type");
+    assert!(types.len() >= 20, "{name}: only {} pictures in {WATCH_S} s: {types:?}", types.len());
+    assert!(types.iter().all(|t| t == "I" || t == "P"), "{name}: picture types {types:?}");
+    let dts: Vec<f64> = probe("packet=dts_time").iter().filter_map(|d| d.parse().ok()).collect();
+    let mut steps: Vec<f64> = dts.windows(2).map(|w| (w[1] - w[0]) * 1000.0).collect();
+    if timing == Timing::Encoder {
+        assert!(steps.iter().all(|&ms| ms > 0.0), "{name}: timestamps do not increase: {dts:?}");
+    }
+    steps.sort_by(f64::total_cmp);
+    let step = |q: f64| steps.get(((steps.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(f64::NAN);
+    let annexb = dir.join(format!("{name}.h264"));
+    let out = tool("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(&path)
+        .args(["-c:v", "copy", "-bsf:v", "h264_mp4toannexb", "-f", "h264"])
+        .arg(&annexb)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+    // Access units with no slice (parameter sets alone) are not pictures.
+    let slices: Vec<usize> =
+        crate::slices_per_picture(&std::fs::read(&annexb).unwrap()).into_iter().filter(|&n| n > 0).collect();
+    assert!(slices.len() >= types.len() && slices.iter().all(|&n| n == 1), "{name}: slices per picture {slices:?}");
+    eprintln!(
+        "{name}: {} pictures ({} I), one slice each, decoded cleanly; frame steps min/p50/max {:.1}/{:.1}/{:.1} ms ({timing:?} timing)",
+        types.len(),
+        types.iter().filter(|t| *t == "I").count(),
+        step(0.0),
+        step(0.5),
+        step(1.0),
+    );
+}
+
+/// The exec producer's own log lines (go2rtc logs its stderr at debug level) say it stopped on
+/// SIGTERM and finished cleanly: its final stats, and no `agentcast:` error line (which every
+/// non-zero exit prints).
+fn assert_exec_exited_cleanly(g: &Go2rtc, marker: &str) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !g.log().contains("\"stats\":\"final\"") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = g.log();
+    assert!(log.contains("signal 15: finishing"), "{marker}: go2rtc did not stop it with SIGTERM:\n{log}");
+    assert!(log.contains("\"stats\":\"final\""), "{marker}: no final stats line:\n{log}");
+    assert!(!log.contains("agentcast: "), "{marker}: an error line:\n{log}");
+}
+
+fn exec_source(marker: &str, extra: &[&str]) -> String {
+    let mut words = vec![BIN, "--stream", marker];
+    words.extend_from_slice(&SIZE);
+    words.extend_from_slice(extra);
+    format!("exec:{}#killsignal=15#killtimeout=5", words.join(" "))
+}
+
+fn exec_mode(stream: &str, extra: &[&str], timing: Timing) {
+    let Some(bin) = go2rtc_binary() else { return };
+    let dir = tempdir();
+    let marker = format!("e2e-{stream}-{}", std::process::id());
+    let g = Go2rtc::start(&bin, dir.path(), &[(stream, exec_source(&marker, extra))]);
+    let mp4 = watch_and_see_producer_go(&g, stream, &marker);
+    assert_mp4_plays(dir.path(), stream, &mp4, timing);
+    assert_exec_exited_cleanly(&g, &marker);
+}
+
+#[test]
+fn go2rtc_exec_stdout_plays_and_stops() {
+    exec_mode("exec_raw", &[], Timing::Arrival);
+}
+
+#[test]
+fn go2rtc_exec_mpegts_plays_and_stops() {
+    exec_mode("exec_ts", &["--mux", "mpegts"], Timing::Encoder);
+}
+
+#[test]
+fn go2rtc_exec_rtsp_output_plays_and_stops() {
+    exec_mode("exec_rtsp", &["--output", "{output}"], Timing::Encoder);
+}
+
+#[test]
+fn go2rtc_fifo_plays_and_cat_stops() {
+    let Some(bin) = go2rtc_binary() else { return };
+    let dir = tempdir();
+    let fifo = dir.path().join(format!("agent-{}.h264", std::process::id()));
+    let output = format!("fifo:{}", fifo.display());
+    let mut producer = Producer::start(dir.path(), &[&["--output", output.as_str()][..], &SIZE].concat());
+    producer.wait_for_log("pipeline:", Duration::from_secs(20));
+    let source = format!("exec:/usr/bin/cat {}#killsignal=15#killtimeout=2", fifo.display());
+    let g = Go2rtc::start(&bin, dir.path(), &[("fifo", source)]);
+    let mp4 = watch_and_see_producer_go(&g, "fifo", &fifo.display().to_string());
+    producer.wait_for_log("reader left", GONE_WITHIN);
+    assert_mp4_plays(dir.path(), "fifo", &mp4, Timing::Arrival);
+    producer.terminate();
+}
+
+#[test]
+fn go2rtc_tcp_plays_and_disconnects() {
+    let Some(bin) = go2rtc_binary() else { return };
+    let dir = tempdir();
+    let port = free_port();
+    let output = format!("tcp:127.0.0.1:{port}");
+    let mut producer = Producer::start(dir.path(), &[&["--output", output.as_str()][..], &SIZE].concat());
+    producer.wait_for_log("pipeline:", Duration::from_secs(20));
+    let g = Go2rtc::start(&bin, dir.path(), &[("tcp", format!("tcp://127.0.0.1:{port}"))]);
+    let mp4 = g.watch_mp4("tcp");
+    // go2rtc has no process for tcp://: the producer sees its reader go instead.
+    producer.wait_for_log("reader left", GONE_WITHIN);
+    assert_mp4_plays(dir.path(), "tcp", &mp4, Timing::Arrival);
+    producer.terminate();
+}

@@ -644,6 +644,74 @@ fn mux_mpegts_has_continuous_pts_and_the_frame_count() {
     assert_usage_error(&run(&["--mux", "mpegts", "--output", "fifo:/tmp/x.h264"]), 2, "--mux mpegts");
 }
 
+/// One PES packet of a TS stream's H.264 video: the length its header declares, the bytes that
+/// follow that field, and whether it carries an IDR slice. Parsed here from the bytes, independently
+/// of GStreamer and ffmpeg.
+#[derive(Debug)]
+struct Pes {
+    declared: usize,
+    real: usize,
+    idr: bool,
+}
+
+fn video_pes(ts: &[u8]) -> Vec<Pes> {
+    assert_eq!(ts.len() % 188, 0, "whole 188-byte TS packets");
+    let mut video_pid = None;
+    let mut out: Vec<(usize, Vec<u8>)> = Vec::new();
+    for p in ts.chunks(188) {
+        assert_eq!(p[0], 0x47, "sync byte");
+        let (pusi, pid, afc) = (p[1] & 0x40 != 0, (usize::from(p[1] & 0x1f) << 8) | usize::from(p[2]), p[3] >> 4);
+        let start = if afc & 2 != 0 { 5 + usize::from(p[4]) } else { 4 };
+        if afc & 1 == 0 || start >= 188 {
+            continue;
+        }
+        let payload = &p[start..];
+        if pusi && video_pid.is_none() && payload.starts_with(&[0, 0, 1, 0xe0]) {
+            video_pid = Some(pid);
+        }
+        if Some(pid) != video_pid {
+            continue;
+        }
+        if pusi {
+            let declared = (usize::from(payload[4]) << 8) | usize::from(payload[5]);
+            out.push((declared, payload[6..].to_vec()));
+        } else if let Some((_, body)) = out.last_mut() {
+            body.extend_from_slice(payload);
+        }
+    }
+    out.into_iter()
+        .map(|(declared, body)| {
+            let es = &body[3 + usize::from(body[2])..]; // after the optional header (flags, length)
+            let idr = es.windows(4).any(|w| w[..3] == [0, 0, 1] && w[3] & 0x1f == 5);
+            Pes { declared, real: body.len(), idr }
+        })
+        .collect()
+}
+
+/// go2rtc finishes a PES as soon as its bytes are in when the header carries a length; only a
+/// length of 0 (allowed for video, and the only choice past 65535 bytes) makes it wait for the next
+/// PES. mpegtsmux sets the length wherever the frame fits.
+#[test]
+fn mux_mpegts_pes_lengths_are_set_wherever_the_frame_fits() {
+    // 4 Mbit/s at 30 fps: about 17 KB a frame, every PES fits.
+    let pes = video_pes(&stream(&["--mux", "mpegts", "--frames", "40", "--no-pace"]));
+    assert_eq!(pes.len(), 40, "one PES per frame");
+    let p_frames = pes.iter().filter(|p| !p.idr).count();
+    assert!(p_frames >= 35, "{pes:?}");
+    for p in &pes {
+        assert!(p.real <= 65535, "{p:?}");
+        assert_eq!(p.declared, p.real, "the PES length is the real size: {p:?}");
+    }
+    // 40 Mbit/s: frames past 65535 bytes carry 0 (unbounded); any that fit still carry their length.
+    let pes = video_pes(&stream(&["--mux", "mpegts", "--frames", "10", "--no-pace", "--bitrate", "40000"]));
+    assert_eq!(pes.len(), 10);
+    assert!(pes.iter().any(|p| p.real > 65535), "{pes:?}");
+    for p in &pes {
+        let want = if p.real > 65535 { 0 } else { p.real };
+        assert_eq!(p.declared, want, "{p:?}");
+    }
+}
+
 #[test]
 fn mux_mpegts_broken_pipe_exits_zero() {
     let script = format!("'{BIN}' --mux mpegts | head -c 100000 > /dev/null; echo \"${{PIPESTATUS[0]}}\"");

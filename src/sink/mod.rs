@@ -31,6 +31,8 @@ use crate::annexb::Normalizer;
 use crate::exit::{Exit, ExitExt};
 use queue::{AuQueue, DropReason, Pushed};
 
+/// Most MPEG-TS bytes gathered into one write (a few frames' worth).
+const TS_BATCH_BYTES: usize = 1 << 20;
 /// How often the writer looks at the stop flag while no access unit arrives.
 const POLL: Duration = Duration::from_millis(20);
 
@@ -176,11 +178,23 @@ pub fn run_writer(
             Err(e) => return SinkEnd::Failed(anyhow::anyhow!("mapping an encoded buffer: {e}")),
         };
         if !annexb {
-            if let Err(end) = out.put(map.as_slice(), buffer.pts()) {
+            // mpegtsmux hands out one 188-byte packet per buffer, a frame's packets in one burst:
+            // take what is already there (never waiting for more) and write it in one go.
+            au.clear();
+            au.extend_from_slice(map.as_slice());
+            while au.len() < TS_BATCH_BYTES
+                && let Some(more) = appsink.try_pull_sample(gst::ClockTime::ZERO)
+            {
+                stats.pulled.fetch_add(1, Ordering::Relaxed);
+                if let Some(m) = more.buffer().and_then(|b| b.map_readable().ok()) {
+                    au.extend_from_slice(m.as_slice());
+                }
+            }
+            if let Err(end) = out.put(&au, buffer.pts()) {
                 return end;
             }
             stats.access_units.fetch_add(1, Ordering::Relaxed);
-            stats.bytes.fetch_add(map.len() as u64, Ordering::Relaxed);
+            stats.bytes.fetch_add(au.len() as u64, Ordering::Relaxed);
             continue;
         }
         let out_at = std::time::Instant::now();

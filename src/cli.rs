@@ -133,6 +133,9 @@ pub enum Command {
     /// every access unit as it arrives on its stdout, decode the frame stamps and report render ->
     /// arrival per frame (p50/p99/max), the extra frame go2rtc's framing adds, and the producer's own
     /// per-stage figures. Frames whose stamp cannot be read are counted as misreads, never guessed.
+    /// With `--via rtsp://HOST:PORT/NAME --frame-log PATH` it runs no producer: it plays a go2rtc
+    /// stream as a viewer would (rtspsrc latency=0, in-process decoder) and reports render ->
+    /// viewer-decoded per frame, for a producer go2rtc runs with `--frame-log PATH`.
     Latency(LatencyArgs),
     /// Is it the encoder settings? Render the `gradient` and `demo` scenes (or the --scene/--shader
     /// after `--`), encode them with the producer's encoder and settings, decode in-process
@@ -182,8 +185,15 @@ pub struct LatencyArgs {
     #[arg(long)]
     pub json: bool,
     /// Also keep the captured stream in this file.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "via")]
     pub keep_stream: Option<PathBuf>,
+    /// Measure as a viewer of this RTSP stream (e.g. go2rtc's rtsp://127.0.0.1:8554/NAME) instead of
+    /// running a producer; needs --frame-log, the log the producer (run by go2rtc) writes.
+    #[arg(long, value_name = "rtsp://HOST:PORT/NAME", requires = "frame_log")]
+    pub via: Option<String>,
+    /// With --via: the producer's --frame-log file (same machine: both sides use CLOCK_MONOTONIC).
+    #[arg(long, value_name = "PATH", requires = "via")]
+    pub frame_log: Option<PathBuf>,
     /// The producer's flags (after `--`), e.g. `-- --width 1920 --height 1080 --bitrate 6000`.
     #[arg(last = true, value_name = "PRODUCER ARGS")]
     pub args: Vec<String>,

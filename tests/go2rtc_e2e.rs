@@ -102,6 +102,15 @@ impl Go2rtc {
     }
 }
 
+impl Go2rtc {
+    /// go2rtc's RTSP port, from the config it was started with.
+    fn rtsp_port(&self, dir: &Path) -> u16 {
+        let config = std::fs::read_to_string(dir.join("go2rtc.yaml")).unwrap();
+        let line = config.lines().skip_while(|l| *l != "rtsp:").nth(1).unwrap();
+        line.trim().trim_start_matches("listen: \"127.0.0.1:").trim_end_matches('"').parse().unwrap()
+    }
+}
+
 impl Drop for Go2rtc {
     fn drop(&mut self) {
         for pid in children_of(self.child.id()) {
@@ -328,4 +337,39 @@ fn go2rtc_tcp_plays_and_disconnects() {
     producer.wait_for_log("reader left", GONE_WITHIN);
     assert_mp4_plays(dir.path(), "tcp", &mp4, Timing::Arrival);
     producer.terminate();
+}
+
+/// `agentcast latency --via` reads go2rtc's RTSP re-stream of a producer that go2rtc runs with
+/// `--frame-log`, and matches every decoded picture with its render time by stamp.
+#[test]
+fn latency_via_go2rtc_reads_every_stamp() {
+    let Some(bin) = go2rtc_binary() else { return };
+    let dir = tempdir();
+    let log = dir.path().join("frames.log");
+    let log_arg = log.display().to_string();
+    let marker = format!("e2e-via-{}", std::process::id());
+    let source = exec_source(&marker, &["--output", "{output}", "--frame-log", &log_arg]);
+    let g = Go2rtc::start(&bin, dir.path(), &[("via", source)]);
+    let url = format!("rtsp://127.0.0.1:{}/via", g.rtsp_port(dir.path()));
+    let mut child = agentcast(&["latency", "--via", &url, "--frame-log", &log_arg, "--frames", "45", "--json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_bounded(&mut child, Duration::from_secs(60));
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert!(status.success(), "{status}: {}\n{}", stderr_of(&mut child), g.log());
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["frames"]["decoded"], 45, "{r}");
+    let read = r["frames"]["stamps_read"].as_u64().unwrap();
+    assert_eq!(read + r["frames"]["misreads"].as_u64().unwrap(), 45, "{r}");
+    assert!(read >= 40, "RTSP starts at an IDR: nearly every stamp reads: {r}");
+    let l = &r["latency_ms"]["render_to_viewer_decoded"];
+    assert!(l["p50"].as_f64().unwrap() > 0.0 && l["max"].as_f64() >= l["p50"].as_f64(), "{r}");
+    eprintln!("via: render -> viewer decoded p50 {} ms, p99 {} ms ({read} stamps)", l["p50"], l["p99"]);
+    // Bad usage is one line: --via needs the producer's frame log.
+    let out = agentcast(&["latency", "--via", &url]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }

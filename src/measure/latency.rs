@@ -94,6 +94,21 @@ pub fn match_readings(
 }
 
 pub fn run(a: &LatencyArgs) -> anyhow::Result<Exit> {
+    if let (Some(url), Some(log)) = (&a.via, &a.frame_log) {
+        if !a.args.is_empty() {
+            return Err(fail(
+                Exit::Usage,
+                "latency --via runs no producer: give its flags to the producer go2rtc runs",
+            ));
+        }
+        let report = super::via::measure(url, log, a.frames)?;
+        if a.json {
+            println!("{report}");
+        } else {
+            print!("{}", super::via::text(&report));
+        }
+        return Ok(Exit::Ok);
+    }
     let (_, cfg) = super::producer_config(&a.args)?;
     if let Some(flag) = OWN_FLAGS.iter().find(|f| super::flag_given(&a.args, f)) {
         return Err(fail(Exit::Usage, format!("{flag} is set by agentcast latency itself (use its --frames)")));

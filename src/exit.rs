@@ -19,7 +19,8 @@ pub enum Exit {
     /// never appeared within `--source-timeout`.
     NoInput,
     /// 69: something required is not installed or not available: libEGL, an EGL display, a GStreamer
-    /// element, the requested encoder, a PipeWire daemon or session manager.
+    /// element, the requested encoder, a PipeWire daemon or session manager, the `--output rtsp://`
+    /// server (unreachable, or it refused).
     Unavailable,
     /// 70: internal, GPU or encoder failure while running.
     Software,

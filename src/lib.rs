@@ -14,15 +14,17 @@
 macro_rules! exit_codes_text {
     () => {
         "Exit codes:
-  0   done: --frames/--duration reached, SIGTERM/SIGINT, or the reader left (BrokenPipe)
+  0   done: --frames/--duration reached, SIGTERM/SIGINT, or the reader left (BrokenPipe, or the
+      RTSP server closed the session)
   1   check: the stream breaks go2rtc's rules
   2   usage: bad flag, value or AGENTCAST_* variable
   65  the shader does not compile or link (the driver's log is printed), or the agent's frames
       are malformed (a partial frame at EOF, a bad shared-memory header)
   66  an input file (--shader, check FILE) is missing or unreadable, or the PipeWire node never
       appeared within --source-timeout
-  69  unavailable: no libEGL or EGL display, a GStreamer element/encoder is not installed, or no
-      PipeWire daemon / session manager (--source pipewire:)
+  69  unavailable: no libEGL or EGL display, a GStreamer element/encoder is not installed, no
+      PipeWire daemon / session manager (--source pipewire:), or the --output rtsp:// server
+      cannot be reached or refuses the stream
   70  internal, GPU or encoder failure while running
   73  --output cannot be created: FIFO path taken or its directory missing, TCP address in use
   74  I/O error writing the output

@@ -155,6 +155,8 @@ pub fn run_writer(
     let mut au = Vec::with_capacity(256 * 1024);
     let mut waiting_for_idr = true;
     let mut warned_slices = false;
+    // MPEG-TS: the frame whose packets were written last.
+    let mut ts_frame: Option<u64> = None;
     loop {
         if stop.load(Ordering::Acquire) {
             return SinkEnd::Stopped;
@@ -180,6 +182,9 @@ pub fn run_writer(
         if !annexb {
             // mpegtsmux hands out one 188-byte packet per buffer, a frame's packets in one burst:
             // take what is already there (never waiting for more) and write it in one go.
+            let out_at = std::time::Instant::now();
+            // Each packet carries its PES's PTS; a frame's times are noted with its first packet.
+            let first_of_frame = timing.index_of(&sample).filter(|i| ts_frame.replace(*i) != Some(*i));
             au.clear();
             au.extend_from_slice(map.as_slice());
             while au.len() < TS_BATCH_BYTES
@@ -192,6 +197,9 @@ pub fn run_writer(
             }
             if let Err(end) = out.put(&au, buffer.pts()) {
                 return end;
+            }
+            if let Some(i) = first_of_frame {
+                timing.timings.written(i, out_at, std::time::Instant::now());
             }
             stats.access_units.fetch_add(1, Ordering::Relaxed);
             stats.bytes.fetch_add(au.len() as u64, Ordering::Relaxed);

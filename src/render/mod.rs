@@ -97,12 +97,11 @@ pub struct Renderer {
     /// Keeps the GL context current for the objects above (and flushes it for the CUDA copy).
     ctx: egl::Context,
     fps: u32,
-    /// Readback frames [`Renderer::collect_ready`] leaves in flight: none when paced (the loop
-    /// sleeps most of each interval anyway, so waiting for the frame's own read costs no
-    /// throughput, and the frame reaches the encoder in the interval it was rendered, not one
-    /// interval later behind its successor); `READBACK_SLOTS - 1` unpaced, where overlapping the
-    /// read with the next draw is what keeps the frame rate up.
-    keep_in_flight: usize,
+    /// Paced: how long [`Renderer::collect_ready`] waits for the frame just drawn to be read back
+    /// before leaving it for the next interval; `None` unpaced.
+    own_interval_wait: Option<Duration>,
+    /// (paced frames whose readback missed `own_interval_wait`, all paced frames read back).
+    deferred: (u64, u64),
 }
 
 impl Renderer {
@@ -134,8 +133,19 @@ impl Renderer {
                 next_slot: 0,
             },
         };
-        let keep_in_flight = if cfg.pace { 0 } else { READBACK_SLOTS - 1 };
-        Ok(Renderer { handoff, pack, stamp, scene, target, ctx: gpu.ctx, fps: cfg.fps, keep_in_flight })
+        // Half an interval: the loop still meets its next deadline when a readback is slow.
+        let own_interval_wait = cfg.pace.then(|| crate::clock::stream_time(1, cfg.fps) / 2);
+        Ok(Renderer {
+            handoff,
+            pack,
+            stamp,
+            scene,
+            target,
+            ctx: gpu.ctx,
+            fps: cfg.fps,
+            own_interval_wait,
+            deferred: (0, 0),
+        })
     }
 
     /// Draws frame `frame` (stream time `frame / fps`) and queues its readback.
@@ -222,15 +232,61 @@ impl Renderer {
         Ok(())
     }
 
-    /// Hands out finished frames (the steady state): paced, every frame rendered so far (the read
-    /// waits for the frame just drawn); unpaced, the newest readback stays in flight so its read
-    /// never waits on the GPU. Zero-copy frames are complete when copied.
+    /// Hands out finished frames (the steady state). Zero-copy frames are complete when copied.
+    /// Readback:
+    /// - paced: the frame just drawn goes to the encoder in its own interval, not one interval later
+    ///   behind its successor: its readback is waited for, up to half a frame interval (the loop
+    ///   sleeps most of each interval anyway). Only a readback slower than that (a loaded machine)
+    ///   stays in flight and goes out with the next frame, as the ring does, so the loop still meets
+    ///   its next deadline; those frames are counted and logged when the renderer is dropped;
+    /// - unpaced: the newest frame stays in flight so its read never waits on the GPU, which keeps
+    ///   the frame rate up.
     pub fn collect_ready(&mut self, f: impl FnMut(u64, Frame<'_>) -> anyhow::Result<()>) -> anyhow::Result<()> {
-        let keep = match self.handoff {
+        match self.own_interval_wait {
+            Some(wait) => self.collect_paced(wait, f),
+            None => {
+                let keep = match self.handoff {
+                    Handoff::Cuda { .. } => 0,
+                    Handoff::Readback { .. } => READBACK_SLOTS - 1,
+                };
+                self.collect(keep, f)
+            }
+        }
+    }
+
+    /// Paced collection: older frames at once, the newest if its readback finishes within `wait`.
+    pub fn collect_paced(
+        &mut self,
+        wait: Duration,
+        f: impl FnMut(u64, Frame<'_>) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let keep = match &self.handoff {
             Handoff::Cuda { .. } => 0,
-            Handoff::Readback { .. } => self.keep_in_flight,
+            Handoff::Readback { pbo, in_flight, .. } => match in_flight.back() {
+                Some(&(slot, _)) => {
+                    let own = pbo.finished_within(slot, wait).exit(Exit::Software)?;
+                    self.deferred.1 += 1;
+                    if !own {
+                        self.deferred.0 += 1;
+                        log::debug!("readback slower than {wait:?}: the frame goes out with the next one");
+                    }
+                    usize::from(!own)
+                }
+                None => 0,
+            },
         };
         self.collect(keep, f)
+    }
+}
+
+impl Drop for Renderer {
+    fn drop(&mut self) {
+        let (late, all) = self.deferred;
+        if late > 0 {
+            info!(
+                "readback: {late} of {all} paced frames were not read back within half a frame interval; they went to the encoder one interval late"
+            );
+        }
     }
 }
 
@@ -240,9 +296,11 @@ mod tests {
     use crate::encode::settings::RawFormat;
     use clap::Parser as _;
 
-    /// Paced, a frame reaches the encoder in its own interval: `collect_ready` after rendering frame
-    /// N hands out frame N itself, never waiting for frame N+1 to be rendered. Unpaced keeps the
-    /// ring (N is handed out after N+1 is drawn). Runs on whatever EGL is here (llvmpipe in CI).
+    /// Paced, a frame reaches the encoder in its own interval: collecting after rendering frame N
+    /// hands out frame N itself, never waiting for frame N+1 to be rendered (here with a wait long
+    /// enough for any readback, so the test does not depend on the machine's speed; the stream
+    /// waits half a frame interval). Unpaced keeps the ring (N is handed out after N+1 is drawn).
+    /// Runs on whatever EGL is here (llvmpipe in CI).
     #[test]
     fn paced_frames_do_not_wait_for_their_successor() {
         crate::encode::pipeline::init().unwrap();
@@ -254,17 +312,22 @@ mod tests {
             let cfg = Config::from_args(&crate::cli::Cli::try_parse_from(args).unwrap().stream).unwrap();
             let gpu = Gpu::open(None, None).expect("an EGL display (llvmpipe in CI)");
             let mut renderer = Renderer::new(gpu, &cfg, Plan::Cpu(RawFormat::Nv12)).unwrap();
+            let half_interval = Duration::from_nanos(1_000_000_000 / 30 / 2);
+            assert_eq!(renderer.own_interval_wait, pace.then_some(half_interval));
             (0..4)
                 .map(|n| {
                     renderer.render(n).unwrap();
                     let mut got = Vec::new();
-                    renderer
-                        .collect_ready(|i, frame| {
-                            assert_eq!(frame.bytes().map(<[u8]>::len), Some(640 * 360 * 4));
-                            got.push(i);
-                            Ok(())
-                        })
-                        .unwrap();
+                    let take = |i, frame: Frame<'_>| {
+                        assert_eq!(frame.bytes().map(<[u8]>::len), Some(640 * 360 * 4));
+                        got.push(i);
+                        Ok(())
+                    };
+                    if pace {
+                        renderer.collect_paced(READBACK_TIMEOUT, take).unwrap();
+                    } else {
+                        renderer.collect_ready(take).unwrap();
+                    }
                     (n, got)
                 })
                 .collect()

@@ -364,6 +364,21 @@ impl Readback {
         self.gl.check("queueing glReadPixels into a pixel-pack buffer")
     }
 
+    /// Waits at most `timeout` for `slot`'s transfer; whether it finished. The slot stays started:
+    /// [`Readback::read`] takes its bytes later.
+    pub fn finished_within(&self, slot: usize, timeout: Duration) -> anyhow::Result<bool> {
+        let Some(fence) = self.slots[slot].fence else { bail!("readback slot {slot} was never started") };
+        let ns = i32::try_from(timeout.as_nanos()).unwrap_or(i32::MAX);
+        // SAFETY: context current (module docs); the fence came from glFenceSync on it and stays
+        // alive (only `read` and `drop` delete it).
+        let status = unsafe { self.gl.gl.client_wait_sync(fence, glow::SYNC_FLUSH_COMMANDS_BIT, ns) };
+        match status {
+            glow::ALREADY_SIGNALED | glow::CONDITION_SATISFIED => Ok(true),
+            glow::TIMEOUT_EXPIRED => Ok(false),
+            _ => bail!("glClientWaitSync failed (0x{status:04x})"),
+        }
+    }
+
     /// Waits (at most `timeout`) for `slot`'s transfer, then calls `f` with its bytes.
     pub fn read<R>(&mut self, slot: usize, timeout: Duration, f: impl FnOnce(&[u8]) -> R) -> anyhow::Result<R> {
         let g = &self.gl.gl;

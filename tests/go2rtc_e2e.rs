@@ -373,3 +373,50 @@ fn latency_via_go2rtc_reads_every_stamp() {
     let out = agentcast(&["latency", "--via", &url]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// `--output rtsp://` straight to a go2rtc (no exec): a path go2rtc does not know is refused (exit
+/// 69, one line naming the URL); publishing to a stream it has works until go2rtc goes away, which
+/// ends agentcast with exit 0 at once.
+#[test]
+fn rtsp_output_refused_path_exits_69_and_server_gone_exits_0() {
+    let Some(bin) = go2rtc_binary() else { return };
+    let dir = tempdir();
+    let mut g = Go2rtc::start(&bin, dir.path(), &[("published", String::new())]);
+    let base = format!("rtsp://127.0.0.1:{}", g.rtsp_port(dir.path()));
+
+    let url = format!("{base}/nosuch");
+    let mut refused = spawn(&[&["--output", url.as_str(), "--frames", "150"][..], &SIZE].concat());
+    let status = wait_bounded(&mut refused, Duration::from_secs(30));
+    let err = stderr_of(&mut refused);
+    assert_eq!(status.code(), Some(69), "{err}");
+    let line = err.lines().find(|l| l.starts_with("agentcast: ")).unwrap_or_default();
+    assert!(line.starts_with(&format!("agentcast: --output {url}: ")), "{err}");
+
+    let url = format!("{base}/published");
+    let mut producer = Producer::start(dir.path(), &[&["--output", url.as_str()][..], &SIZE].concat());
+    producer.wait_for_log("the server accepted the stream", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(1));
+    let _ = g.child.kill();
+    let _ = g.child.wait();
+    let gone = Instant::now();
+    let status = wait_bounded(&mut producer.child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{}", producer.log());
+    assert!(producer.log().contains("the server closed the session"), "{}", producer.log());
+    eprintln!("rtsp: exit 0 {:.0} ms after go2rtc died", gone.elapsed().as_secs_f64() * 1000.0);
+}
+
+/// An RTSP server that is not there: exit 69 at start-up, naming the URL (no go2rtc needed).
+#[test]
+fn rtsp_output_to_nothing_exits_69_at_once() {
+    let port = free_port();
+    let url = format!("rtsp://127.0.0.1:{port}/agent");
+    let started = Instant::now();
+    let out = run(&["--output", &url, "--frames", "30"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{err}");
+    assert!(
+        err.lines().next().unwrap_or_default().starts_with(&format!("agentcast: --output {url}: cannot reach")),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+}

@@ -238,7 +238,7 @@ impl Renderer {
     ///   behind its successor: its readback is waited for, up to half a frame interval (the loop
     ///   sleeps most of each interval anyway). Only a readback slower than that (a loaded machine)
     ///   stays in flight and goes out with the next frame, as the ring does, so the loop still meets
-    ///   its next deadline; those frames are counted and logged when the renderer is dropped;
+    ///   its next deadline; those frames are counted and logged (1st, 2nd, 4th... and at the end);
     /// - unpaced: the newest frame stays in flight so its read never waits on the GPU, which keeps
     ///   the frame rate up.
     pub fn collect_ready(&mut self, f: impl FnMut(u64, Frame<'_>) -> anyhow::Result<()>) -> anyhow::Result<()> {
@@ -268,7 +268,14 @@ impl Renderer {
                     self.deferred.1 += 1;
                     if !own {
                         self.deferred.0 += 1;
-                        log::debug!("readback slower than {wait:?}: the frame goes out with the next one");
+                        let (late, all) = self.deferred;
+                        // Said on the 1st, 2nd, 4th, 8th... such frame: visible, never a flood.
+                        if late.is_power_of_two() {
+                            info!(
+                                "readback: {late} of {all} paced frames so far were not read back within {wait:?}; \
+                                 they went to the encoder one interval late (a loaded machine or a slow GPU)"
+                            );
+                        }
                     }
                     usize::from(!own)
                 }

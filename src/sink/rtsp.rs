@@ -34,9 +34,11 @@ use crate::exit::{Exit, fail};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// A session the server closes this soon after RECORD was refused, not ended.
 const REFUSED_WITHIN: Duration = Duration::from_millis(500);
-/// How long the end of the stream waits for rtspclientsink to send what it holds, and then for
-/// the server to answer TEARDOWN.
+/// How long the end of the stream waits for rtspclientsink to send what it holds (a few ms here).
 const FINISH_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long it then waits for the server to answer TEARDOWN (go2rtc never does), so that SIGTERM
+/// still ends the process well within a second.
+const TEARDOWN_TIMEOUT: Duration = Duration::from_millis(200);
 /// PTS are shifted this far into the pipeline's past, so encoder jitter never makes the sink wait
 /// on the clock for a frame that is already late.
 const PTS_MARGIN: gst::ClockTime = gst::ClockTime::from_mseconds(200);
@@ -238,11 +240,13 @@ impl Drop for Publisher {
     /// Sends what is queued and closes the session (TEARDOWN), within a bound.
     fn drop(&mut self) {
         let Some(running) = self.running.take() else { return };
+        let t0 = Instant::now();
         let _ = running.appsrc.end_of_stream();
-        let _ = running.bus.timed_pop_filtered(
+        let eos = running.bus.timed_pop_filtered(
             gst::ClockTime::from_nseconds(FINISH_TIMEOUT.as_nanos() as u64),
             &[gst::MessageType::Eos, gst::MessageType::Error],
         );
+        debug!("rtsp: end of stream sent ({:?} after {:?})", eos.map(|m| m.type_()), t0.elapsed());
         // Stopping sends TEARDOWN and waits for its answer, which go2rtc never gives (rtspclientsink
         // then waits out its TCP timeout, 20 s): stop in a thread, and wait for it only so long.
         let (done_tx, done_rx) = std::sync::mpsc::channel();
@@ -251,9 +255,9 @@ impl Drop for Publisher {
             let _ = pipeline.set_state(gst::State::Null);
             let _ = done_tx.send(());
         });
-        if stopper.is_ok() && done_rx.recv_timeout(FINISH_TIMEOUT).is_err() {
+        if stopper.is_ok() && done_rx.recv_timeout(TEARDOWN_TIMEOUT).is_err() {
             debug!(
-                "rtsp: the server did not answer TEARDOWN within {FINISH_TIMEOUT:?}; leaving the session to close with the process"
+                "rtsp: the server did not answer TEARDOWN within {TEARDOWN_TIMEOUT:?}; leaving the session to close with the process"
             );
         }
     }

@@ -393,8 +393,17 @@ fn rtsp_output_refused_path_exits_69_and_server_gone_exits_0() {
     assert!(line.starts_with(&format!("agentcast: --output {url}: ")), "{err}");
 
     let url = format!("{base}/published");
-    let mut producer = Producer::start(dir.path(), &[&["--output", url.as_str()][..], &SIZE].concat());
+    // A GOP longer than the run: the only IDRs are the first and the one SIGUSR1 asks for.
+    let mut producer = Producer::start(dir.path(), &[&["--output", url.as_str(), "--gop", "900"][..], &SIZE].concat());
     producer.wait_for_log("the server accepted the stream", Duration::from_secs(30));
+    // The SPS/PPS are in the SDP (go2rtc shows the producer's SDP in its API).
+    let (status, body) = http_get(g.api, "/api/streams?src=published", Duration::from_secs(10));
+    let info = String::from_utf8_lossy(&body);
+    assert!(status.contains(" 200") && info.contains("sprop-parameter-sets=Z"), "{status}\n{info}");
+    // SIGUSR1 asks for an IDR on this output too.
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&producer.child, "USR1");
+    producer.wait_for_log("keyframe requested: forcing an IDR", Duration::from_secs(5));
     std::thread::sleep(Duration::from_secs(1));
     let _ = g.child.kill();
     let _ = g.child.wait();
@@ -402,6 +411,7 @@ fn rtsp_output_refused_path_exits_69_and_server_gone_exits_0() {
     let status = wait_bounded(&mut producer.child, Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "{}", producer.log());
     assert!(producer.log().contains("the server closed the session"), "{}", producer.log());
+    assert!(producer.log().contains(" (2 IDR, "), "the first IDR and the requested one:\n{}", producer.log());
     eprintln!("rtsp: exit 0 {:.0} ms after go2rtc died", gone.elapsed().as_secs_f64() * 1000.0);
 }
 

@@ -15,6 +15,7 @@ pub mod queue;
 pub mod rtsp;
 pub mod stdout;
 pub mod tcp;
+pub mod ts;
 
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
@@ -33,6 +34,8 @@ use queue::{AuQueue, DropReason, Pushed};
 
 /// Most MPEG-TS bytes gathered into one write (a few frames' worth).
 const TS_BATCH_BYTES: usize = 1 << 20;
+/// Longest wait for the rest of a PES whose packets are coming (mpegtsmux sends them in one burst).
+const TS_PES_WAIT: gst::ClockTime = gst::ClockTime::from_mseconds(5);
 /// How often the writer looks at the stop flag while no access unit arrives.
 const POLL: Duration = Duration::from_millis(20);
 
@@ -155,8 +158,9 @@ pub fn run_writer(
     let mut au = Vec::with_capacity(256 * 1024);
     let mut waiting_for_idr = true;
     let mut warned_slices = false;
-    // MPEG-TS: the frame whose packets were written last.
+    // MPEG-TS: the frame whose packets were written last, and where its PES ends.
     let mut ts_frame: Option<u64> = None;
+    let mut pes = ts::PesTracker::default();
     loop {
         if stop.load(Ordering::Acquire) {
             return SinkEnd::Stopped;
@@ -181,18 +185,21 @@ pub fn run_writer(
         };
         if !annexb {
             // mpegtsmux hands out one 188-byte packet per buffer, a frame's packets in one burst:
-            // take what is already there (never waiting for more) and write it in one go.
+            // gather them and write the frame in one go. Only while a PES of declared length is
+            // still coming is there a (short) wait; otherwise only what is already there is taken.
             let out_at = std::time::Instant::now();
             // Each packet carries its PES's PTS; a frame's times are noted with its first packet.
             let first_of_frame = timing.index_of(&sample).filter(|i| ts_frame.replace(*i) != Some(*i));
             au.clear();
             au.extend_from_slice(map.as_slice());
-            while au.len() < TS_BATCH_BYTES
-                && let Some(more) = appsink.try_pull_sample(gst::ClockTime::ZERO)
-            {
+            let mut whole = pes.feed(map.as_slice());
+            while !whole && au.len() < TS_BATCH_BYTES {
+                let wait = if pes.mid_pes() { TS_PES_WAIT } else { gst::ClockTime::ZERO };
+                let Some(more) = appsink.try_pull_sample(wait) else { break };
                 stats.pulled.fetch_add(1, Ordering::Relaxed);
                 if let Some(m) = more.buffer().and_then(|b| b.map_readable().ok()) {
                     au.extend_from_slice(m.as_slice());
+                    whole = pes.feed(m.as_slice());
                 }
             }
             if let Err(end) = out.put(&au, buffer.pts()) {

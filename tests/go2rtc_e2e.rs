@@ -307,14 +307,19 @@ fn go2rtc_exec_rtsp_output_plays_and_stops() {
     exec_mode("exec_rtsp", &["--output", "{output}"], Timing::Encoder);
 }
 
+/// A producer that runs on its own (FIFO, TCP), its encoder up.
+fn standing_producer(dir: &Path, output: &str) -> Producer {
+    let mut producer = Producer::start(dir, &[&["--output", output][..], &SIZE].concat());
+    producer.wait_for_log("pipeline:", Duration::from_secs(20));
+    producer
+}
+
 #[test]
 fn go2rtc_fifo_plays_and_cat_stops() {
     let Some(bin) = go2rtc_binary() else { return };
     let dir = tempdir();
     let fifo = dir.path().join(format!("agent-{}.h264", std::process::id()));
-    let output = format!("fifo:{}", fifo.display());
-    let mut producer = Producer::start(dir.path(), &[&["--output", output.as_str()][..], &SIZE].concat());
-    producer.wait_for_log("pipeline:", Duration::from_secs(20));
+    let mut producer = standing_producer(dir.path(), &format!("fifo:{}", fifo.display()));
     let source = format!("exec:/usr/bin/cat {}#killsignal=15#killtimeout=2", fifo.display());
     let g = Go2rtc::start(&bin, dir.path(), &[("fifo", source)]);
     let mp4 = watch_and_see_producer_go(&g, "fifo", &fifo.display().to_string());
@@ -328,9 +333,7 @@ fn go2rtc_tcp_plays_and_disconnects() {
     let Some(bin) = go2rtc_binary() else { return };
     let dir = tempdir();
     let port = free_port();
-    let output = format!("tcp:127.0.0.1:{port}");
-    let mut producer = Producer::start(dir.path(), &[&["--output", output.as_str()][..], &SIZE].concat());
-    producer.wait_for_log("pipeline:", Duration::from_secs(20));
+    let mut producer = standing_producer(dir.path(), &format!("tcp:127.0.0.1:{port}"));
     let g = Go2rtc::start(&bin, dir.path(), &[("tcp", format!("tcp://127.0.0.1:{port}"))]);
     let mp4 = g.watch_mp4("tcp");
     // go2rtc has no process for tcp://: the producer sees its reader go instead.

@@ -33,6 +33,26 @@ pub struct Check {
     pub fix: Option<String>,
 }
 
+/// What the machine has, as facts for scripts and tests (`doctor --json`'s `facts`): the answers
+/// that tests of machine-dependent behaviour ask for instead of assuming a CPU-only machine.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Facts {
+    /// The GL renderer string; `None` where EGL does not open.
+    pub renderer: Option<String>,
+    /// The renderer runs on the CPU (llvmpipe, softpipe).
+    pub software_gl: Option<bool>,
+    /// CUDA devices (0 where there is no libcuda or it does not initialise).
+    pub cuda_devices: usize,
+    /// Every encoder element probed, and whether it opened.
+    pub encoders: std::collections::BTreeMap<String, bool>,
+    /// The element `--encoder auto` picks.
+    pub auto_encoder: Option<String>,
+    /// The frame path `--path auto` takes with the defaults: "zero-copy" or "readback".
+    pub auto_path: Option<String>,
+    /// Bytes per frame that cross to the host on that path at the size checked.
+    pub host_bytes_per_frame: Option<usize>,
+}
+
 fn check(name: &'static str, status: Status, detail: impl Into<String>, fix: Option<&str>) -> Check {
     Check { name, status, detail: detail.into(), fix: fix.map(str::to_string) }
 }
@@ -47,9 +67,10 @@ const REQUIRED: [(&str, &str); 6] = [
     ("h264parse", "gstreamer1.0-plugins-bad"),
 ];
 
-/// Runs every check.
-pub fn run_checks(lock_dir: PathBuf, fifo_dir: PathBuf, width: u32, height: u32) -> Vec<Check> {
+/// Runs every check, and notes the machine's [`Facts`] on the way.
+pub fn run_checks(lock_dir: PathBuf, fifo_dir: PathBuf, width: u32, height: u32) -> (Vec<Check>, Facts) {
     let mut out = Vec::new();
+    let mut facts = Facts::default();
 
     // GStreamer.
     let gst_ok = pipeline::init().is_ok();
@@ -83,6 +104,8 @@ pub fn run_checks(lock_dir: PathBuf, fifo_dir: PathBuf, width: u32, height: u32)
     match crate::render::Gpu::open(None, cuda_device) {
         Ok(gpu) => {
             renderer = Some(gpu.info.clone());
+            facts.renderer = Some(gpu.info.renderer.clone());
+            facts.software_gl = Some(gpu.info.software);
             out.push(check("egl", Status::Ok, gpu.info.platform.clone(), None));
             if gpu.info.software {
                 out.push(check(
@@ -105,6 +128,9 @@ pub fn run_checks(lock_dir: PathBuf, fifo_dir: PathBuf, width: u32, height: u32)
 
     // CUDA.
     let cuda = crate::cuda::probe();
+    if let crate::cuda::Cuda::Devices(n) = cuda {
+        facts.cuda_devices = n;
+    }
     out.push(match cuda.clone() {
         crate::cuda::Cuda::Absent => check(
             "cuda",
@@ -121,6 +147,8 @@ pub fn run_checks(lock_dir: PathBuf, fifo_dir: PathBuf, width: u32, height: u32)
     // Encoders: every backend opened for real.
     if gst_ok {
         let (report, chosen) = crate::encode::probe_every_backend(width, height);
+        facts.encoders = report.iter().map(|(b, o)| (b.element().to_string(), *o == select::Outcome::Opened)).collect();
+        facts.auto_encoder = chosen.map(|b| b.element().to_string());
         for (family, name, hint) in [
             ("nvenc", "nvenc", "NVIDIA GeForce/RTX/L4/T4 only: H100, H200 and A100 have no NVENC"),
             ("vaapi", "vaapi", "needs a VA-API driver with H.264 encode (Intel/AMD)"),
@@ -136,12 +164,18 @@ pub fn run_checks(lock_dir: PathBuf, fifo_dir: PathBuf, width: u32, height: u32)
         let nvenc_opens = report.iter().any(|(b, o)| b.name() == "nvenc" && *o == select::Outcome::Opened);
         if let Some(gpu) = renderer {
             let takes_cuda = if nvenc_opens { Ok(()) } else { Err("no NVENC opens here".into()) };
-            let facts =
+            let path_facts =
                 crate::convert::PathFacts::gather(cuda_device.map(|c| c.ordinal), &gpu, takes_cuda, width, height);
             let (auto, convert) = (crate::cli::PathArg::Auto, crate::cli::ConvertArg::Auto);
-            let line = match crate::convert::choose_path(auto, convert, &facts) {
-                Ok((true, why)) => format!("--path auto takes zero-copy (0 host bytes per frame): {why}"),
+            let line = match crate::convert::choose_path(auto, convert, &path_facts) {
+                Ok((true, why)) => {
+                    (facts.auto_path, facts.host_bytes_per_frame) = (Some("zero-copy".into()), Some(0));
+                    format!("--path auto takes zero-copy (0 host bytes per frame): {why}")
+                }
                 Ok((false, why)) => {
+                    let pixels = width as usize * height as usize;
+                    facts.auto_path = Some("readback".into());
+                    facts.host_bytes_per_frame = Some(if gpu.software { pixels * 4 } else { pixels * 3 / 2 });
                     let bytes = if gpu.software { "RGBA, 4 B/px" } else { "shader-packed YUV, 1.5 B/px" };
                     format!("--path auto takes {why}; frames cross to the host as {bytes}")
                 }
@@ -198,14 +232,14 @@ pub fn run_checks(lock_dir: PathBuf, fifo_dir: PathBuf, width: u32, height: u32)
             ),
         });
     }
-    out
+    (out, facts)
 }
 
 /// `agentcast doctor`.
 pub fn doctor(args: &crate::cli::DoctorArgs) -> anyhow::Result<Exit> {
     let lock_dir = args.lock_dir.clone().unwrap_or_else(crate::slots::default_dir);
     let fifo_dir = args.fifo_dir.clone().unwrap_or_else(|| lock_dir.clone());
-    let checks = run_checks(lock_dir, fifo_dir, args.width, args.height);
+    let (checks, facts) = run_checks(lock_dir, fifo_dir, args.width, args.height);
     let failed = checks.iter().any(|c| c.status == Status::Fail);
     if args.json {
         let rows: Vec<serde_json::Value> = checks
@@ -216,7 +250,10 @@ pub fn doctor(args: &crate::cli::DoctorArgs) -> anyhow::Result<Exit> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "ok": !failed, "checks": rows }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "ok": !failed, "checks": rows, "facts": facts }))?
+        );
     } else {
         for c in &checks {
             println!("{:<4}  {:<9} {}", c.status.word(), c.name, c.detail);

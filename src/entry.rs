@@ -32,6 +32,8 @@ pub fn cli_main(args: Vec<OsString>) -> u8 {
         Some(Command::Go2rtcConfig(a)) => go2rtc_config(a, &args),
         None => Config::from_args(&cli.stream)
             .map_err(|e| fail(Exit::Usage, e))
+            // Errors first: the user's mistakes before any start-up line (see preflight).
+            .and_then(|cfg| crate::preflight::preflight(&cfg).map(|()| cfg))
             .and_then(|cfg| stream(cfg).map(|()| Exit::Ok)),
     };
     match result {

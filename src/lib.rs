@@ -48,6 +48,7 @@ pub mod faults;
 pub mod frame;
 pub mod go2rtc;
 pub mod measure;
+pub mod preflight;
 pub mod render;
 pub mod sink;
 pub mod slots;

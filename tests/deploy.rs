@@ -24,14 +24,14 @@ const DOCKER_CONFIG_ARGS: [&str; 8] = ["go2rtc-config", "--agents", "4", "--list
 
 #[test]
 fn compose_files_parse() {
-    if Command::new("docker-compose").arg("version").output().is_err() {
+    if !on_path("docker-compose") {
         eprintln!("SKIPPED: docker-compose is not installed (scripts/setup.sh installs it)");
         return;
     }
     for file in
         ["docker/docker-compose.go2rtc.exec.yml", "docker/docker-compose.cpu.yml", "docker/docker-compose.pipewire.yml"]
     {
-        let out = Command::new("docker-compose").arg("-f").arg(repo(file)).arg("config").output().unwrap();
+        let out = Command::new("docker-compose").arg("-f").arg(repo(file)).arg("config").output_within(DEADLINE);
         assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
         let text = String::from_utf8_lossy(&out.stdout);
         let gpu = text.contains("driver: nvidia");
@@ -134,7 +134,7 @@ fn doctor_passes_here_and_reports_what_is_missing_without_failing() {
 
 #[test]
 fn doctor_fails_the_right_line_in_a_broken_environment() {
-    let out = agentcast(&["doctor"]).env("AGENTCAST_EGL_LIB", "/nonexistent/libEGL.so.1").output().unwrap();
+    let out = agentcast(&["doctor"]).env("AGENTCAST_EGL_LIB", "/nonexistent/libEGL.so.1").output_within(DEADLINE);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(69), "{text}");
     assert!(text.lines().any(|l| l.starts_with("FAIL  egl") && l.contains("/nonexistent/libEGL.so.1")), "{text}");
@@ -182,8 +182,7 @@ fn the_stats_file_is_always_complete_json() {
     let mut child = agentcast(&["--frames", "75", "--stats-interval", "1", "--stats-file", file.to_str().unwrap()])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn_within(DEADLINE);
     let mut reads = 0;
     while child.try_wait().unwrap().is_none() {
         if let Ok(text) = std::fs::read_to_string(&file) {

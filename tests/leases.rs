@@ -170,7 +170,7 @@ fn idle_fifo_producers_give_their_slots_back() {
     // Two readers: two slots held.
     let readers: Vec<_> = fifos[..2]
         .iter()
-        .map(|f| std::process::Command::new("cat").arg(f).stdout(std::process::Stdio::piped()).spawn().unwrap())
+        .map(|f| std::process::Command::new("cat").arg(f).stdout(std::process::Stdio::piped()).spawn_within(DEADLINE))
         .collect();
     for p in &mut producers[..2] {
         p.wait_for_log("first bytes to the reader", Duration::from_secs(20));
@@ -180,7 +180,7 @@ fn idle_fifo_producers_give_their_slots_back() {
     for mut r in readers {
         std::thread::sleep(Duration::from_millis(300));
         let _ = r.kill();
-        let out = r.wait_with_output().unwrap();
+        let out = r.wait_with_output();
         captures.push(out.stdout);
     }
     // Readers gone: the slots come free again.

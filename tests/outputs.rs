@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,7 @@ fn assert_capture_ok(dir: &Path, name: &str, capture: &[u8]) {
 
 /// A producer with stderr captured to a file, so its logs can be read while it runs.
 pub(crate) struct Producer {
-    pub(crate) child: Child,
+    pub(crate) child: Proc,
     log: PathBuf,
 }
 
@@ -45,8 +45,7 @@ impl Producer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+            .spawn_within(DEADLINE);
         Producer { child, log }
     }
 
@@ -100,14 +99,14 @@ impl Drop for Producer {
 
 /// `cat FIFO` with its output collected on a thread.
 struct Cat {
-    child: Child,
+    child: Proc,
     got: Arc<Mutex<Vec<u8>>>,
     reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Cat {
     fn start(fifo: &Path) -> Cat {
-        let mut child = Command::new("cat").arg(fifo).stdout(Stdio::piped()).spawn().unwrap();
+        let mut child = Command::new("cat").arg(fifo).stdout(Stdio::piped()).spawn_within(DEADLINE);
         let mut out = child.stdout.take().unwrap();
         let got = Arc::new(Mutex::new(Vec::new()));
         let sink = got.clone();
@@ -272,7 +271,7 @@ fn fifo_path_safety() {
     assert_eq!(std::fs::read(&file).unwrap(), b"precious");
     // A symlink is refused, even one pointing at a FIFO.
     let target = dir.path().join("real.fifo");
-    assert!(Command::new("mkfifo").arg(&target).status().unwrap().success());
+    assert!(Command::new("mkfifo").arg(&target).output_within(DEADLINE).status.success());
     let link = dir.path().join("link.h264");
     std::os::unix::fs::symlink(&target, &link).unwrap();
     let out = run(&["--output", &format!("fifo:{}", link.display()), "--frames", "1"]);

@@ -169,8 +169,7 @@ fn environment_variables_set_flags() {
     let out = agentcast(&["--frames", "3", "--no-pace", "--no-stamp"])
         .env("AGENTCAST_WIDTH", "640")
         .env("AGENTCAST_HEIGHT", "360")
-        .output()
-        .unwrap();
+        .output_within(DEADLINE);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let dir = tempdir();
     let p = probe(&write(dir.path(), "out.h264", &out.stdout));
@@ -196,7 +195,7 @@ fn broken_pipe_exits_zero_without_a_panic() {
 #[test]
 fn broken_pipe_through_head_exits_zero() {
     let script = format!("'{BIN}' | head -c 100000 > /dev/null; echo \"${{PIPESTATUS[0]}}\"");
-    let out = std::process::Command::new("bash").arg("-c").arg(&script).env_remove("RUST_LOG").output().unwrap();
+    let out = std::process::Command::new("bash").arg("-c").arg(&script).env_remove("RUST_LOG").output_within(DEADLINE);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0", "stderr:\n{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -314,8 +313,9 @@ fn a_valid_user_shader_renders() {
 
 /// A plugin directory with every system plugin except x264, so "not installed" is real.
 fn plugins_without_x264() -> tempfile::TempDir {
-    let out =
-        std::process::Command::new("pkg-config").args(["--variable=pluginsdir", "gstreamer-1.0"]).output().unwrap();
+    let out = std::process::Command::new("pkg-config")
+        .args(["--variable=pluginsdir", "gstreamer-1.0"])
+        .output_within(DEADLINE);
     let system = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let dir = tempdir();
     for entry in std::fs::read_dir(&system).unwrap() {
@@ -335,8 +335,7 @@ fn a_forced_encoder_that_is_not_installed_is_unavailable_and_auto_falls_back() {
             .env("GST_PLUGIN_SYSTEM_PATH_1_0", plugins.path())
             .env("GST_PLUGIN_PATH_1_0", "")
             .env("GST_REGISTRY_1_0", plugins.path().join("registry.bin"))
-            .output()
-            .unwrap()
+            .output_within(DEADLINE)
     };
     assert_usage_error(&with_env(&["--encoder", "x264", "--frames", "1"]), 69, "x264enc");
     let out = with_env(&["--frames", "10", "--no-pace"]);
@@ -348,9 +347,10 @@ fn a_forced_encoder_that_is_not_installed_is_unavailable_and_auto_falls_back() {
 
 #[test]
 fn no_egl_vendor_is_unavailable() {
-    let out =
-        agentcast(&["--frames", "1"]).env("__EGL_VENDOR_LIBRARY_FILENAMES", "/nonexistent/egl_vendor.json").output();
-    assert_usage_error(&out.unwrap(), 69, "no usable EGL display");
+    let out = agentcast(&["--frames", "1"])
+        .env("__EGL_VENDOR_LIBRARY_FILENAMES", "/nonexistent/egl_vendor.json")
+        .output_within(DEADLINE);
+    assert_usage_error(&out, 69, "no usable EGL display");
 }
 
 #[test]
@@ -434,10 +434,9 @@ fn check_reads_stdin_and_reports_missing_files() {
     let mut child = agentcast(&["check", "-"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_within(DEADLINE);
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), &our_stream()).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = child.wait_with_output();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     let out = run(&["check", "/nonexistent.h264"]);
     assert_eq!(out.status.code(), Some(66));
@@ -624,8 +623,7 @@ fn ts_packets(path: &std::path::Path) -> (usize, usize) {
     let out = std::process::Command::new("ffprobe")
         .args(["-v", "error", "-select_streams", "v", "-show_entries", "packet=pts", "-of", "csv=p=0"])
         .arg(path)
-        .output()
-        .unwrap();
+        .output_within(DEADLINE);
     let pts: Vec<i64> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
@@ -715,7 +713,7 @@ fn mux_mpegts_pes_lengths_are_set_wherever_the_frame_fits() {
 #[test]
 fn mux_mpegts_broken_pipe_exits_zero() {
     let script = format!("'{BIN}' --mux mpegts | head -c 100000 > /dev/null; echo \"${{PIPESTATUS[0]}}\"");
-    let out = std::process::Command::new("bash").arg("-c").arg(&script).output().unwrap();
+    let out = std::process::Command::new("bash").arg("-c").arg(&script).output_within(DEADLINE);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0", "{}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -727,7 +725,7 @@ fn wrapper() -> std::process::Command {
 }
 
 fn children_of(pid: u32) -> Vec<u32> {
-    let out = std::process::Command::new("pgrep").args(["-P", &pid.to_string()]).output().unwrap();
+    let out = std::process::Command::new("pgrep").args(["-P", &pid.to_string()]).output_within(DEADLINE);
     String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect()
 }
 
@@ -748,7 +746,7 @@ fn assert_gone(pids: &[u32]) {
 #[test]
 fn wrapper_script_makes_valid_mpegts() {
     let dir = tempdir();
-    let out = wrapper().args(["--frames", "60", "--no-pace"]).output().unwrap();
+    let out = wrapper().args(["--frames", "60", "--no-pace"]).output_within(DEADLINE);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let path = write(dir.path(), "wrapped.ts", &out.stdout);
     assert_eq!(ts_packets(&path), (60, 0));
@@ -757,7 +755,7 @@ fn wrapper_script_makes_valid_mpegts() {
 #[test]
 fn wrapper_script_exits_zero_on_broken_pipe_and_leaves_nothing_behind() {
     let mut child =
-        wrapper().stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        wrapper().stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn_within(DEADLINE);
     let mut stdout = child.stdout.take().unwrap();
     let mut first = vec![0u8; 100_000];
     stdout.read_exact(&mut first).unwrap();
@@ -772,7 +770,8 @@ fn wrapper_script_exits_zero_on_broken_pipe_and_leaves_nothing_behind() {
 
 #[test]
 fn wrapper_script_killed_with_sigkill_leaves_no_orphans() {
-    let mut child = wrapper().stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut child =
+        wrapper().stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn_within(DEADLINE);
     let mut stdout = child.stdout.take().unwrap();
     let mut first = vec![0u8; 50_000];
     stdout.read_exact(&mut first).unwrap();

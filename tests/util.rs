@@ -4,6 +4,8 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_agentcast");
@@ -20,9 +22,13 @@ pub fn agentcast(args: &[&str]) -> Command {
     cmd
 }
 
-/// Runs to completion with stdout captured; panics with stderr if it fails to start.
+/// How long any process a test starts may run before the test kills it and fails. The slowest run
+/// (10 s of paced stream on a loaded 2-core machine) takes about a fifth of it.
+pub const DEADLINE: Duration = Duration::from_secs(120);
+
+/// Runs to completion with stdout captured; past [`DEADLINE`] it is killed and the test fails.
 pub fn run(args: &[&str]) -> Output {
-    agentcast(args).stdin(Stdio::null()).output().expect("running agentcast")
+    agentcast(args).output_within(DEADLINE)
 }
 
 /// Runs and insists on exit 0, returning stdout.
@@ -37,13 +43,144 @@ pub fn stream(args: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
-pub fn spawn(args: &[&str]) -> Child {
-    agentcast(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning agentcast")
+/// Starts the binary with stdout and stderr piped, under [`DEADLINE`].
+pub fn spawn(args: &[&str]) -> Proc {
+    agentcast(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn_within(DEADLINE)
+}
+
+/// A running child under a deadline. A watchdog thread kills its whole process group (the child
+/// and anything it started) once the deadline passes; dropping the guard kills what is left, and
+/// if the deadline had fired the test fails with the tail of the child's stderr. Derefs to the
+/// [`Child`], so `kill`, `id`, `stdout.take()` and friends work as usual.
+pub struct Proc {
+    child: Child,
+    what: String,
+    limit: Duration,
+    done: Arc<(Mutex<bool>, Condvar)>,
+    fired: Arc<AtomicBool>,
+    watchdog: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Proc {
+    /// Waits for the exit while collecting stdout and stderr (like [`Child::wait_with_output`]);
+    /// fails the test if the deadline killed it.
+    pub fn wait_with_output(mut self) -> Output {
+        let drain = |pipe: Option<Box<dyn Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                if let Some(mut p) = pipe {
+                    let _ = p.read_to_end(&mut buf);
+                }
+                buf
+            })
+        };
+        let out = drain(self.child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+        let err = drain(self.child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+        let status = self.child.wait().expect("waiting for a child");
+        let (stdout, stderr) = (out.join().unwrap(), err.join().unwrap());
+        self.stop_watchdog();
+        if self.fired.load(Ordering::SeqCst) {
+            panic!(
+                "{} ran past its {:?} deadline and was killed; its stderr ended:\n{}",
+                self.what,
+                self.limit,
+                tail(&stderr)
+            );
+        }
+        Output { status, stdout, stderr }
+    }
+
+    fn stop_watchdog(&mut self) {
+        let (lock, cv) = &*self.done;
+        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cv.notify_all();
+        if let Some(t) = self.watchdog.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl std::ops::Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.child
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop_watchdog();
+        let _ = self.child.kill();
+        kill_group(self.child.id());
+        let _ = self.child.wait();
+        if self.fired.load(Ordering::SeqCst) && !std::thread::panicking() {
+            let mut err = Vec::new();
+            if let Some(mut e) = self.child.stderr.take() {
+                let _ = e.read_to_end(&mut err);
+            }
+            panic!(
+                "{} ran past its {:?} deadline and was killed; its stderr ended:\n{}",
+                self.what,
+                self.limit,
+                tail(&err)
+            );
+        }
+    }
+}
+
+/// SIGKILL to the process group led by `pgid` (each bounded child leads its own).
+fn kill_group(pgid: u32) {
+    use nix::sys::signal::{Signal, killpg};
+    let _ = killpg(nix::unistd::Pid::from_raw(pgid as i32), Signal::SIGKILL);
+}
+
+/// The last 2000 bytes of a child's stderr, as text.
+pub fn tail(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let cut = text.len().saturating_sub(2000);
+    let cut = (cut..text.len()).find(|&i| text.is_char_boundary(i)).unwrap_or(text.len());
+    text[cut..].to_string()
+}
+
+/// Deadlines for any [`Command`] a test runs: the binary, ffmpeg, bash, cat, go2rtc.
+pub trait Bounded {
+    /// Starts the command in its own process group under a deadline.
+    fn spawn_within(&mut self, limit: Duration) -> Proc;
+    /// Runs it to completion with stdout and stderr captured and stdin empty (as
+    /// [`Command::output`] does); past `limit` the test fails with the tail of its stderr.
+    fn output_within(&mut self, limit: Duration) -> Output;
+}
+
+impl Bounded for Command {
+    fn spawn_within(&mut self, limit: Duration) -> Proc {
+        use std::os::unix::process::CommandExt;
+        let what = format!("{:?}", self).chars().take(300).collect::<String>();
+        let child = self.process_group(0).spawn().unwrap_or_else(|e| panic!("starting {what}: {e}"));
+        let done = Arc::new((Mutex::new(false), Condvar::new()));
+        let fired = Arc::new(AtomicBool::new(false));
+        let (d, f, pid, w) = (done.clone(), fired.clone(), child.id(), what.clone());
+        let watchdog = std::thread::spawn(move || {
+            let (lock, cv) = &*d;
+            let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+            let (guard, _) = cv.wait_timeout_while(guard, limit, |done| !*done).unwrap_or_else(|p| p.into_inner());
+            if !*guard {
+                f.store(true, Ordering::SeqCst);
+                eprintln!("deadline: {w} still running after {limit:?}; killing its process group {pid}");
+                kill_group(pid);
+            }
+        });
+        Proc { child, what, limit, done, fired, watchdog: Some(watchdog) }
+    }
+
+    fn output_within(&mut self, limit: Duration) -> Output {
+        self.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn_within(limit).wait_with_output()
+    }
 }
 
 /// Waits for a child with a bound, so a hang fails the test instead of CI.
@@ -55,7 +192,17 @@ pub fn wait_bounded(child: &mut Child, limit: Duration) -> std::process::ExitSta
         }
         if start.elapsed() > limit {
             let _ = child.kill();
-            panic!("agentcast did not exit within {limit:?}");
+            let _ = child.wait();
+            let err = child.stderr.take().map(|mut e| {
+                let mut buf = Vec::new();
+                let _ = e.read_to_end(&mut buf);
+                buf
+            });
+            panic!(
+                "process {} did not exit within {limit:?}; its stderr ended:\n{}",
+                child.id(),
+                tail(&err.unwrap_or_default())
+            );
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -70,8 +217,8 @@ pub fn stderr_of(child: &mut Child) -> String {
 }
 
 pub fn signal(child: &Child, sig: &str) {
-    let st = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().expect("kill");
-    assert!(st.success());
+    let sig: nix::sys::signal::Signal = format!("SIG{sig}").parse().expect("a signal name such as TERM");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).expect("kill");
 }
 
 pub fn tempdir() -> tempfile::TempDir {
@@ -84,9 +231,13 @@ pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     p
 }
 
+/// Whether an executable of this name is on PATH.
+pub fn on_path(name: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+}
+
 pub fn tool(name: &str) -> Command {
-    let found = Command::new(name).arg("-version").stdout(Stdio::null()).stderr(Stdio::null()).status();
-    assert!(found.is_ok(), "{name} is not installed; run scripts/setup.sh");
+    assert!(on_path(name), "{name} is not installed; run scripts/setup.sh");
     Command::new(name)
 }
 
@@ -106,8 +257,7 @@ pub fn probe(path: &Path) -> Probe {
         .arg("stream=codec_name,profile,width,height,has_b_frames")
         .args(["-of", "default=noprint_wrappers=1"])
         .arg(path)
-        .output()
-        .unwrap();
+        .output_within(DEADLINE);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let field = |k: &str| -> String {
         text.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).unwrap_or_default().to_string()
@@ -117,8 +267,7 @@ pub fn probe(path: &Path) -> Probe {
         .arg("frame=pict_type,key_frame")
         .args(["-of", "csv=p=0"])
         .arg(path)
-        .output()
-        .unwrap();
+        .output_within(DEADLINE);
     let frames = String::from_utf8_lossy(&frames_out.stdout)
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -141,8 +290,11 @@ pub fn probe(path: &Path) -> Probe {
 
 /// Decodes with ffmpeg; returns its error output (empty when the stream decodes cleanly).
 pub fn decode_errors(path: &Path) -> String {
-    let out =
-        tool("ffmpeg").args(["-v", "error", "-f", "h264", "-i"]).arg(path).args(["-f", "null", "-"]).output().unwrap();
+    let out = tool("ffmpeg")
+        .args(["-v", "error", "-f", "h264", "-i"])
+        .arg(path)
+        .args(["-f", "null", "-"])
+        .output_within(DEADLINE);
     assert!(out.status.success(), "ffmpeg failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stderr).to_string()
 }
@@ -153,8 +305,7 @@ fn decode_raw(path: &Path, pix_fmt: &str, bytes_per_picture: usize) -> Vec<Vec<u
         .args(["-v", "error", "-f", "h264", "-i"])
         .arg(path)
         .args(["-f", "rawvideo", "-pix_fmt", pix_fmt, "-"])
-        .output()
-        .unwrap();
+        .output_within(DEADLINE);
     assert!(out.status.success(), "ffmpeg failed: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.stdout.len() % bytes_per_picture, 0, "decoded size is not a whole number of pictures");
     out.stdout.chunks(bytes_per_picture).map(<[u8]>::to_vec).collect()
@@ -189,8 +340,8 @@ pub fn ffmpeg_x264(dir: &Path, name: &str, x264_params: &str, bframes: u32) -> P
         .args(["-c:v", "libx264", "-pix_fmt", "yuv420p", "-bf", &bframes.to_string()])
         .args(["-x264-params", x264_params, "-f", "h264"])
         .arg(&path)
-        .status()
-        .unwrap();
+        .output_within(DEADLINE)
+        .status;
     assert!(st.success());
     path
 }
@@ -221,14 +372,15 @@ pub fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
 /// Whether this machine has the NVIDIA driver's CUDA library (tests of the CUDA-free behaviour skip
 /// there; hardware tests skip everywhere else).
 pub fn nvidia_present() -> bool {
-    let ldconfig = Command::new("/sbin/ldconfig").arg("-p").output();
     Path::new("/proc/driver/nvidia/version").exists()
-        || ldconfig.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("libcuda.so.1"))
+        || (Path::new("/sbin/ldconfig").exists()
+            && String::from_utf8_lossy(&Command::new("/sbin/ldconfig").arg("-p").output_within(DEADLINE).stdout)
+                .contains("libcuda.so.1"))
 }
 
 /// Whether GStreamer has this element here (gst-inspect-1.0 exits 0).
 pub fn has_element(name: &str) -> bool {
-    Command::new("gst-inspect-1.0").args(["--exists", name]).status().is_ok_and(|s| s.success())
+    Command::new("gst-inspect-1.0").args(["--exists", name]).output_within(DEADLINE).status.success()
 }
 
 /// The JSON stats lines in a run's stderr, each parsed (a line that does not parse fails the test).
@@ -238,4 +390,20 @@ pub fn stats_lines(stderr: &[u8]) -> Vec<serde_json::Value> {
         .filter(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("stats line does not parse ({e}): {l}")))
         .collect()
+}
+
+#[test]
+#[should_panic(expected = "ran past its 1s deadline and was killed")]
+fn a_hung_process_fails_its_test_within_the_deadline() {
+    // The grandchild holds the pipes too: killing only the child would leave the read hanging.
+    Command::new("bash").args(["-c", "echo started >&2; sleep 60 & sleep 60"]).output_within(Duration::from_secs(1));
+}
+
+#[test]
+fn a_guard_kills_what_it_started_when_dropped() {
+    let child = Command::new("sleep").arg("60").spawn_within(DEADLINE);
+    let pid = child.id();
+    drop(child);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(stat.is_empty() || stat.split_whitespace().nth(2) == Some("Z"), "sleep {pid} outlived its guard");
 }

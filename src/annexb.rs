@@ -284,7 +284,10 @@ impl Normalizer {
     pub fn normalize(&mut self, au: &[u8], out: &mut Vec<u8>) -> AuInfo {
         out.clear();
         let mut info = AuInfo::default();
-        let list: Vec<Nal<'_>> = nals(au).filter(|n| !n.data.is_empty()).collect();
+        // Bytes outside any NAL (before the first start code) are dropped: behind a start code of
+        // their own they would become a NAL of whatever type their first byte says, even an IDR
+        // without parameter sets (found by tests/fuzz.rs).
+        let list: Vec<Nal<'_>> = nals(au).filter(|n| !n.data.is_empty() && n.start_code_len > 0).collect();
         let (mut have_sps, mut have_pps) = (false, false);
         for nal in &list {
             match nal.nal_type() {

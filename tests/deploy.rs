@@ -24,10 +24,7 @@ const DOCKER_CONFIG_ARGS: [&str; 8] = ["go2rtc-config", "--agents", "4", "--list
 
 #[test]
 fn compose_files_parse() {
-    if !on_path("docker-compose") {
-        eprintln!("SKIPPED: docker-compose is not installed (scripts/setup.sh installs it)");
-        return;
-    }
+    assert!(on_path("docker-compose"), "docker-compose is not installed; run scripts/setup.sh");
     for file in
         ["docker/docker-compose.go2rtc.exec.yml", "docker/docker-compose.cpu.yml", "docker/docker-compose.pipewire.yml"]
     {
@@ -117,19 +114,35 @@ fn doctor_passes_here_and_reports_what_is_missing_without_failing() {
             .unwrap_or_else(|| panic!("no {name} line:\n{text}"))
             .to_string()
     };
-    assert!(line("egl").starts_with("ok") && line("egl").contains("surfaceless"), "{text}");
-    assert!(line("gl").contains("llvmpipe") && line("gl").contains("software"), "{text}");
-    assert!(line("cuda").starts_with("warn"), "{text}");
-    assert!(line("nvenc").starts_with("warn"), "{text}");
-    assert!(line("encoder").contains("x264"), "{text}");
+    // The lines agree with what the machine has, found out independently where that can be done.
+    assert!(line("egl").starts_with("ok"), "{text}");
+    let software = line("gl").contains("software");
+    assert_eq!(line("gl").starts_with("warn"), software, "{text}");
+    assert_eq!(line("cuda").starts_with("warn"), !nvidia_present(), "{text}");
+    if !nvidia_present() {
+        assert!(line("nvenc").starts_with("warn") && line("path").contains("there is no CUDA device"), "{text}");
+    }
+    let facts = machine();
+    assert_eq!(facts["software_gl"], software, "{facts}");
+    let auto = facts["auto_encoder"].as_str().expect("an encoder opens here");
+    assert!(line("encoder").contains(auto), "{text}");
+    assert!(has_element(auto), "doctor's auto encoder {auto} is not installed");
     let path = line("path");
-    assert!(path.contains("--path auto takes readback") && path.contains("RGBA, 4 B/px"), "{text}");
-    assert!(path.contains("there is no CUDA device") || nvidia_present(), "{text}");
+    let expected = match facts["auto_path"].as_str() {
+        Some("zero-copy") => "--path auto takes zero-copy",
+        _ if software => "RGBA, 4 B/px",
+        _ => "shader-packed YUV, 1.5 B/px",
+    };
+    assert!(path.contains(expected), "{text}");
+    let pixels = 1280 * 720;
+    let bytes = facts["host_bytes_per_frame"].as_u64().unwrap();
+    assert!([0, pixels * 3 / 2, pixels * 4].contains(&bytes), "{facts}");
     assert!(text.ends_with("the default path works here\n"), "{text}");
     let json = run(&["doctor", "--json"]);
     let doc: serde_json::Value = serde_json::from_slice(&json.stdout).expect("doctor --json parses");
     assert_eq!(doc["ok"], true);
-    assert!(doc["checks"].as_array().unwrap().iter().any(|c| c["check"] == "cuda" && c["status"] == "warn"));
+    let cuda = if nvidia_present() { "ok" } else { "warn" };
+    assert!(doc["checks"].as_array().unwrap().iter().any(|c| c["check"] == "cuda" && c["status"] == cuda));
 }
 
 #[test]
@@ -166,13 +179,14 @@ fn stats_lines_parse_grow_and_add_up() {
         "{last}"
     );
     let mid = &lines[1];
-    assert_eq!(mid["backend"], "x264enc");
+    assert_eq!(mid["backend"], machine()["auto_encoder"]);
     assert!(mid["latency_ms"]["render_to_write"]["p50"].as_f64().unwrap() > 0.0, "{mid}");
     assert!(mid["rss_kib"].as_u64().unwrap() > 0);
     assert!(mid.get("vms").is_none());
-    // Proof of the path: on llvmpipe, auto converts on the CPU, so RGBA (4 B/px) crosses to the host.
-    assert_eq!(mid["path"], "readback");
-    assert_eq!(mid["host_bytes_per_frame"], 1280 * 720 * 4, "{mid}");
+    // Proof of the path, as doctor predicts it for this machine: on llvmpipe, auto converts on the
+    // CPU, so RGBA (4 B/px) crosses to the host; on a real GPU the shader packs YUV (1.5 B/px).
+    assert_eq!(mid["path"], machine()["auto_path"], "{mid}");
+    assert_eq!(mid["host_bytes_per_frame"], machine()["host_bytes_per_frame"], "{mid}");
 }
 
 #[test]
@@ -198,12 +212,14 @@ fn the_stats_file_is_always_complete_json() {
     assert_eq!(v["stats"], "final");
 }
 
-/// With the shader pass packing YUV on the GPU, 1.5 bytes per pixel cross to the host, not 4.
+/// With the shader pass packing YUV on the GPU, 1.5 bytes per pixel cross to the host, not 4 (the
+/// path is pinned to readback, so this holds on every machine).
 #[test]
 fn stats_show_the_host_bytes_of_the_gpu_packed_path() {
     let dir = tempdir();
     let file = dir.path().join("stats.json");
-    let out = run(&["--frames", "10", "--no-pace", "--convert", "gpu", "--stats-file", file.to_str().unwrap()]);
+    let args = ["--frames", "10", "--no-pace", "--convert", "gpu", "--path", "readback", "--stats-file"];
+    let out = run(&[&args[..], &[file.to_str().unwrap()]].concat());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stats: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     assert_eq!(stats["path"], "readback");
@@ -212,10 +228,15 @@ fn stats_show_the_host_bytes_of_the_gpu_packed_path() {
 
 // --gpu: the CUDA device; never silently ignored.
 
+/// Without CUDA, `--gpu 0` is refused in one line; with it, device 0 streams and device 99 is refused.
 #[test]
 fn gpu_without_cuda_is_a_one_line_error_naming_the_flag() {
-    if nvidia_present() {
-        eprintln!("skipped: this machine has CUDA");
+    let devices = machine()["cuda_devices"].as_u64().unwrap();
+    if devices > 0 {
+        let out = run(&["--gpu", "0", "--frames", "5", "--no-pace"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = run(&["--gpu", "99", "--frames", "5"]);
+        crate::assert_usage_error(&out, 69, &format!("--gpu 99: there are {devices} CUDA device(s)"));
         return;
     }
     let out = run(&["--gpu", "0", "--frames", "5"]);

@@ -171,16 +171,11 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// The `done:` stats line, as numbers: (rendered, late-skipped, lag drops).
+/// From the final JSON stats line: (frames rendered, late-skipped, lag drops).
 fn done_stats(log: &str) -> (u64, u64, u64) {
-    let line = log.lines().find(|l| l.contains("] done:")).unwrap_or_else(|| panic!("no done line:\n{log}"));
-    let after = |key: &str| -> u64 {
-        let rest = &line[line.find(key).unwrap_or_else(|| panic!("no {key} in {line}")) + key.len()..];
-        rest.trim_start().split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
-    };
-    let drops = &line[line.find("sink drops ").unwrap() + "sink drops ".len()..];
-    let lag: u64 = drops.split('/').nth(1).unwrap().parse().unwrap();
-    (after("rendered "), after("late-skipped "), lag)
+    let last = final_stats(log.as_bytes());
+    let n = |a: &str, b: &str| last[a][b].as_u64().unwrap_or_else(|| panic!("no {a}.{b} in {last}"));
+    (n("frames", "rendered"), n("skipped", "late"), n("dropped", "lag"))
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! its bytes with real decoders.
 
 mod deploy;
+mod fuzz;
 mod go2rtc_e2e;
 mod leases;
 mod measure;
@@ -341,7 +342,7 @@ fn a_forced_encoder_that_is_not_installed_is_unavailable_and_auto_falls_back() {
     let out = with_env(&["--frames", "10", "--no-pace"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("encoder: openh264"), "auto should fall back to openh264:\n{err}");
+    assert_eq!(final_stats(&out.stderr)["backend"], "openh264enc", "auto should fall back to openh264:\n{err}");
     assert_go2rtc_bytes(&out.stdout);
 }
 
@@ -444,6 +445,9 @@ fn check_reads_stdin_and_reports_missing_files() {
 
 // Encoder selection.
 
+/// The hardware encoder elements, in `--encoder auto`'s order.
+const HARDWARE_ENCODERS: [&str; 4] = ["nvcudah264enc", "nvh264enc", "vah264enc", "vaapih264enc"];
+
 #[test]
 fn encoders_lists_every_backend_and_what_auto_picks() {
     let out = run(&["encoders"]);
@@ -452,23 +456,40 @@ fn encoders_lists_every_backend_and_what_auto_picks() {
     let row = |element: &str| {
         text.lines().find(|l| l.contains(element)).unwrap_or_else(|| panic!("no {element} row:\n{text}"))
     };
-    assert!(row("x264enc").contains("<-") && row("x264enc").ends_with("yes"), "{text}");
+    // What the machine has, asked independently (gst-inspect) and through doctor.
+    let auto = machine()["auto_encoder"].as_str().expect("an encoder opens here").to_string();
+    assert!(row(&auto).contains("<-"), "auto ({auto}, by doctor) is not marked:\n{text}");
+    assert!(row("x264enc").ends_with("yes"), "{text}");
     assert!(row("openh264enc").ends_with("yes"), "{text}");
-    for hw in ["nvcudah264enc", "nvh264enc", "vah264enc", "vaapih264enc"] {
-        assert!(row(hw).contains("no"), "{hw} should be reported missing here:\n{text}");
+    for hw in HARDWARE_ENCODERS {
+        if !has_element(hw) {
+            assert!(row(hw).contains("no"), "{hw} is not installed and should be reported so:\n{text}");
+        }
     }
     let out = run(&["encoders", "--json"]);
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("encoders --json parses");
-    assert_eq!(doc["auto"], "x264enc");
+    assert_eq!(doc["auto"], auto.as_str());
     let rows = doc["encoders"].as_array().unwrap();
     assert_eq!(rows.len(), 6);
+    // auto is the first in order that opens; every row agrees with gst-inspect on "installed".
+    let first_open = rows.iter().find(|r| r["opens"] == true).map(|r| r["element"].clone());
+    assert_eq!(first_open, Some(serde_json::Value::from(auto.as_str())), "{doc}");
+    for r in rows {
+        assert_eq!(r["installed"], has_element(r["element"].as_str().unwrap()), "{r}");
+    }
     let x264 = rows.iter().find(|r| r["element"] == "x264enc").unwrap();
     assert_eq!((x264["installed"].as_bool(), x264["opens"].as_bool()), (Some(true), Some(true)));
 }
 
 #[test]
 fn nvenc_without_nvenc_is_unavailable() {
-    assert_usage_error(&run(&["--encoder", "nvenc", "--frames", "1"]), 69, "--encoder nvenc: no H.264 encoder opens");
+    let nvenc_opens = ["nvcudah264enc", "nvh264enc"].iter().any(|e| machine()["encoders"][e] == true);
+    let out = run(&["--encoder", "nvenc", "--frames", "1", "--no-pace"]);
+    if nvenc_opens {
+        assert!(out.status.success(), "doctor says NVENC opens here: {}", String::from_utf8_lossy(&out.stderr));
+    } else {
+        assert_usage_error(&out, 69, "--encoder nvenc: no H.264 encoder opens");
+    }
 }
 
 #[test]
@@ -476,10 +497,16 @@ fn auto_logs_why_hardware_encoders_were_skipped() {
     let out = run(&["--frames", "2", "--no-pace"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    for skipped in ["skipped nvenc (nvcudah264enc)", "skipped nvenc (nvh264enc)", "skipped vaapi (vah264enc)"] {
-        assert!(err.contains(skipped), "no {skipped:?} in:\n{err}");
+    let auto = machine()["auto_encoder"].as_str().unwrap();
+    let families =
+        [("nvcudah264enc", "nvenc"), ("nvh264enc", "nvenc"), ("vah264enc", "vaapi"), ("vaapih264enc", "vaapi")];
+    // Every hardware encoder before the one chosen was tried and skipped, with the reason logged.
+    for (element, family) in families.iter().take_while(|(e, _)| *e != auto) {
+        let skipped = format!("skipped {family} ({element})");
+        assert!(err.contains(&skipped), "no {skipped:?} in:\n{err}");
     }
-    assert!(err.contains("encoder: x264 (x264enc)"), "{err}");
+    assert!(err.contains(&format!("({auto})")) && err.contains("encoder: "), "{err}");
+    assert_eq!(final_stats(&out.stderr)["backend"], auto);
 }
 
 #[test]

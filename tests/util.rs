@@ -407,3 +407,23 @@ fn a_guard_kills_what_it_started_when_dropped() {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     assert!(stat.is_empty() || stat.split_whitespace().nth(2) == Some("Z"), "sleep {pid} outlived its guard");
 }
+
+/// The final stats line of a run (`"stats": "final"`), from its stderr.
+pub fn final_stats(stderr: &[u8]) -> serde_json::Value {
+    let last = stats_lines(stderr).pop().filter(|l| l["stats"] == "final");
+    last.unwrap_or_else(|| panic!("no final stats line: {}", tail(stderr)))
+}
+
+/// This machine's facts from `agentcast doctor --json` (asked once): what tests of behaviour that
+/// depends on the machine (the renderer, CUDA, which encoder auto picks, bytes per frame) expect,
+/// instead of assuming a CPU-only machine.
+pub fn machine() -> &'static serde_json::Value {
+    static FACTS: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    FACTS.get_or_init(|| {
+        let locks = tempdir();
+        let out = run(&["doctor", "--json", "--lock-dir", locks.path().to_str().unwrap()]);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("doctor --json does not parse ({e}): {}", tail(&out.stderr)));
+        doc["facts"].clone()
+    })
+}

@@ -347,11 +347,9 @@ mod tests {
     /// NV12 frame copied GL -> CUDA -> GstCudaMemory must equal, byte for byte, the same frame
     /// packed by the same shader and read back through glReadPixels.
     #[test]
+    #[ignore = "needs an NVIDIA GPU with CUDA and the NVIDIA EGL driver"]
     fn zero_copy_frames_are_pixel_exact_against_the_readback() {
-        let Some(cuda) = crate::cuda::select(None).ok().flatten() else {
-            eprintln!("skipped: no CUDA device");
-            return;
-        };
+        let cuda = crate::cuda::select(None).expect("CUDA initialises").expect("a CUDA device");
         crate::encode::pipeline::init().unwrap();
         let cli = crate::cli::Cli::try_parse_from(["agentcast", "--width", "640", "--height", "360"]).unwrap();
         let cfg = Config::from_args(&cli.stream).unwrap();

@@ -84,18 +84,20 @@ sample() {
     rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status")
     thr=$(awk '/^Threads:/ {print $2}' "/proc/$p/status")
     fds=$(find "/proc/$p/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
-    written=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["frames"]["written"])' \
-        "$dir/$name.json" 2>/dev/null || echo -)
-    echo "${rss:-0} $fds ${thr:-0} $written"
+    written=$(grep -o '"written":[0-9]*' "$dir/$name.json" 2>/dev/null | cut -d: -f2)
+    echo "${rss:-0} $fds ${thr:-0} ${written:--}"
 }
 
 printf 'soak: %s min, 1280x720@30 paced, %s, samples every %s s (%s)\n' "$minutes" "$bin" "$interval" "$(date -u +%FT%TZ)"
 samples=$((minutes * 60 / interval))
 rows="$dir/rows"
 : >"$rows"
+start=$SECONDS
 for ((i = 1; i <= samples; i++)); do
-    sleep "$interval"
-    line="$((i * interval))"
+    # Sample on the wall clock's 10 s marks (sampling takes time too; the marks do not drift).
+    wait_s=$((start + i * interval - SECONDS))
+    ((wait_s > 0)) && sleep "$wait_s"
+    line="$((SECONDS - start))"
     for o in "${outputs[@]}"; do line+=" $(sample "${pid[$o]}" "$o")"; done
     echo "$line" >>"$rows"
     echo "soak: $line" >&2

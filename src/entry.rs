@@ -19,7 +19,7 @@ use crate::stream::{Control, Stalled, Stream};
 pub fn cli_main(args: Vec<OsString>) -> u8 {
     let cli = match Cli::parse_args(args.clone()) {
         Ok(cli) => cli,
-        Err(e) => return clap_exit(e),
+        Err(e) => return clap_exit(e, &args),
     };
     init_logging(cli.log_level.as_deref());
     let result = match &cli.command {
@@ -89,14 +89,39 @@ fn watch_signals(mut signals: Signals, control: Control) -> anyhow::Result<()> {
 }
 
 /// Help and version go to stdout as usual; errors become one line on stderr with exit code 2.
-fn clap_exit(e: clap::Error) -> u8 {
+fn clap_exit(e: clap::Error, args: &[OsString]) -> u8 {
     use clap::error::ErrorKind;
     if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
         let _ = e.print();
         return 0;
     }
-    eprintln!("agentcast: {}", usage_line(&e));
+    let line = usage_line(&e);
+    let line = match from_env(&e, args) {
+        from if from.is_empty() => line,
+        from => line.replacen(" (see --help)", &format!("{from} (see --help)"), 1),
+    };
+    eprintln!("agentcast: {line}");
     Exit::Usage.code()
+}
+
+/// " (from AGENTCAST_X)" when the value clap refused came from that variable rather than the command
+/// line, so the error names what the user has to change.
+fn from_env(e: &clap::Error, args: &[OsString]) -> String {
+    use clap::CommandFactory as _;
+    use clap::error::{ContextKind, ContextValue};
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else { return String::new() };
+    let long = arg.split_whitespace().next().unwrap_or_default().trim_start_matches("--");
+    let flag = format!("--{long}");
+    let on_command_line =
+        args.iter().skip(1).map(|a| a.to_string_lossy()).any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+    let cmd = Cli::command();
+    let env = cmd.get_arguments().find(|a| a.get_long() == Some(long)).and_then(|a| a.get_env());
+    match env {
+        Some(var) if !on_command_line && std::env::var_os(var).is_some() => {
+            format!(" (from {})", var.to_string_lossy())
+        }
+        _ => String::new(),
+    }
 }
 
 /// A command-line error as the one line the CLI prints after `agentcast: ` (the Python package
@@ -160,5 +185,15 @@ fn run_check(args: &CheckArgs) -> anyhow::Result<Exit> {
     let report = check::check_stream(&buf);
     println!("{name}:");
     println!("{report}");
-    Ok(if report.ok() { Exit::Ok } else { Exit::CheckFailed })
+    if report.ok() {
+        return Ok(Exit::Ok);
+    }
+    // One line on stderr too, for whoever reads only that (the report above is on stdout).
+    let what = if buf.is_empty() {
+        "empty input (0 bytes)".to_string()
+    } else {
+        format!("{} violation(s) of go2rtc's raw H.264 rules (see the report on stdout)", report.violations.len())
+    };
+    eprintln!("agentcast: check {name}: {what}");
+    Ok(Exit::CheckFailed)
 }

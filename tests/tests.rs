@@ -1,6 +1,7 @@
 //! Integration tests: run the real binary (Mesa llvmpipe renders where there is no GPU) and check
 //! its bytes with real decoders.
 
+mod bad_input;
 mod deploy;
 mod fuzz;
 mod go2rtc_e2e;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The checks that need an NVIDIA GPU: the zero-copy path's hardware legs (issue 6). Prints what ran,
-# on which GPU and driver. Without an NVIDIA GPU it says so and runs what is left (the hardware tests
-# then skip with a message). Needs what scripts/setup.sh installs, and the NVIDIA driver's
+# The checks that need an NVIDIA GPU: the zero-copy path's hardware legs (issue 6), the tests that
+# are #[ignore = "needs ..."] in a plain `cargo test`, every test whose expectation depends on the
+# machine, and the GPU memory reading (issue 17). Prints what ran, on which GPU and driver. Without an
+# NVIDIA GPU it says so and runs what is left (the hardware tests then fail, saying what is missing). Needs what scripts/setup.sh installs, and the NVIDIA driver's
 # libcuda.so.1 and EGL vendor library. Run it from a checkout: `scripts/gpu-check.sh`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -26,9 +27,20 @@ step "EGL device selection and the path chosen (30 frames at 1080p, --log-level 
 $B --width 1920 --height 1080 --frames 30 --no-pace --log-level info 2>&1 >/dev/null |
   grep -E 'egl|EGL|GL_RENDERER|cuda|CUDA|path:|convert:|encoder:' | sed 's/^\[[^]]*\] //'
 
-step "hardware tests: GL -> CUDA pixel-exact copy; CUDA memory through cudadownload ! x264enc, stamp for stamp"
-cargo test --release --locked -q zero_copy -- --nocapture --test-threads=1 2>&1 |
-  grep -E 'skip|test result|panicked|FAILED|zero_copy' || true
+step "hardware tests (#[ignore]d elsewhere, run here with --include-ignored) and every test whose expectation depends on the machine (doctor --json facts)"
+# GL -> CUDA pixel-exact copy (lib); CUDA memory through cudadownload ! x264enc, stamp for stamp;
+# doctor, stats, encoders, --gpu and --path as this machine predicts them.
+machine_tests=(zero_copy deploy::doctor deploy::stats deploy::gpu encoders_lists nvenc_without auto_logs
+    a_forced_encoder gpu_and_cpu_conversion)
+{
+    cargo test --release --locked -q --lib -- --include-ignored --test-threads=1 zero_copy
+    cargo test --release --locked -q --test tests -- --include-ignored --test-threads=1 "${machine_tests[@]}"
+} 2>&1 | grep -E '^test |test result|panicked|FAILED' || true
+
+step "GPU memory in the stats (NVML): gpu_memory_mib of a 1080p run, beside nvidia-smi's figure for it"
+$B --width 1920 --height 1080 --frames 90 --stats-interval 1 2>&1 >/dev/null | grep '^{' | tail -n 1 |
+    python3 -c 'import json,sys; s=json.loads(sys.stdin.read()); print("gpu_memory_mib:", s.get("gpu_memory_mib"), "path:", s.get("path"))'
+$B doctor --json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); print("doctor nvml:", d["facts"].get("nvml"))'
 
 step "1080p per path: fps, CPU per frame, host bytes per frame (3 rounds beside videotestsrc ! x264enc)"
 scripts/bench-paths.sh

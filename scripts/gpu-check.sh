@@ -40,7 +40,7 @@ machine_tests=(zero_copy deploy::doctor deploy::stats deploy::gpu encoders_lists
 step "GPU memory in the stats (NVML): gpu_memory_mib of a 1080p run, beside nvidia-smi's figure for it"
 $B --width 1920 --height 1080 --frames 90 --stats-interval 1 2>&1 >/dev/null | grep '^{' | tail -n 1 |
     python3 -c 'import json,sys; s=json.loads(sys.stdin.read()); print("gpu_memory_mib:", s.get("gpu_memory_mib"), "path:", s.get("path"))'
-$B doctor --json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); print("doctor nvml:", d["facts"].get("nvml"))'
+$B doctor --json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); print("doctor nvml:", d["facts"].get("nvml"), [c["detail"] for c in d["checks"] if c["check"] == "nvml"])'
 
 step "1080p per path: fps, CPU per frame, host bytes per frame (3 rounds beside videotestsrc ! x264enc)"
 scripts/bench-paths.sh

@@ -51,6 +51,8 @@ pub struct Facts {
     pub auto_path: Option<String>,
     /// Bytes per frame that cross to the host on that path at the size checked.
     pub host_bytes_per_frame: Option<usize>,
+    /// NVML answers (the stats' `gpu_memory_mib` comes from it); `false` means that figure is null.
+    pub nvml: bool,
 }
 
 fn check(name: &'static str, status: Status, detail: impl Into<String>, fix: Option<&str>) -> Check {
@@ -142,6 +144,20 @@ pub fn run_checks(lock_dir: PathBuf, fifo_dir: PathBuf, width: u32, height: u32)
             check("cuda", Status::Warn, format!("libcuda loads but does not initialise: {why}"), None)
         }
         crate::cuda::Cuda::Devices(n) => check("cuda", Status::Ok, format!("{n} CUDA device(s)"), None),
+    });
+
+    // NVML: where the stats' real GPU memory comes from.
+    out.push(match crate::stats::nvml_status() {
+        Ok(detail) => {
+            facts.nvml = true;
+            check("nvml", Status::Ok, format!("{detail}; the stats report gpu_memory_mib"), None)
+        }
+        Err(why) => check(
+            "nvml",
+            Status::Warn,
+            format!("{why}: the stats' gpu_memory_mib stays null"),
+            Some("only NVIDIA machines have NVML (libnvidia-ml.so.1, from the driver)"),
+        ),
     });
 
     // Encoders: every backend opened for real.

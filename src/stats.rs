@@ -169,6 +169,71 @@ pub fn rss_kib() -> Option<u64> {
     status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()
 }
 
+/// NVML (libnvidia-ml.so.1), loaded at run time on first use; the error says why it is not there.
+fn nvml() -> Result<&'static nvml_wrapper::Nvml, &'static str> {
+    static NVML: std::sync::OnceLock<Result<nvml_wrapper::Nvml, String>> = std::sync::OnceLock::new();
+    NVML.get_or_init(|| nvml_wrapper::Nvml::init().map_err(|e| nvml_error(&e))).as_ref().map_err(String::as_str)
+}
+
+fn nvml_error(e: &nvml_wrapper::error::NvmlError) -> String {
+    use nvml_wrapper::error::NvmlError;
+    match e {
+        NvmlError::LibloadingError(_) => "libnvidia-ml.so.1 is not installed (no NVIDIA driver)".into(),
+        NvmlError::DriverNotLoaded => "the NVIDIA kernel driver is not loaded".into(),
+        NvmlError::NoPermission => "NVML has no permission to talk to the driver".into(),
+        other => format!("NVML does not initialise: {other}"),
+    }
+}
+
+/// Whether NVML answers here, for `doctor`: the driver and device count, or why not.
+pub fn nvml_status() -> Result<String, String> {
+    let nvml = nvml().map_err(str::to_string)?;
+    let driver = nvml.sys_driver_version().unwrap_or_else(|_| "?".into());
+    let devices = nvml.device_count().map_err(|e| nvml_error(&e))?;
+    Ok(format!("NVML answers: driver {driver}, {devices} device(s)"))
+}
+
+/// GPU memory this process holds on its GPUs, in MiB, from NVML's per-process accounting (compute
+/// and graphics contexts on every device). `None` where there is no NVML, or NVML does not list
+/// this process: it holds no GPU memory (llvmpipe), or NVML sees other pids (a container without
+/// the host's pid namespace).
+pub fn gpu_memory_mib() -> Option<u64> {
+    let nvml = nvml().ok()?;
+    let mut entries = Vec::new();
+    for index in 0..nvml.device_count().ok()? {
+        let Ok(device) = nvml.device_by_index(index) else { continue };
+        for list in [device.running_compute_processes(), device.running_graphics_processes()] {
+            entries.extend(list.unwrap_or_default().into_iter().map(|p| {
+                let bytes = match p.used_gpu_memory {
+                    nvml_wrapper::enums::device::UsedGpuMemory::Used(b) => Some(b),
+                    nvml_wrapper::enums::device::UsedGpuMemory::Unavailable => None,
+                };
+                (index, p.pid, bytes)
+            }));
+        }
+    }
+    own_usage_mib(std::process::id(), &entries)
+}
+
+/// The MiB `pid` holds from NVML's lists of `(device, pid, bytes)`: per device the largest figure
+/// (a process with compute and graphics contexts on one device is listed in both lists, with the
+/// same memory), summed over devices. `None` when `pid` is not listed with a figure.
+pub fn own_usage_mib(pid: u32, entries: &[(u32, u32, Option<u64>)]) -> Option<u64> {
+    let mut per_device = std::collections::BTreeMap::<u32, u64>::new();
+    for (device, p, bytes) in entries {
+        if *p == pid
+            && let Some(b) = bytes
+        {
+            let slot = per_device.entry(*device).or_default();
+            *slot = (*slot).max(*b);
+        }
+    }
+    if per_device.is_empty() {
+        return None;
+    }
+    Some((per_device.values().sum::<u64>() as f64 / (1024.0 * 1024.0)).round() as u64)
+}
+
 /// Writes `text` to `path` atomically: a temporary file in the same directory, then rename.
 pub fn write_atomic(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
@@ -232,6 +297,27 @@ mod tests {
         write_atomic(&p, "{\"a\":2}").unwrap();
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "{\"a\":2}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
+    }
+
+    #[test]
+    fn own_gpu_memory_is_summed_from_nvml_lists() {
+        let mib = 1024 * 1024;
+        let entries = [(0, 7, Some(300 * mib)), (0, 8, Some(999 * mib)), (0, 7, None), (0, 7, Some(300 * mib))];
+        // Listed as compute and as graphics on one device with the same figure: counted once.
+        assert_eq!(own_usage_mib(7, &entries), Some(300));
+        // Another device adds.
+        assert_eq!(own_usage_mib(7, &[&entries[..], &[(1, 7, Some(300 * mib))]].concat()), Some(600));
+        assert_eq!(own_usage_mib(9, &entries), None, "not listed: no GPU memory known");
+        assert_eq!(own_usage_mib(7, &[(0, 7, None)]), None, "listed without a figure");
+        assert_eq!(own_usage_mib(7, &[(0, 7, Some(mib / 2 + 1))]), Some(1));
+    }
+
+    #[test]
+    fn nvml_failures_say_why_in_words() {
+        use nvml_wrapper::error::NvmlError;
+        assert_eq!(nvml_error(&NvmlError::DriverNotLoaded), "the NVIDIA kernel driver is not loaded");
+        assert_eq!(nvml_error(&NvmlError::NoPermission), "NVML has no permission to talk to the driver");
+        assert!(nvml_error(&NvmlError::Unknown).starts_with("NVML does not initialise: "));
     }
 
     #[test]

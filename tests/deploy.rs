@@ -183,6 +183,12 @@ fn stats_lines_parse_grow_and_add_up() {
     assert!(mid["latency_ms"]["render_to_write"]["p50"].as_f64().unwrap() > 0.0, "{mid}");
     assert!(mid["rss_kib"].as_u64().unwrap() > 0);
     assert!(mid.get("vms").is_none());
+    // Real GPU memory: null where doctor finds no NVML; a number where NVML lists this process.
+    if machine()["nvml"] == false {
+        assert!(mid["gpu_memory_mib"].is_null(), "{mid}");
+    } else {
+        assert!(mid["gpu_memory_mib"].is_null() || mid["gpu_memory_mib"].is_u64(), "{mid}");
+    }
     // Proof of the path, as doctor predicts it for this machine: on llvmpipe, auto converts on the
     // CPU, so RGBA (4 B/px) crosses to the host; on a real GPU the shader packs YUV (1.5 B/px).
     assert_eq!(mid["path"], machine()["auto_path"], "{mid}");

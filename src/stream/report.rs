@@ -111,8 +111,8 @@ impl Reporter {
             "host_bytes_per_frame": f.host_bytes,
             "nvenc_slot": f.slot,
             "rss_kib": crate::stats::rss_kib(),
-            // Real GPU memory needs NVML, which agentcast does not load yet; never VMS.
-            "gpu_memory_mib": serde_json::Value::Null,
+            // Real GPU memory from NVML (null without it, or while this process holds none); never VMS.
+            "gpu_memory_mib": crate::stats::gpu_memory_mib(),
         });
         if kind != "now" {
             self.last = (now, c.rendered, bytes);

@@ -12,7 +12,7 @@ use std::path::Path;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
-use crate::config::{Config, SceneSource};
+use crate::config::{Config, SourceSpec};
 use crate::encode::{select, settings};
 use crate::exit::{Exit, fail};
 use crate::sink::output::Output;
@@ -20,9 +20,14 @@ use crate::sink::output::Output;
 /// Checks what the user gave, in the order a reader of `--help` meets it. The error carries its
 /// exit code and names the flag or file.
 pub fn preflight(cfg: &Config) -> anyhow::Result<()> {
-    if let SceneSource::Shader(path) = &cfg.scene {
-        std::fs::read_to_string(path)
-            .map_err(|e| fail(Exit::NoInput, format!("--shader {}: {}", path.display(), e)))?;
+    match &cfg.source {
+        SourceSpec::Shader(path) => {
+            std::fs::read_to_string(path)
+                .map_err(|e| fail(Exit::NoInput, format!("--shader {}: {}", path.display(), e)))?;
+        }
+        SourceSpec::Raw(path) => crate::source::raw::check(path)?,
+        SourceSpec::Unix(path) => check_socket_path(path)?,
+        _ => {}
     }
     if !cfg.encoder_opts.is_empty() {
         crate::encode::pipeline::init()?;
@@ -122,6 +127,26 @@ fn check_output(output: &Output) -> anyhow::Result<()> {
         Output::Tcp(addr) => std::net::TcpListener::bind(addr)
             .map(drop)
             .map_err(|e| fail(Exit::CantCreate, format!("--output tcp:{addr}: cannot listen: {}", e))),
+    }
+}
+
+/// `--source unix:PATH`: the path must be free, or a stale socket that nobody listens on (start-up
+/// replaces that one).
+fn check_socket_path(path: &Path) -> anyhow::Result<()> {
+    let shown = format!("--source unix:{}", path.display());
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => Err(fail(Exit::CantCreate, format!("{shown}: another process is listening on this socket"))),
+            Err(_) => Ok(()),
+        },
+        Ok(m) => Err(fail(
+            Exit::CantCreate,
+            format!(
+                "{shown}: the path is a {}, not a socket; refusing to replace it",
+                crate::sink::fifo::kind(m.file_type())
+            ),
+        )),
+        Err(_) => Ok(()),
     }
 }
 

@@ -25,7 +25,10 @@ pub fn preflight(cfg: &Config) -> anyhow::Result<()> {
             std::fs::read_to_string(path)
                 .map_err(|e| fail(Exit::NoInput, format!("--shader {}: {}", path.display(), e)))?;
         }
-        SourceSpec::Raw(path) => crate::source::raw::check(path)?,
+        SourceSpec::Raw(path) => {
+            let frame = format!("{}x{} {}", cfg.width, cfg.height, cfg.pix_fmt);
+            crate::source::raw::check(path, cfg.pix_fmt.frame_bytes(cfg.width, cfg.height), &frame)?;
+        }
         SourceSpec::Unix(path) => check_socket_path(path)?,
         _ => {}
     }

@@ -11,8 +11,9 @@ use crate::util::*;
 const W: u32 = 640;
 const H: u32 = 360;
 
-/// Kills a child when dropped (a failed assertion never leaves a process behind).
-struct Reaped(Child);
+/// Kills a child when dropped (a failed assertion never leaves a process behind); the child also
+/// runs under the suite's deadline ([`Proc`]).
+struct Reaped(Proc);
 
 impl Drop for Reaped {
     fn drop(&mut self) {
@@ -28,15 +29,17 @@ fn ffmpeg_into_agentcast(pix_fmt: &str, frames: u32, args: &[&str]) -> (std::pro
         .args(["-v", "error", "-f", "lavfi", "-i", &format!("testsrc2=size={W}x{H}:rate=30")])
         .args(["-frames:v", &frames.to_string(), "-f", "rawvideo", "-pix_fmt", pix_fmt, "-"])
         .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_within(DEADLINE);
     let ffmpeg_out = ffmpeg.stdout.take().unwrap();
     let (w, h) = (W.to_string(), H.to_string());
     let ours = if pix_fmt == "yuv420p" { "i420" } else { pix_fmt };
     let mut all = vec!["--source", "raw:-", "--width", &w, "--height", &h, "--pix-fmt", ours, "--stats-interval", "0"];
     all.extend_from_slice(args);
-    let child =
-        agentcast(&all).stdin(Stdio::from(ffmpeg_out)).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let child = agentcast(&all)
+        .stdin(Stdio::from(ffmpeg_out))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn_within(DEADLINE);
     let _ffmpeg = Reaped(ffmpeg);
     let mut child = Reaped(child);
     wait_output(&mut child.0, Duration::from_secs(60))
@@ -70,8 +73,7 @@ fn psnr(a: &Path, b: &Path, pix_fmt: &str) -> f64 {
         .args(["-f", "rawvideo", "-pix_fmt", pix_fmt, "-s", &size, "-r", "30", "-i"])
         .arg(b)
         .args(["-lavfi", "[0:v][1:v]psnr", "-f", "null", "-"])
-        .output()
-        .unwrap();
+        .output_within(DEADLINE);
     let text = String::from_utf8_lossy(&out.stderr);
     let line = text.lines().find(|l| l.contains("PSNR")).unwrap_or_else(|| panic!("no PSNR line:\n{text}"));
     line.split("average:").nth(1).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap()
@@ -100,8 +102,8 @@ fn ffmpeg_frames_through_a_pipe_pass_check_and_decode_to_the_source_pictures() {
             .args(["-v", "error", "-y", "-f", "lavfi", "-i", &format!("testsrc2=size={W}x{H}:rate=30")])
             .args(["-frames:v", &frames.to_string(), "-f", "rawvideo", "-pix_fmt", pix_fmt])
             .arg(&src)
-            .status()
-            .unwrap();
+            .output_within(DEADLINE)
+            .status;
         assert!(st.success());
         let dec = dir.path().join(format!("{pix_fmt}.dec"));
         let st = tool("ffmpeg")
@@ -109,8 +111,8 @@ fn ffmpeg_frames_through_a_pipe_pass_check_and_decode_to_the_source_pictures() {
             .arg(&out)
             .args(["-f", "rawvideo", "-pix_fmt", pix_fmt])
             .arg(&dec)
-            .status()
-            .unwrap();
+            .output_within(DEADLINE)
+            .status;
         assert!(st.success());
         let db = psnr(&dec, &src, pix_fmt);
         eprintln!("{pix_fmt}: PSNR {db:.1} dB over {frames} frames");
@@ -126,8 +128,7 @@ fn eof_in_the_middle_of_a_frame_writes_the_whole_frames_then_exits_65() {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_within(DEADLINE);
     let mut child = Reaped(child);
     let mut stdin = child.0.stdin.take().unwrap();
     let writer = std::thread::spawn(move || {
@@ -197,8 +198,7 @@ if die:
     let child = Command::new("python3")
         .args(["-c", script, sock.to_str().unwrap(), &W.to_string(), &H.to_string(), &fps.to_string()])
         .args([seconds.to_string().as_str(), if die_mid_frame { "1" } else { "0" }])
-        .spawn()
-        .expect("python3 (scripts/setup.sh installs it)");
+        .spawn_within(DEADLINE);
     Reaped(child)
 }
 
@@ -214,8 +214,7 @@ fn socket_run(fps: u32, die_mid_frame: bool) -> (serde_json::Value, Vec<u8>, Str
         .args(["--stats-interval", "0", "--stats-file", stats.to_str().unwrap(), "--source-timeout", "0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_within(DEADLINE);
     let mut child = Reaped(child);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !sock.exists() && Instant::now() < deadline {

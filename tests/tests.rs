@@ -5,6 +5,7 @@ mod bad_input;
 mod deploy;
 mod fuzz;
 mod go2rtc_e2e;
+mod kill_matrix;
 mod leases;
 mod measure;
 mod outputs;

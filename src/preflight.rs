@@ -1,9 +1,9 @@
 //! Errors first: everything the user gave is checked before any encoder is probed or EGL is set up,
 //! so a mistake fails in milliseconds and its `agentcast:` line is the first thing on stderr. go2rtc
 //! keeps only the first 512 bytes of a failed producer's stderr, so a cause printed after a dozen
-//! start-up lines never reaches the viewer. Nothing here logs, opens an encoder or creates a GL
-//! context; what can only be known by doing so (a shader that does not compile, an encoder that does
-//! not open) is left to start-up.
+//! start-up lines never reaches the viewer. Nothing here logs or opens an encoder; a `--shader` is
+//! compiled on a throwaway GL context with the start-up lines held back. What can only be known by
+//! starting (an encoder that does not open, the frame path) is left to start-up.
 
 use std::io;
 use std::os::unix::fs::FileTypeExt as _;
@@ -24,6 +24,13 @@ pub fn preflight(cfg: &Config) -> anyhow::Result<()> {
         SourceSpec::Shader(path) => {
             std::fs::read_to_string(path)
                 .map_err(|e| fail(Exit::NoInput, format!("--shader {}: {}", path.display(), e)))?;
+            // Compiled now, on a throwaway context with the start-up lines held back, so a syntax
+            // error is the first thing on stderr (exit 65) instead of following the encoder probes.
+            let level = log::max_level();
+            log::set_max_level(log::LevelFilter::Warn.min(level));
+            let compiled = crate::render::check_scene(cfg.egl_device, &cfg.source);
+            log::set_max_level(level);
+            compiled?;
         }
         SourceSpec::Raw(path) => {
             let frame = format!("{}x{} {}", cfg.width, cfg.height, cfg.pix_fmt);

@@ -99,6 +99,7 @@ fn bad_invocations_fail_first_clearly_and_with_their_code() {
     let dir_path = dir.path().to_str().unwrap().to_string();
     let regular = write(dir.path(), "regular.txt", b"not a fifo");
     let not_utf8 = write(dir.path(), "latin1.glsl", b"void mainImage(out vec4 c, in vec2 p) { c = vec4(\xe9); }");
+    let syntax_error = write(dir.path(), "syntax.glsl", b"void mainImage(out vec4 c, in vec2 p) { c = vec4(1.0) +; }");
     let empty = write(dir.path(), "empty.h264", b"");
     let real = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/agentcast-x264-96x64.h264")).unwrap();
     let truncated = write(dir.path(), "truncated.h264", &real[..20]);
@@ -162,6 +163,8 @@ fn bad_invocations_fail_first_clearly_and_with_their_code() {
         case("missing shader", &["--shader", "/nonexistent/scene.glsl"], 66, "--shader /nonexistent/scene.glsl"),
         case("shader is a directory", &["--shader", &dir_path], 66, "--shader"),
         case("shader not UTF-8", &["--shader", not_utf8.to_str().unwrap()], 66, "latin1.glsl"),
+        // A shader that does not compile (65): compiled before the encoder probes.
+        case("shader syntax error", &["--shader", syntax_error.to_str().unwrap()], 65, "syntax.glsl"),
         // Outputs and files we would create (can't create, 73).
         case("fifo path is a directory", &["--output", &fifo(&dir_path)], 73, "is a directory, not a FIFO"),
         case("fifo path is a file", &["--output", &fifo(regular.to_str().unwrap())], 73, "regular file"),

@@ -77,6 +77,13 @@ impl Gpu {
     }
 }
 
+/// Compiles the source's scene on a throwaway context, so `agentcast` can refuse a shader that does
+/// not compile before anything else starts (see `preflight`). Nothing is drawn.
+pub fn check_scene(egl_device: Option<u32>, source: &crate::config::SourceSpec) -> anyhow::Result<()> {
+    let gpu = Gpu::open(egl_device, None)?;
+    scene::Scene::load(&gpu.ctx.gl, source).map(drop)
+}
+
 /// How finished frames leave the renderer.
 enum Handoff {
     /// Read back through a ring of pixel-pack buffers; `in_flight` holds (slot, frame index).

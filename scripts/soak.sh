@@ -6,7 +6,9 @@
 # Every 10 s it reads each producer's RSS (VmRSS), open fds (/proc/PID/fd) and threads
 # (/proc/PID/status) and the frames written (its --stats-file), prints one table, and a verdict:
 #   RSS grows less than 5% from the first sample at or after 60 s to the last one;
-#   fds and threads never go above the most seen in the first minute (readers came and went then);
+#   fds and threads stay flat: the fewest seen in the last third of the run is no more than the most
+#   seen in the first minute (readers came and went then; a reader's fd or a short-lived thread
+#   caught by one sample is not a leak, a count that never comes back down is);
 #   every producer is still running at the end.
 # Exit 0 when every verdict holds, 1 otherwise.
 #   scripts/soak.sh [--minutes N] [--bin PATH] [--interval S]
@@ -133,19 +135,21 @@ for t, per in rows:
 
 ok = True
 print()
-print("| output | RSS MiB at 60 s | RSS MiB at end | growth | fds max first min / after | threads max first min / after | verdict |")
+print("| output | RSS MiB at 60 s | RSS MiB at end | growth | fds: max first min / min last third (max) | threads: max first min / min last third (max) | verdict |")
 print("|---|---|---|---|---|---|---|")
 for o in outputs:
     first = [per[o] for t, per in rows if t <= 60]
     later = [per[o] for t, per in rows if t >= 60]
-    if any(v is None for v in first + later) or not first or not later:
+    end = rows[-1][0]
+    last_third = [per[o] for t, per in rows if t >= end * 2 / 3]
+    if any(v is None for v in first + later) or not first or not later or not last_third:
         print(f"| {o} | - | - | - | - | - | FAIL: the producer died |")
         ok = False
         continue
-    base, end = later[0][0], later[-1][0]
-    growth = (end - base) / base * 100
-    fd_first, fd_after = max(v[1] for v in first), max(v[1] for v in later)
-    th_first, th_after = max(v[2] for v in first), max(v[2] for v in later)
+    base, end_rss = later[0][0], later[-1][0]
+    growth = (end_rss - base) / base * 100
+    fd_first, fd_after, fd_max = max(v[1] for v in first), min(v[1] for v in last_third), max(v[1] for v in later)
+    th_first, th_after, th_max = max(v[2] for v in first), min(v[2] for v in last_third), max(v[2] for v in later)
     bad = []
     if growth >= 5:
         bad.append(f"RSS grew {growth:.1f}%")
@@ -155,8 +159,8 @@ for o in outputs:
         bad.append("threads grew")
     ok &= not bad
     verdict = "ok" if not bad else "FAIL: " + ", ".join(bad)
-    print(f"| {o} | {base / 1024:.1f} | {end / 1024:.1f} | {growth:+.1f}% | {fd_first} / {fd_after} "
-          f"| {th_first} / {th_after} | {verdict} |")
+    print(f"| {o} | {base / 1024:.1f} | {end_rss / 1024:.1f} | {growth:+.1f}% | {fd_first} / {fd_after} ({fd_max}) "
+          f"| {th_first} / {th_after} ({th_max}) | {verdict} |")
 print()
 print("soak: PASS" if ok else "soak: FAIL")
 sys.exit(0 if ok else 1)

@@ -204,6 +204,7 @@ fn idle_fifo_producers_give_their_slots_back() {
 /// drains must not end in exit 0 with a truncated stream.
 #[test]
 fn an_encoder_that_fails_on_every_build_exits_70_even_in_a_short_run() {
-    let args = ["--encoder-opt", "pass=quant", "--encoder-opt", "quantizer=0", "--frames", "12", "--no-pace"];
+    let args = ["--encoder", "x264", "--encoder-opt", "pass=quant", "--encoder-opt", "quantizer=0", "--frames", "12"];
+    let args = [&args[..], &["--no-pace"]].concat();
     assert_usage_error(&run(&args), 70, "encoder x264enc failed");
 }

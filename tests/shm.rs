@@ -5,7 +5,7 @@
 //! would show two colours.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -21,12 +21,9 @@ const LEVELS: [u8; 6] = [0, 51, 102, 153, 204, 255];
 /// A Python 3 with numpy: `python3`, or Debian's own where `python3` is another install.
 fn python() -> Command {
     for candidate in ["python3", "/usr/bin/python3"] {
-        let ok = Command::new(candidate)
-            .args(["-c", "import numpy"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
+        let exists = if candidate.starts_with('/') { Path::new(candidate).is_file() } else { on_path(candidate) };
+        let ok =
+            exists && Command::new(candidate).args(["-c", "import numpy"]).output_within(DEADLINE).status.success();
         if ok {
             return Command::new(candidate);
         }
@@ -36,20 +33,7 @@ fn python() -> Command {
 
 /// Runs a command to its end with stdout and stderr captured, killing it past `limit`.
 fn output_bounded(cmd: &mut Command, limit: Duration) -> std::process::Output {
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawning");
-    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let out = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        std::io::Read::read_to_end(&mut out, &mut buf).unwrap();
-        buf
-    });
-    let err = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        std::io::Read::read_to_end(&mut err, &mut buf).unwrap();
-        buf
-    });
-    let status = wait_bounded(&mut child, limit);
-    std::process::Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() }
+    cmd.output_within(limit)
 }
 
 /// A ring name of its own under /dev/shm, removed at the end.
@@ -72,8 +56,9 @@ impl Drop for RingName {
     }
 }
 
-/// A child process that is killed when the test ends, whichever way it ends.
-struct Killed(Child);
+/// A child process that is killed when the test ends, whichever way it ends (and under the suite's
+/// deadline, [`Proc`]).
+struct Killed(Proc);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -94,8 +79,7 @@ fn writer(ring: &RingName, width: u32, height: u32, fps: u32, frames: u32, extra
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting examples/shm_writer.py");
+        .spawn_within(DEADLINE);
     Killed(child)
 }
 

@@ -31,7 +31,8 @@ step "hardware tests (#[ignore]d elsewhere, run here with --include-ignored) and
 # GL -> CUDA pixel-exact copy (lib); CUDA memory through cudadownload ! x264enc, stamp for stamp;
 # doctor, stats, encoders, --gpu and --path as this machine predicts them.
 machine_tests=(zero_copy deploy::doctor deploy::stats deploy::gpu encoders_lists nvenc_without auto_logs
-    a_forced_encoder gpu_and_cpu_conversion an_injected_encoder_stall an_encoder_that_fails latency_reads_every_stamp)
+    a_forced_encoder gpu_and_cpu_conversion an_injected_encoder_stall an_encoder_that_fails latency_reads_every_stamp
+    start_up_failures)
 {
     cargo test --release --locked -q --lib -- --include-ignored --test-threads=1 zero_copy
     cargo test --release --locked -q --test tests -- --include-ignored --test-threads=1 "${machine_tests[@]}"

@@ -57,7 +57,8 @@ fn judge(c: &Case) -> Result<(i32, u128, usize), String> {
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     let code = out.status.code().unwrap_or(-1);
     let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("agentcast:")).collect();
-    let offset = err.find("agentcast:").unwrap_or(usize::MAX);
+    let offset = if err.starts_with("agentcast:") { Some(0) } else { err.find("\nagentcast:").map(|i| i + 1) };
+    let offset = offset.unwrap_or(usize::MAX);
     let is_check = c.args.first().is_some_and(|a| a == "check");
     let mut wrong = Vec::new();
     if code != c.code {
@@ -209,4 +210,29 @@ fn bad_invocations_fail_first_clearly_and_with_their_code() {
         cases.len(),
         failed.join("\n\n")
     );
+}
+
+/// Failures of the machine rather than the invocation can only show once start-up runs, after its
+/// first lines; they must still fall inside the 512 bytes of stderr go2rtc keeps.
+#[test]
+fn start_up_failures_of_the_machine_fit_in_go2rtcs_512_bytes() {
+    let nvenc_opens = ["nvcudah264enc", "nvh264enc"].iter().any(|e| machine()["encoders"][e] == true);
+    let mut cases = vec![(
+        "no EGL vendor",
+        agentcast(&["--frames", "1"])
+            .env("__EGL_VENDOR_LIBRARY_FILENAMES", "/nonexistent/egl_vendor.json")
+            .output_within(DEADLINE),
+        69,
+    )];
+    if !nvenc_opens {
+        cases.push(("no NVENC", agentcast(&["--encoder", "nvenc", "--frames", "1"]).output_within(DEADLINE), 69));
+    }
+    for (name, out, code) in cases {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{name}: {err}");
+        let at = if err.starts_with("agentcast:") { Some(0) } else { err.find("\nagentcast:").map(|i| i + 1) };
+        let at = at.unwrap_or(usize::MAX);
+        eprintln!("{name}: the agentcast: line starts at byte {at} of stderr");
+        assert!(at < 512, "{name}: the agentcast: line starts at byte {at}, past go2rtc's 512:\n{err}");
+    }
 }

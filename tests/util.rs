@@ -45,11 +45,11 @@ pub fn stream(args: &[&str]) -> Vec<u8> {
 
 /// Starts the binary with stdout and stderr piped, under [`DEADLINE`].
 pub fn spawn(args: &[&str]) -> Proc {
-    agentcast(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn_within(DEADLINE)
+    agentcast(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn_within(DEADLINE)
 }
 
-/// A running child under a deadline. A watchdog thread kills its whole process group (the child
-/// and anything it started) once the deadline passes; dropping the guard kills what is left, and
+/// A running child under a deadline. A watchdog thread kills its whole process tree (the child
+/// and everything it started) once the deadline passes; dropping the guard kills what is left, and
 /// if the deadline had fired the test fails with the tail of the child's stderr. Derefs to the
 /// [`Child`], so `kill`, `id`, `stdout.take()` and friends work as usual.
 pub struct Proc {
@@ -117,7 +117,7 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.stop_watchdog();
         let _ = self.child.kill();
-        kill_group(self.child.id());
+        kill_tree(self.child.id());
         let _ = self.child.wait();
         if self.fired.load(Ordering::SeqCst) && !std::thread::panicking() {
             let mut err = Vec::new();
@@ -134,10 +134,30 @@ impl Drop for Proc {
     }
 }
 
-/// SIGKILL to the process group led by `pgid` (each bounded child leads its own).
-fn kill_group(pgid: u32) {
-    use nix::sys::signal::{Signal, killpg};
-    let _ = killpg(nix::unistd::Pid::from_raw(pgid as i32), Signal::SIGKILL);
+/// SIGKILL to `pid` and all its descendants (found through /proc's parent pids). Children keep the
+/// test's process group, so one that reads a terminal is not stopped as a background job would be.
+fn kill_tree(pid: u32) {
+    use nix::sys::signal::{Signal, kill};
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            let ppid = stat.rsplit(')').next()?.split_whitespace().nth(1)?.parse().ok()?;
+            Some((p, ppid))
+        })
+        .collect();
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(parents.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
+        i += 1;
+    }
+    for p in tree {
+        let _ = kill(nix::unistd::Pid::from_raw(p as i32), Signal::SIGKILL);
+    }
 }
 
 /// The last 2000 bytes of a child's stderr, as text.
@@ -150,7 +170,7 @@ pub fn tail(bytes: &[u8]) -> String {
 
 /// Deadlines for any [`Command`] a test runs: the binary, ffmpeg, bash, cat, go2rtc.
 pub trait Bounded {
-    /// Starts the command in its own process group under a deadline.
+    /// Starts the command under a deadline.
     fn spawn_within(&mut self, limit: Duration) -> Proc;
     /// Runs it to completion with stdout and stderr captured and stdin empty (as
     /// [`Command::output`] does); past `limit` the test fails with the tail of its stderr.
@@ -159,9 +179,8 @@ pub trait Bounded {
 
 impl Bounded for Command {
     fn spawn_within(&mut self, limit: Duration) -> Proc {
-        use std::os::unix::process::CommandExt;
         let what = format!("{:?}", self).chars().take(300).collect::<String>();
-        let child = self.process_group(0).spawn().unwrap_or_else(|e| panic!("starting {what}: {e}"));
+        let child = self.spawn().unwrap_or_else(|e| panic!("starting {what}: {e}"));
         let done = Arc::new((Mutex::new(false), Condvar::new()));
         let fired = Arc::new(AtomicBool::new(false));
         let (d, f, pid, w) = (done.clone(), fired.clone(), child.id(), what.clone());
@@ -171,8 +190,8 @@ impl Bounded for Command {
             let (guard, _) = cv.wait_timeout_while(guard, limit, |done| !*done).unwrap_or_else(|p| p.into_inner());
             if !*guard {
                 f.store(true, Ordering::SeqCst);
-                eprintln!("deadline: {w} still running after {limit:?}; killing its process group {pid}");
-                kill_group(pid);
+                eprintln!("deadline: {w} still running after {limit:?}; killing it (pid {pid}) and its children");
+                kill_tree(pid);
             }
         });
         Proc { child, what, limit, done, fired, watchdog: Some(watchdog) }

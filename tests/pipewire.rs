@@ -4,7 +4,7 @@
 //! process has a deadline, and each test checks that nothing it started is left behind.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use agentcast::annexb::{self, nal_type};
@@ -22,20 +22,20 @@ const RUN_LIMIT: Duration = Duration::from_secs(60);
 
 /// Runs a command to completion within `limit` (killed and failed past it).
 fn output_bounded(mut cmd: Command, limit: Duration) -> Output {
-    Running::start(cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawning"))
+    Running::start(cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn_within(DEADLINE))
         .finish(limit)
 }
 
 /// A child whose stdout and stderr are read on threads from the start, so it never blocks on a
 /// full pipe (a stream writer that blocks backs its encoder up).
 struct Running {
-    child: Child,
+    child: Proc,
     out: std::thread::JoinHandle<Vec<u8>>,
     err: std::thread::JoinHandle<Vec<u8>>,
 }
 
 impl Running {
-    fn start(mut child: Child) -> Running {
+    fn start(mut child: Proc) -> Running {
         let read = |pipe: Option<Box<dyn std::io::Read + Send>>| {
             std::thread::spawn(move || {
                 let mut v = Vec::new();
@@ -67,21 +67,15 @@ impl Daemons {
     /// `None` (and "skipped: ..." on stderr) where PipeWire is not installed.
     fn start(session_manager: bool) -> Option<Daemons> {
         for tool in ["pipewire", "wireplumber", "pw-cli", "dbus-daemon"] {
-            if Command::new("sh")
-                .arg("-c")
-                .arg(format!("command -v {tool}"))
-                .output()
-                .map_or(true, |o| !o.status.success())
-            {
+            if !on_path(tool) {
                 eprintln!("skipped: {tool} is not installed (scripts/setup.sh installs PipeWire)");
                 return None;
             }
         }
         // Not `gst-inspect-1.0 --exists`: it compares the plugin's version (PipeWire's 0.3.x) with
         // GStreamer's and says no.
-        let inspect =
-            Command::new("gst-inspect-1.0").arg("pipewiresrc").stdout(Stdio::null()).stderr(Stdio::null()).status();
-        if !inspect.is_ok_and(|s| s.success()) {
+        let inspect = Command::new("gst-inspect-1.0").arg("pipewiresrc").output_within(DEADLINE);
+        if !inspect.status.success() {
             eprintln!("skipped: GStreamer's pipewiresrc is not installed (gstreamer1.0-pipewire)");
             return None;
         }
@@ -122,9 +116,7 @@ impl Daemons {
     /// agentcast started as a client of these daemons, its output read as it comes.
     fn spawn(&self, args: &[&str]) -> Running {
         let mut cmd = self.agentcast(args);
-        Running::start(
-            cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawning agentcast"),
-        )
+        Running::start(cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn_within(DEADLINE))
     }
 
     /// A gamescope stand-in: a live test pattern published as a Video/Source node `name`.
@@ -138,8 +130,7 @@ impl Daemons {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn()
-            .expect("spawning gst-launch-1.0");
+            .spawn_within(DEADLINE);
         let standin = Standin { child, name: name.to_string() };
         standin.wait_listed(self);
         standin
@@ -199,7 +190,7 @@ fn processes_using(dir: &Path) -> Vec<String> {
 
 /// A running stand-in; killed on drop.
 struct Standin {
-    child: Child,
+    child: Proc,
     name: String,
 }
 

@@ -112,7 +112,7 @@ pub fn check_encoder_opts(
 /// must be free to listen on (tried and released at once).
 fn check_output(output: &Output) -> anyhow::Result<()> {
     match output {
-        Output::Stdout => Ok(()),
+        Output::Stdout | Output::Rtsp(_) => Ok(()),
         Output::Fifo(path) => {
             let shown = path.display();
             match std::fs::symlink_metadata(path) {

@@ -11,7 +11,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::outputs::Producer;
@@ -27,7 +27,7 @@ const REQUEST_LIMIT: Duration = Duration::from_secs(25);
 const SIZE: [&str; 4] = ["--width", "640", "--height", "360"];
 
 /// The go2rtc binary, or `None` (after saying so) when there is none and CI does not insist.
-fn go2rtc_binary() -> Option<PathBuf> {
+pub(crate) fn go2rtc_binary() -> Option<PathBuf> {
     let found = match std::env::var_os("AGENTCAST_TEST_GO2RTC").filter(|v| !v.is_empty()) {
         Some(p) => {
             let p = PathBuf::from(p);
@@ -53,7 +53,7 @@ fn free_port() -> u16 {
 
 /// A go2rtc with every listener on loopback, killed (with the producers it started) on drop.
 struct Go2rtc {
-    child: Child,
+    child: Proc,
     api: u16,
     log: PathBuf,
 }
@@ -79,7 +79,7 @@ impl Go2rtc {
         for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("AGENTCAST_") || k == "RUST_LOG") {
             cmd.env_remove(k);
         }
-        let child = cmd.spawn().expect("starting go2rtc");
+        let child = cmd.spawn_within(Duration::from_secs(300));
         let g = Go2rtc { child, api, log };
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", api)).is_err() {
@@ -114,7 +114,7 @@ impl Go2rtc {
 impl Drop for Go2rtc {
     fn drop(&mut self) {
         for pid in children_of(self.child.id()) {
-            let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -208,7 +208,7 @@ enum Timing {
 fn assert_mp4_plays(dir: &Path, name: &str, mp4: &[u8], timing: Timing) {
     assert!(mp4.len() > 1000, "{name}: {} bytes of MP4", mp4.len());
     let path = write(dir, &format!("{name}.mp4"), mp4);
-    let out = tool("ffmpeg").args(["-v", "error", "-i"]).arg(&path).args(["-f", "null", "-"]).output().unwrap();
+    let out = tool("ffmpeg").args(["-v", "error", "-i"]).arg(&path).args(["-f", "null", "-"]).output_within(DEADLINE);
     // ffmpeg's null muxer complains about repeated DTS (counted below); anything else is a decode error.
     let errors: Vec<String> = String::from_utf8_lossy(&out.stderr)
         .lines()
@@ -220,8 +220,7 @@ fn assert_mp4_plays(dir: &Path, name: &str, mp4: &[u8], timing: Timing) {
         let out = tool("ffprobe")
             .args(["-v", "error", "-select_streams", "v:0", "-show_entries", entries, "-of", "csv=p=0"])
             .arg(&path)
-            .output()
-            .unwrap();
+            .output_within(DEADLINE);
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(|l| l.split(',').next().unwrap_or_default().trim().to_string())
@@ -244,8 +243,7 @@ fn assert_mp4_plays(dir: &Path, name: &str, mp4: &[u8], timing: Timing) {
         .arg(&path)
         .args(["-c:v", "copy", "-bsf:v", "h264_mp4toannexb", "-f", "h264"])
         .arg(&annexb)
-        .output()
-        .unwrap();
+        .output_within(DEADLINE);
     assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
     // Access units with no slice (parameter sets alone) are not pictures.
     let slices: Vec<usize> =
@@ -358,8 +356,7 @@ fn latency_via_go2rtc_reads_every_stamp() {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_within(DEADLINE);
     let status = wait_bounded(&mut child, Duration::from_secs(60));
     let mut out = String::new();
     child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
@@ -373,7 +370,7 @@ fn latency_via_go2rtc_reads_every_stamp() {
     assert!(l["p50"].as_f64().unwrap() > 0.0 && l["max"].as_f64() >= l["p50"].as_f64(), "{r}");
     eprintln!("via: render -> viewer decoded p50 {} ms, p99 {} ms ({read} stamps)", l["p50"], l["p99"]);
     // Bad usage is one line: --via needs the producer's frame log.
-    let out = agentcast(&["latency", "--via", &url]).output().unwrap();
+    let out = agentcast(&["latency", "--via", &url]).output_within(DEADLINE);
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
 

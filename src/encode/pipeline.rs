@@ -43,11 +43,6 @@ pub enum Input {
 }
 
 impl Input {
-    /// Whether `backend` takes these frames without a conversion.
-    pub fn takes_as_is(self, backend: Backend) -> bool {
-        self.as_raw().is_some_and(|f| backend.raw_formats().contains(&f))
-    }
-
     /// The encoder's own layout, when the frames already are in one.
     fn as_raw(self) -> Option<RawFormat> {
         match self {
@@ -143,11 +138,22 @@ pub struct Encoder {
     appsrc: gst_app::AppSrc,
     appsink: gst_app::AppSink,
     frame_bytes: usize,
-    /// With `Input::Host`: the rawvideo layout frames arrive in, and GStreamer's layout of the
-    /// buffers they are copied into (which pads rows, e.g. RGB rows to 4 bytes).
-    host: Option<(Vec<crate::frame::PlaneLayout>, gst_video::VideoInfo)>,
+    /// With `Input::Host`: how an agent's frame becomes a buffer, and GStreamer's layout of that
+    /// buffer (which pads rows, e.g. RGB rows to 4 bytes).
+    host: Option<(HostIn, gst_video::VideoInfo)>,
     frame_duration: gst::ClockTime,
     fps: u32,
+    /// The pipeline converts raw frames with videoconvert.
+    videoconvert: bool,
+}
+
+/// How an agent's host frame goes in.
+#[derive(Debug)]
+enum HostIn {
+    /// Copied (or lent) as it is: its rawvideo plane layout.
+    Copy(Vec<crate::frame::PlaneLayout>),
+    /// Converted from RGB on the CPU into the encoder's YUV layout.
+    Convert { from: PixFmt, to: RawFormat },
 }
 
 /// A frame offered to the encoder.
@@ -203,21 +209,36 @@ impl Encoder {
         };
         // BT.709 limited range: what the GPU pass writes and what videoconvert is told to write.
         let yuv_caps = raw_caps(yuv.caps_name(), s, "bt709");
+        // An agent's RGB frames become the encoder's YUV on the CPU (encode::host) where
+        // GStreamer's layout for it is tightly packed; videoconvert does the rest.
+        let yuv_info = gst_video::VideoInfo::from_caps(&yuv_caps).context("encoder caps")?;
+        let host_converts =
+            |f: PixFmt| crate::encode::host::converts(f) && crate::encode::host::fits(yuv, s.width, yuv_info.stride());
         let src_caps = match s.input {
             Input::Rgba(_) => raw_caps("RGBA", s, "sRGB"),
             Input::Yuv(f) => raw_caps(f.caps_name(), s, "bt709"),
             Input::Cuda => crate::cuda::frames::caps(s.width, s.height, s.fps),
+            // RGB frames are converted on the CPU into the encoder's own layout (encode::host).
+            Input::Host(f) if host_converts(f) => yuv_caps.clone(),
             Input::Host(f) => {
                 raw_caps(f.caps_name(), s, if matches!(f, PixFmt::Nv12 | PixFmt::I420) { "bt709" } else { "sRGB" })
             }
         };
         let needs_convert = match s.input {
             Input::Rgba(_) => true,
+            Input::Host(f) if host_converts(f) => false,
             input => input.as_raw() != Some(yuv),
         };
         let info = gst_video::VideoInfo::from_caps(&src_caps).context("input caps")?;
         let (frame_bytes, host) = match s.input {
-            Input::Host(f) => (f.frame_bytes(s.width, s.height), Some((f.planes(s.width, s.height), info.clone()))),
+            Input::Host(f) => {
+                let how = if host_converts(f) {
+                    HostIn::Convert { from: f, to: yuv }
+                } else {
+                    HostIn::Copy(f.planes(s.width, s.height))
+                };
+                (f.frame_bytes(s.width, s.height), Some((how, info.clone())))
+            }
             _ => (info.size(), None),
         };
         if let Input::Yuv(packed_format) = s.input {
@@ -325,7 +346,16 @@ impl Encoder {
             s.settings.profile.caps_name()
         );
         let frame_duration = gst::ClockTime::from_nseconds(crate::clock::stream_time(1, s.fps).as_nanos() as u64);
-        Ok(Encoder { pipeline, appsrc, appsink, frame_bytes, host, frame_duration, fps: s.fps })
+        Ok(Encoder {
+            pipeline,
+            appsrc,
+            appsink,
+            frame_bytes,
+            host,
+            frame_duration,
+            fps: s.fps,
+            videoconvert: needs_convert,
+        })
     }
 
     /// Starts the pipeline. Errors from elements that fail to open arrive here or on the bus.
@@ -358,10 +388,24 @@ impl Encoder {
         gst::ClockTime::from_nseconds(crate::clock::stream_time(index, self.fps).as_nanos() as u64)
     }
 
+    /// How an agent's host frames reach the encoder, for the `path:` line.
+    pub fn host_route(&self) -> String {
+        match &self.host {
+            Some((HostIn::Convert { from, to }, _)) => {
+                format!("{from} -> {} on the CPU (yuvutils-rs)", to.caps_name())
+            }
+            Some((HostIn::Copy(_), _)) if self.videoconvert => "videoconvert".into(),
+            Some((HostIn::Copy(_), _)) if self.takes_host_buffers() => "as they are (no copy)".into(),
+            Some((HostIn::Copy(_), _)) => "copied into GStreamer's layout".into(),
+            None => String::new(),
+        }
+    }
+
     /// Whether agent frames in their rawvideo layout are also in GStreamer's layout for the caps
     /// (same plane offsets and strides), so their bytes can go in without a copy.
     pub fn takes_host_buffers(&self) -> bool {
-        self.host.as_ref().is_some_and(|(planes, info)| {
+        self.host.as_ref().is_some_and(|(how, info)| {
+            let HostIn::Copy(planes) = how else { return false };
             planes.len() == info.n_planes() as usize
                 && planes
                     .iter()
@@ -394,12 +438,23 @@ impl Encoder {
                 buffer
             }
             Frame::Host(bytes) => {
-                let (planes, info) =
-                    self.host.as_ref().context("a host frame on a pipeline built for rendered frames")?;
+                let (how, info) = self.host.as_ref().context("a host frame on a pipeline built for rendered frames")?;
                 let mut buffer = gst::Buffer::with_size(info.size()).context("allocating a frame buffer")?;
                 let b = buffer.get_mut().expect("a new buffer is writable");
                 let mut map = b.map_writable().context("mapping a frame buffer")?;
-                copy_planes(bytes, planes, &mut map, info.offset(), info.stride());
+                match how {
+                    HostIn::Copy(planes) => copy_planes(bytes, planes, &mut map, info.offset(), info.stride()),
+                    HostIn::Convert { from, to } => crate::encode::host::to_yuv(
+                        *from,
+                        bytes,
+                        (info.width(), info.height()),
+                        *to,
+                        &mut map,
+                        info.offset(),
+                        info.stride(),
+                    )
+                    .map_err(|e| fail(Exit::Software, format!("{e:#}")))?,
+                }
                 drop(map);
                 buffer
             }

@@ -151,14 +151,6 @@ pub(super) fn run(cfg: &Config, ctx: Context) -> anyhow::Result<()> {
     let (mut frames, cuda_context) = match &agent {
         Some(agent) => {
             let feed = start_source(cfg, agent)?;
-            let convert = if Input::Host(feed.format).takes_as_is(backend) { "" } else { "videoconvert -> " };
-            info!(
-                "path: host frames ({}, {} bytes each) from {} -> {convert}{}; no GL",
-                feed.format,
-                feed.format.frame_bytes(cfg.width, cfg.height),
-                cfg.source,
-                backend.element()
-            );
             (Frames::Agent(feed), None)
         }
         None => {
@@ -174,6 +166,16 @@ pub(super) fn run(cfg: &Config, ctx: Context) -> anyhow::Result<()> {
         Frames::Rendered { plan: Plan::Cuda { .. }, .. } => Input::Cuda,
     };
     let mut session = Session::open(cfg, chosen, FrameInput { input, cuda_context: cuda_context.as_ref() }, &tx)?;
+    if let Frames::Agent(feed) = &frames {
+        info!(
+            "path: host frames ({}, {} bytes each) from {} -> {} -> {}; no GL",
+            feed.format,
+            feed.format.frame_bytes(cfg.width, cfg.height),
+            cfg.source,
+            session.encoder().host_route(),
+            backend.element()
+        );
+    }
 
     let stop_threads = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(SinkStats::default());

@@ -39,6 +39,15 @@ impl FrameClock {
         stream_time(1, self.fps)
     }
 
+    /// Moves the clock so that the next frame is due now, in the phase of `at` (an agent's frame
+    /// arrived then): the deadlines after it fall on `at` plus whole intervals.
+    pub fn due_in_phase_with(&mut self, at: Instant) {
+        let now = Instant::now();
+        let interval = self.interval().as_nanos().max(1);
+        let phase = Duration::from_nanos((now.saturating_duration_since(at).as_nanos() % interval) as u64);
+        self.start = now - phase - stream_time(self.index, self.fps);
+    }
+
     /// Moves the next deadlines earlier by `by` (to an agent's frames' phase; see [`phase_shift`]).
     pub fn shift_earlier(&mut self, by: Duration) {
         self.start = self.start.checked_sub(by).unwrap_or(self.start);
@@ -102,6 +111,19 @@ mod tests {
         assert_eq!(phase_shift(ms(18), i, true, None), None, "a faster agent");
         assert_eq!(phase_shift(ms(18), i, false, Some(ms(400))), None, "once a second");
         assert_eq!(phase_shift(ms(18), i, false, Some(ms(1000))), Some(ms(18)));
+    }
+
+    #[test]
+    fn a_clock_started_by_an_agents_frame_keeps_that_frames_phase() {
+        let mut clock = FrameClock::new(30);
+        clock.index = 5;
+        let at = Instant::now() - Duration::from_millis(80);
+        clock.due_in_phase_with(at);
+        // 80 ms = 2 intervals + 13.3 ms: the deadline is 13.3 ms ago, the next ones at + k x 33.3 ms.
+        let next = clock.deadline() + clock.interval();
+        let k = next.duration_since(at).as_secs_f64() / clock.interval().as_secs_f64();
+        assert!((k - k.round()).abs() < 1e-3, "{k}");
+        assert!(clock.deadline() <= Instant::now());
     }
 
     #[test]

@@ -265,14 +265,15 @@ impl Loop<'_> {
             Next::Frame { fresh } => fresh,
         };
         let index = self.clock.index;
-        if fresh && self.counters.rendered == 0 {
-            // The stream starts with the agent's first frame: the frame clock counts from it. A
-            // later frame that comes after its deadline is encoded as it arrives, and the clock
-            // keeps its phase (a late frame must not delay the next one's deadline).
-            self.clock.due_now();
-        }
         let taken = Instant::now();
         let arrived = if fresh { feed.arrived().unwrap_or(taken) } else { taken };
+        if fresh && self.counters.rendered == 0 {
+            // The stream starts with the agent's first frame: the frame clock counts from it, in
+            // the phase it arrived in, so the agent's next frames meet their deadlines. A later
+            // frame that comes after its deadline is encoded as it arrives, and the clock keeps
+            // its phase (a late frame must not delay the next one's deadline).
+            self.clock.due_in_phase_with(arrived);
+        }
         let superseded = feed.superseded();
         if fresh {
             let waited = taken.saturating_duration_since(arrived);

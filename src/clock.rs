@@ -55,15 +55,15 @@ impl FrameClock {
 }
 
 /// Least time between two phase shifts: bounds how much faster than `--fps` shifting can make the
-/// stream (a quarter interval a second, under 1%).
+/// stream (at most one interval a second).
 pub const PHASE_SHIFT_EVERY: Duration = Duration::from_secs(1);
 
 /// How far to move the frame clock earlier after an agent's frame `waited` in its slot for its
 /// deadline (pure). An agent at the stream's rate whose frames arrive well before each deadline
 /// (its phase was set while catching up, say) would have every frame wait that long; moving the
 /// deadlines to its phase once removes the wait. Not when frames were superseded (the agent is
-/// faster than `--fps`: waiting for the tick is right), not for small waits (jitter), and at most
-/// once per [`PHASE_SHIFT_EVERY`].
+/// faster than `--fps`: waiting for the tick is right), not for waits under a tenth of an interval
+/// (jitter), and at most once per [`PHASE_SHIFT_EVERY`].
 pub fn phase_shift(
     waited: Duration,
     interval: Duration,
@@ -71,7 +71,7 @@ pub fn phase_shift(
     since_last: Option<Duration>,
 ) -> Option<Duration> {
     let due = since_last.is_none_or(|d| d >= PHASE_SHIFT_EVERY);
-    (!superseded && due && waited > interval / 4).then_some(waited)
+    (!superseded && due && waited > (interval / 10).max(Duration::from_millis(1))).then_some(waited)
 }
 
 /// When frame `index` is due, from the start of the stream.
@@ -108,6 +108,7 @@ mod tests {
         let (i, ms) = (stream_time(1, 30), Duration::from_millis);
         assert_eq!(phase_shift(ms(18), i, false, None), Some(ms(18)));
         assert_eq!(phase_shift(ms(3), i, false, None), None, "jitter");
+        assert_eq!(phase_shift(ms(8), i, false, None), Some(ms(8)));
         assert_eq!(phase_shift(ms(18), i, true, None), None, "a faster agent");
         assert_eq!(phase_shift(ms(18), i, false, Some(ms(400))), None, "once a second");
         assert_eq!(phase_shift(ms(18), i, false, Some(ms(1000))), Some(ms(18)));

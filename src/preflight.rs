@@ -5,8 +5,6 @@
 //! compiled on a throwaway GL context with the start-up lines held back. What can only be known by
 //! starting (an encoder that does not open, the frame path) is left to start-up.
 
-use std::io;
-use std::os::unix::fs::FileTypeExt as _;
 use std::path::Path;
 
 use gstreamer as gst;
@@ -33,10 +31,9 @@ pub fn preflight(cfg: &Config) -> anyhow::Result<()> {
             compiled?;
         }
         SourceSpec::Raw(path) => {
-            let frame = format!("{}x{} {}", cfg.width, cfg.height, cfg.pix_fmt);
-            crate::source::raw::check(path, cfg.pix_fmt.frame_bytes(cfg.width, cfg.height), &frame)?;
+            crate::source::raw::check(path, cfg.pix_fmt, (cfg.width, cfg.height))?;
         }
-        SourceSpec::Unix(path) => check_socket_path(path)?,
+        SourceSpec::Unix(path) => crate::source::unix::check(path).map(drop)?,
         _ => {}
     }
     if !cfg.encoder_opts.is_empty() {
@@ -113,50 +110,10 @@ pub fn check_encoder_opts(
 fn check_output(output: &Output) -> anyhow::Result<()> {
     match output {
         Output::Stdout | Output::Rtsp(_) => Ok(()),
-        Output::Fifo(path) => {
-            let shown = path.display();
-            match std::fs::symlink_metadata(path) {
-                Ok(m) if m.file_type().is_fifo() => Ok(()),
-                Ok(m) => Err(fail(
-                    Exit::CantCreate,
-                    format!(
-                        "--output fifo:{shown}: the path is a {}, not a FIFO; refusing to replace or follow it",
-                        crate::sink::fifo::kind(m.file_type())
-                    ),
-                )),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => match parent(path) {
-                    Some(dir) if !dir.is_dir() => Err(fail(
-                        Exit::CantCreate,
-                        format!("--output fifo:{shown}: the directory {} does not exist", dir.display()),
-                    )),
-                    _ => Ok(()),
-                },
-                Err(e) => Err(fail(Exit::CantCreate, format!("--output fifo:{shown}: {}", e))),
-            }
-        }
+        Output::Fifo(path) => crate::sink::fifo::check(path).map(drop),
         Output::Tcp(addr) => std::net::TcpListener::bind(addr)
             .map(drop)
             .map_err(|e| fail(Exit::CantCreate, format!("--output tcp:{addr}: cannot listen: {}", e))),
-    }
-}
-
-/// `--source unix:PATH`: the path must be free, or a stale socket that nobody listens on (start-up
-/// replaces that one).
-fn check_socket_path(path: &Path) -> anyhow::Result<()> {
-    let shown = format!("--source unix:{}", path.display());
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => match std::os::unix::net::UnixStream::connect(path) {
-            Ok(_) => Err(fail(Exit::CantCreate, format!("{shown}: another process is listening on this socket"))),
-            Err(_) => Ok(()),
-        },
-        Ok(m) => Err(fail(
-            Exit::CantCreate,
-            format!(
-                "{shown}: the path is a {}, not a socket; refusing to replace it",
-                crate::sink::fifo::kind(m.file_type())
-            ),
-        )),
-        Err(_) => Ok(()),
     }
 }
 

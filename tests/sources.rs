@@ -3,24 +3,13 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::util::*;
 
 const W: u32 = 640;
 const H: u32 = 360;
-
-/// Kills a child when dropped (a failed assertion never leaves a process behind); the child also
-/// runs under the suite's deadline ([`Proc`]).
-struct Reaped(Proc);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Runs ffmpeg's testsrc2 into raw frames of `pix_fmt` on stdout, piped into agentcast
 /// `--source raw:-`; returns agentcast's output (status, stdout, stderr).
@@ -39,29 +28,15 @@ fn ffmpeg_into_agentcast(pix_fmt: &str, frames: u32, args: &[&str]) -> (std::pro
         .stdin(Stdio::from(ffmpeg_out))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn_within(DEADLINE);
-    let _ffmpeg = Reaped(ffmpeg);
-    let mut child = Reaped(child);
-    wait_output(&mut child.0, Duration::from_secs(60))
+        .spawn_within(Duration::from_secs(60));
+    let _ffmpeg = ffmpeg; // killed on drop, with agentcast
+    finished(child)
 }
 
-/// Waits for a child's exit within `limit` while draining its pipes.
-fn wait_output(child: &mut Child, limit: Duration) -> (std::process::ExitStatus, Vec<u8>, String) {
-    use std::io::Read;
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        out.read_to_end(&mut v).unwrap();
-        v
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        err.read_to_string(&mut s).unwrap();
-        s
-    });
-    let status = wait_bounded(child, limit);
-    (status, reader.join().unwrap(), err_reader.join().unwrap())
+/// Waits for the exit (under the child's own deadline) while draining its pipes.
+fn finished(child: Proc) -> (std::process::ExitStatus, Vec<u8>, String) {
+    let out = child.wait_with_output();
+    (out.status, out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// ffmpeg's PSNR (average over planes and pictures) of two raw files of the same format.
@@ -124,20 +99,20 @@ fn ffmpeg_frames_through_a_pipe_pass_check_and_decode_to_the_source_pictures() {
 fn eof_in_the_middle_of_a_frame_writes_the_whole_frames_then_exits_65() {
     let frame = (W * H * 3) as usize;
     let (w, h) = (W.to_string(), H.to_string());
-    let child = agentcast(&["--source", "raw:-", "--width", &w, "--height", &h, "--no-pace", "--stats-interval", "0"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn_within(DEADLINE);
-    let mut child = Reaped(child);
-    let mut stdin = child.0.stdin.take().unwrap();
+    let mut child =
+        agentcast(&["--source", "raw:-", "--width", &w, "--height", &h, "--no-pace", "--stats-interval", "0"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn_within(Duration::from_secs(30));
+    let mut stdin = child.stdin.take().unwrap();
     let writer = std::thread::spawn(move || {
         for i in 0..3u8 {
             stdin.write_all(&vec![i * 60 + 20; frame]).unwrap();
         }
         stdin.write_all(&vec![7; 1000]).unwrap();
     });
-    let (status, stdout, stderr) = wait_output(&mut child.0, Duration::from_secs(30));
+    let (status, stdout, stderr) = finished(child);
     writer.join().unwrap();
     assert_eq!(status.code(), Some(65), "{stderr}");
     let last = stderr.lines().rev().find(|l| l.starts_with("agentcast: ")).unwrap_or_else(|| panic!("{stderr}"));
@@ -174,7 +149,7 @@ fn sizes_and_formats_that_do_not_fit_name_the_flag() {
 
 /// A Python agent that connects to `sock` and writes flat-colour rgb24 frames at `fps` for
 /// `seconds`; with `die_mid_frame`, it then writes half a frame and kills itself.
-fn python_agent(sock: &Path, fps: u32, seconds: f64, die_mid_frame: bool) -> Reaped {
+fn python_agent(sock: &Path, fps: u32, seconds: f64, die_mid_frame: bool) -> Proc {
     let script = r#"
 import os, signal, socket, sys, time
 path, w, h, fps, secs, die = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), sys.argv[6] == "1"
@@ -195,11 +170,10 @@ if die:
     s.sendall(bytes([250]) * (w * h * 3 // 2))
     os.kill(os.getpid(), signal.SIGKILL)
 "#;
-    let child = Command::new("python3")
+    Command::new("python3")
         .args(["-c", script, sock.to_str().unwrap(), &W.to_string(), &H.to_string(), &fps.to_string()])
         .args([seconds.to_string().as_str(), if die_mid_frame { "1" } else { "0" }])
-        .spawn_within(DEADLINE);
-    Reaped(child)
+        .spawn_within(DEADLINE)
 }
 
 /// agentcast on `unix:SOCK` for `duration` seconds of stream with a Python agent at `fps`; returns
@@ -214,14 +188,13 @@ fn socket_run(fps: u32, die_mid_frame: bool) -> (serde_json::Value, Vec<u8>, Str
         .args(["--stats-interval", "0", "--stats-file", stats.to_str().unwrap(), "--source-timeout", "0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn_within(DEADLINE);
-    let mut child = Reaped(child);
+        .spawn_within(Duration::from_secs(30));
     let deadline = Instant::now() + Duration::from_secs(10);
     while !sock.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
     let _agent = python_agent(&sock, fps, 2.5, die_mid_frame);
-    let (status, stdout, stderr) = wait_output(&mut child.0, Duration::from_secs(30));
+    let (status, stdout, stderr) = finished(child);
     assert!(status.success(), "{status:?}\n{stderr}");
     assert!(!sock.exists(), "the socket is removed on exit");
     let stats: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();

@@ -39,49 +39,59 @@ pub(crate) fn kind(ft: std::fs::FileType) -> &'static str {
     }
 }
 
+/// What `--output fifo:PATH` finds at its path: `true` for an existing FIFO (used as it is),
+/// `false` for nothing yet in a directory that exists (created at start-up). Anything else at the
+/// path (a file, a directory, a symlink) is refused and left untouched.
+pub fn check(path: &Path) -> anyhow::Result<bool> {
+    let shown = path.display();
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_fifo() => Ok(true),
+        Ok(m) => Err(fail(
+            Exit::CantCreate,
+            format!(
+                "--output fifo:{shown}: the path is a {}, not a FIFO; refusing to replace or follow it",
+                kind(m.file_type())
+            ),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(dir) if !dir.is_dir() => Err(fail(
+                Exit::CantCreate,
+                format!("--output fifo:{shown}: the directory {} does not exist", dir.display()),
+            )),
+            _ => Ok(false),
+        },
+        Err(e) => Err(fail(Exit::CantCreate, format!("--output fifo:{shown}: {e}"))),
+    }
+}
+
 impl Fifo {
     /// Checks or creates the FIFO at `path`.
     pub fn prepare(path: &Path) -> anyhow::Result<Fifo> {
         let shown = path.display();
-        match std::fs::symlink_metadata(path) {
-            Ok(m) if m.file_type().is_fifo() => {
-                info!("fifo:{shown}: using the existing FIFO");
-                Ok(Fifo { path: path.to_path_buf(), created: false })
-            }
-            Ok(m) => Err(fail(
-                Exit::CantCreate,
-                format!(
-                    "--output fifo:{shown}: the path is a {}, not a FIFO; refusing to replace or follow it",
-                    kind(m.file_type())
-                ),
-            )),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                match nix::unistd::mkfifo(path, Mode::S_IRUSR | Mode::S_IWUSR) {
-                    Ok(()) => {}
-                    Err(Errno::ENOENT) => {
-                        let dir = path.parent().map(|p| p.display().to_string()).unwrap_or_default();
-                        return Err(fail(
-                            Exit::CantCreate,
-                            format!("--output fifo:{shown}: the directory {dir} does not exist"),
-                        ));
-                    }
-                    Err(e) => {
-                        return Err(fail(
-                            Exit::CantCreate,
-                            format!("--output fifo:{shown}: cannot create a FIFO: {e}"),
-                        ));
-                    }
-                }
-                let fifo = Fifo { path: path.to_path_buf(), created: true };
-                // mkfifo applies the umask; make the mode exactly 0600 whatever it is.
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                    .with_context(|| format!("--output fifo:{shown}: setting mode 0600"))
-                    .exit(Exit::CantCreate)?;
-                info!("fifo:{shown}: created (mode 0600)");
-                Ok(fifo)
-            }
-            Err(e) => Err(fail(Exit::CantCreate, format!("--output fifo:{shown}: {e}"))),
+        if check(path)? {
+            info!("fifo:{shown}: using the existing FIFO");
+            return Ok(Fifo { path: path.to_path_buf(), created: false });
         }
+        match nix::unistd::mkfifo(path, Mode::S_IRUSR | Mode::S_IWUSR) {
+            Ok(()) => {}
+            Err(Errno::ENOENT) => {
+                let dir = path.parent().map(|p| p.display().to_string()).unwrap_or_default();
+                return Err(fail(
+                    Exit::CantCreate,
+                    format!("--output fifo:{shown}: the directory {dir} does not exist"),
+                ));
+            }
+            Err(e) => {
+                return Err(fail(Exit::CantCreate, format!("--output fifo:{shown}: cannot create a FIFO: {e}")));
+            }
+        }
+        let fifo = Fifo { path: path.to_path_buf(), created: true };
+        // mkfifo applies the umask; make the mode exactly 0600 whatever it is.
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("--output fifo:{shown}: setting mode 0600"))
+            .exit(Exit::CantCreate)?;
+        info!("fifo:{shown}: created (mode 0600)");
+        Ok(fifo)
     }
 }
 

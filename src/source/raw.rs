@@ -14,7 +14,7 @@ use log::{debug, info};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::exit::{Exit, fail};
-use crate::frame::HostFrame;
+use crate::frame::{HostFrame, PixFmt};
 use crate::source::live::{Latest, SourceEnd};
 
 /// How often a reader waiting for bytes looks whether the stream has stopped.
@@ -93,11 +93,13 @@ pub fn pump<R: Read + AsFd>(input: &mut R, frame_bytes: usize, latest: &Latest, 
 }
 
 /// Checks `raw:PATH` before anything heavy starts (a missing file fails in milliseconds). A
-/// regular file must hold whole frames of `frame` (the flags' size and format, for the message).
-pub fn check(path: &Path, frame_bytes: usize, frame: &str) -> anyhow::Result<()> {
+/// regular file must hold whole `width` x `height` frames of `format`.
+pub fn check(path: &Path, format: PixFmt, (width, height): (u32, u32)) -> anyhow::Result<()> {
     if path == Path::new("-") {
         return Ok(());
     }
+    let frame_bytes = format.frame_bytes(width, height);
+    let frame = format!("{width}x{height} {format}");
     let shown = path.display();
     match std::fs::metadata(path) {
         Ok(m) if m.is_dir() => {
@@ -190,18 +192,18 @@ mod tests {
 
     #[test]
     fn a_missing_file_is_no_input_a_file_of_partial_frames_a_usage_error_and_stdin_is_fine() {
-        assert!(check(Path::new("-"), 6, "2x1 rgb24").is_ok());
+        assert!(check(Path::new("-"), PixFmt::Rgb24, (2, 1)).is_ok());
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("f.rgb");
         std::fs::write(&file, [0; 12]).unwrap();
-        assert!(check(&file, 6, "2x1 rgb24").is_ok());
-        let e = check(&file, 5, "5x1 gray").unwrap_err();
+        assert!(check(&file, PixFmt::Rgb24, (2, 1)).is_ok());
+        let e = check(&file, PixFmt::Gray, (5, 1)).unwrap_err();
         assert_eq!(crate::exit::classify(&e), Exit::Usage);
         assert!(
             format!("{e:#}").contains("is 12 bytes, not a whole number of 5x1 gray frames (5 bytes each)"),
             "{e:#}"
         );
-        let e = check(Path::new("/nonexistent/frames.rgb"), 6, "").unwrap_err();
+        let e = check(Path::new("/nonexistent/frames.rgb"), PixFmt::Rgb24, (2, 1)).unwrap_err();
         assert_eq!(crate::exit::classify(&e), Exit::NoInput);
         assert!(format!("{e:#}").starts_with("--source raw:/nonexistent/frames.rgb: "), "{e:#}");
     }

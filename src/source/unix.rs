@@ -32,34 +32,37 @@ pub struct Socket {
     path: PathBuf,
 }
 
+/// What `--source unix:PATH` finds at its path: `false` for nothing, `true` for a stale socket that
+/// nobody listens on (replaced at start-up). A live socket, or anything that is not a socket, is
+/// refused and left untouched.
+pub fn check(path: &Path) -> anyhow::Result<bool> {
+    let shown = format!("--source unix:{}", path.display());
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => match UnixStream::connect(path) {
+            Ok(_) => Err(fail(Exit::CantCreate, format!("{shown}: another process is listening on this socket"))),
+            Err(_) => Ok(true),
+        },
+        Ok(m) => Err(fail(
+            Exit::CantCreate,
+            format!(
+                "{shown}: the path is a {}, not a socket; refusing to replace it",
+                crate::sink::fifo::kind(m.file_type())
+            ),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(fail(Exit::CantCreate, format!("{shown}: {e}"))),
+    }
+}
+
 impl Socket {
     /// Creates the socket at `path` (mode 0600).
     pub fn bind(path: &Path) -> anyhow::Result<Socket> {
         let shown = format!("--source unix:{}", path.display());
-        match std::fs::symlink_metadata(path) {
-            Ok(m) if m.file_type().is_socket() => {
-                if UnixStream::connect(path).is_ok() {
-                    return Err(fail(
-                        Exit::CantCreate,
-                        format!("{shown}: another process is listening on this socket"),
-                    ));
-                }
-                info!("{shown}: replacing a stale socket nobody listens on");
-                std::fs::remove_file(path)
-                    .with_context(|| format!("{shown}: removing the stale socket"))
-                    .exit(Exit::CantCreate)?;
-            }
-            Ok(m) => {
-                return Err(fail(
-                    Exit::CantCreate,
-                    format!(
-                        "{shown}: the path is a {}, not a socket; refusing to replace it",
-                        crate::sink::fifo::kind(m.file_type())
-                    ),
-                ));
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(fail(Exit::CantCreate, format!("{shown}: {e}"))),
+        if check(path)? {
+            info!("{shown}: replacing a stale socket nobody listens on");
+            std::fs::remove_file(path)
+                .with_context(|| format!("{shown}: removing the stale socket"))
+                .exit(Exit::CantCreate)?;
         }
         let listener = UnixListener::bind(path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => fail(

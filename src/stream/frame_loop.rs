@@ -65,9 +65,12 @@ impl Frames {
 
 /// Why the frame loop stops.
 pub(super) enum Stop {
-    /// Stop taking frames; `drain` = let the encoder finish queued frames (limits, a stop request),
-    /// else stop now (a signal).
+    /// Stop taking frames; `drain` = let the encoder finish queued frames (a limit), else stop now
+    /// (a signal).
     Finish { drain: bool },
+    /// The library user stopped the stream: the agent's frame handed over last is taken too, then
+    /// the encoder drains.
+    Close,
     /// The reader left: exit 0 at once.
     ReaderGone,
     /// The encoder pipeline failed (the error line): rebuild it or change backend.
@@ -338,7 +341,7 @@ impl Loop<'_> {
             }
             Event::Finish => {
                 info!("stop requested: draining the encoder");
-                Ok(Some(Stop::Finish { drain: true }))
+                Ok(Some(Stop::Close))
             }
             Event::Keyframe => {
                 info!("keyframe requested: forcing an IDR");
@@ -430,9 +433,16 @@ impl Loop<'_> {
         }
     }
 
-    /// After the last frame: hands over what is still being read back, ends the stream, and waits
-    /// until the writer has written everything.
-    pub fn drain(&mut self, frames: &mut Frames, encoder: &Encoder, element: &str) -> anyhow::Result<()> {
+    /// After the last frame: hands over what is still being read back (and, `take_last`, the
+    /// agent's frame handed over last), ends the stream, and waits until the writer has written
+    /// everything.
+    pub fn drain(
+        &mut self,
+        frames: &mut Frames,
+        encoder: &Encoder,
+        element: &str,
+        take_last: bool,
+    ) -> anyhow::Result<()> {
         let mut early: Option<Stop> = None;
         if let Frames::Rendered { renderer, .. } = frames {
             renderer.collect(0, |frame, bytes| {
@@ -446,6 +456,7 @@ impl Loop<'_> {
             })?;
         }
         if let Frames::Agent(feed) = frames
+            && take_last
             && early.is_none()
             && self.reader == Reader::Attached
             && let Some(Next::Frame { fresh: true }) = feed.wait_fresh(Duration::ZERO)
@@ -524,6 +535,6 @@ fn ended_while_draining(stop: Stop, encoder: &str) -> anyhow::Result<()> {
         Stop::Rebuild(why) => {
             Err(fail(Exit::Software, format!("encoder {encoder} failed while draining the last frames: {why}")))
         }
-        Stop::Finish { .. } | Stop::ReaderGone | Stop::Release | Stop::SourceEnded(_) => Ok(()),
+        Stop::Finish { .. } | Stop::Close | Stop::ReaderGone | Stop::Release | Stop::SourceEnded(_) => Ok(()),
     }
 }

@@ -72,8 +72,7 @@ fn claim_source(cfg: &Config, push: Option<Arc<Latest>>) -> anyhow::Result<Optio
             socket: None,
         },
         SourceSpec::Raw(path) => {
-            let frame = format!("{}x{} {}", cfg.width, cfg.height, cfg.pix_fmt);
-            crate::source::raw::check(path, cfg.pix_fmt.frame_bytes(cfg.width, cfg.height), &frame)?;
+            crate::source::raw::check(path, cfg.pix_fmt, (cfg.width, cfg.height))?;
             AgentSource { latest: Arc::new(Latest::new(lossless)), socket: None }
         }
         SourceSpec::Unix(path) => AgentSource {
@@ -94,6 +93,7 @@ fn claim_source(cfg: &Config, push: Option<Arc<Latest>>) -> anyhow::Result<Optio
 /// Starts the threads that receive the agent's frames.
 fn start_source(cfg: &Config, source: &AgentSource) -> anyhow::Result<Feed> {
     let frame_bytes = cfg.pix_fmt.frame_bytes(cfg.width, cfg.height);
+    let (mut format, mut timeout, mut capture) = (cfg.pix_fmt, cfg.source_timeout, None);
     match (&cfg.source, &source.socket) {
         (SourceSpec::Raw(path), _) => crate::source::raw::spawn(path.clone(), frame_bytes, source.latest.clone())?,
         (SourceSpec::Unix(_), Some(socket)) => socket.spawn(frame_bytes, source.latest.clone())?,
@@ -102,19 +102,18 @@ fn start_source(cfg: &Config, source: &AgentSource) -> anyhow::Result<Feed> {
         }
         (SourceSpec::Pipewire(target), _) => {
             let latest = source.latest.clone();
-            let capture =
-                crate::source::pipewire::Capture::start(target, cfg.width, cfg.height, cfg.source_timeout, latest)?;
+            let c = crate::source::pipewire::Capture::start(target, cfg.width, cfg.height, cfg.source_timeout, latest)?;
             // The capture ends the source itself after --source-timeout (only while the node is
             // missing: a silent node is a still picture, not a gone agent).
-            let (size, what) = ((cfg.width, cfg.height), cfg.source.to_string());
-            let mut feed = Feed::new(source.latest.clone(), capture.format(), size, cfg.stamp, None, what);
-            feed.capture = Some(capture);
-            return Ok(feed);
+            (format, timeout) = (c.format(), None);
+            capture = Some(c);
         }
         _ => {}
     }
     let what = cfg.source.to_string();
-    Ok(Feed::new(source.latest.clone(), cfg.pix_fmt, (cfg.width, cfg.height), cfg.stamp, cfg.source_timeout, what))
+    let mut feed = Feed::new(source.latest.clone(), format, (cfg.width, cfg.height), cfg.stamp, timeout, what);
+    feed.capture = capture;
+    Ok(feed)
 }
 
 /// Streams until a limit, a stop, the reader leaving, the source ending, or a failure.
@@ -236,9 +235,12 @@ pub(super) fn run(cfg: &Config, ctx: Context) -> anyhow::Result<()> {
         lp.generation = session.generation;
     };
     let result = match stop {
-        Ok(Stop::Finish { drain: true }) => lp.drain(&mut frames, session.encoder(), session.backend().element()),
+        Ok(Stop::Finish { drain: true }) => {
+            lp.drain(&mut frames, session.encoder(), session.backend().element(), false)
+        }
+        Ok(Stop::Close) => lp.drain(&mut frames, session.encoder(), session.backend().element(), true),
         Ok(Stop::SourceEnded(end)) => {
-            let drained = lp.drain(&mut frames, session.encoder(), session.backend().element());
+            let drained = lp.drain(&mut frames, session.encoder(), session.backend().element(), false);
             match end {
                 SourceEnd::Finished(why) => {
                     info!("{why}");

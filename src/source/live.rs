@@ -139,14 +139,7 @@ impl Latest {
 
     /// The newest frame, if one arrived since the last take; or how the source ended.
     pub fn take(&self) -> Taken {
-        let mut inner = self.lock();
-        match inner.frame.take() {
-            Some(f) => {
-                self.changed.notify_all();
-                Taken::Frame(f)
-            }
-            None => inner.end.clone().map_or(Taken::Timeout, Taken::Ended),
-        }
+        self.wait(Instant::now())
     }
 
     /// Waits until `deadline` for a frame (or the end).

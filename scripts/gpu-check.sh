@@ -4,9 +4,18 @@
 # machine, and the GPU memory reading (issue 17). Prints what ran, on which GPU and driver. Without an
 # NVIDIA GPU it says so and runs what is left (the hardware tests then fail, saying what is missing). Needs what scripts/setup.sh installs, and the NVIDIA driver's
 # libcuda.so.1 and EGL vendor library. Run it from a checkout: `scripts/gpu-check.sh`.
+# On a machine with the driver but without the build tools and packages, run it with
+# `--prebuilt DIR`, DIR being scripts/gpu-bundle.sh's archive unpacked: it builds nothing, takes the
+# binaries and GStreamer from DIR, and runs the machine tests that need no ffmpeg (the bundle has none).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 B=target/release/agentcast
+prebuilt=
+case ${1:-} in
+  --prebuilt) prebuilt=$(cd "${2:?--prebuilt DIR}" && pwd) ;;
+  "") ;;
+  *) echo "gpu-check: unknown argument $1 (only --prebuilt DIR)" >&2; exit 2 ;;
+esac
 step() { printf '\n== %s\n' "$*"; }
 
 step "GPU and driver"
@@ -17,8 +26,19 @@ else
   echo "no NVIDIA GPU answers nvidia-smi: the hardware legs below will skip or refuse"
 fi
 
-step "build (release)"
-cargo build --release --locked -q || exit 1
+if [[ -n $prebuilt ]]; then
+  step "prebuilt binaries from $prebuilt (no build)"
+  B=$prebuilt/bin/agentcast
+  export PATH="$prebuilt/bin:$PATH" AGENTCAST_BIN=$B
+  # The test binaries run the binary, and read files, where cargo built them.
+  exe=$(cat "$prebuilt/cargo-bin-exe") manifest=$(cat "$prebuilt/manifest-dir")
+  [[ -e $manifest ]] || { mkdir -p "$(dirname "$manifest")" && ln -s "$PWD" "$manifest"; }
+  [[ -x $exe ]] || { mkdir -p "$(dirname "$exe")" && ln -sf "$B" "$exe"; }
+  echo "agentcast $($B --version 2>&1 | head -n 1); test binaries run $exe -> $(readlink -f "$exe")"
+else
+  step "build (release)"
+  cargo build --release --locked -q || exit 1
+fi
 
 step "agentcast doctor (the path auto would take, and why)"
 $B doctor 2>/dev/null | grep -E -A1 '^[a-z]+ +(egl|gl|cuda|nvenc|path|encoder) '
@@ -33,10 +53,18 @@ step "hardware tests (#[ignore]d elsewhere, run here with --include-ignored) and
 machine_tests=(zero_copy deploy::doctor deploy::stats deploy::gpu encoders_lists nvenc_without auto_logs
     a_forced_encoder gpu_and_cpu_conversion an_injected_encoder_stall an_encoder_that_fails latency_reads_every_stamp
     start_up_failures)
+if [[ -n $prebuilt ]]; then
+  # No ffmpeg/ffprobe in the bundle: leave out the machine tests that decode with them.
+  machine_tests=(zero_copy deploy::doctor deploy::stats deploy::gpu encoders_lists nvenc_without auto_logs
+      start_up_failures)
+  lib_tests=("$prebuilt/bin/lib-tests") int_tests=("$prebuilt/bin/tests")
+else
+  lib_tests=(cargo test --release --locked -q --lib --) int_tests=(cargo test --release --locked -q --test tests --)
+fi
 {
-    cargo test --release --locked -q --lib -- --include-ignored --test-threads=1 zero_copy
-    cargo test --release --locked -q --test tests -- --include-ignored --test-threads=1 "${machine_tests[@]}"
-} 2>&1 | grep -E '^test |test result|panicked|FAILED' || true
+    "${lib_tests[@]}" --include-ignored --test-threads=1 zero_copy
+    "${int_tests[@]}" --include-ignored --test-threads=1 "${machine_tests[@]}"
+} 2>&1 | grep -v -E '^(running [0-9]+ tests?|)$' || true
 
 step "GPU memory in the stats (NVML): gpu_memory_mib of a 1080p run, beside nvidia-smi's figure for it"
 $B --width 1920 --height 1080 --frames 90 --stats-interval 1 2>&1 >/dev/null | grep '^{' | tail -n 1 |

@@ -3,8 +3,11 @@
 #   stdout -> a reader that drains it for the whole run;
 #   fifo:PATH -> readers (`cat`) that attach for 3 s and leave for 2 s, over and over;
 #   tcp:127.0.0.1:PORT -> readers (bash /dev/tcp) that do the same.
-# Every 10 s it reads each producer's RSS (VmRSS), open fds (/proc/PID/fd) and threads
-# (/proc/PID/status) and the frames written (its --stats-file), prints one table, and a verdict:
+# Every 10 s it reads each producer's RSS (VmRSS) and the frames written (its --stats-file); its open
+# fds (/proc/PID/fd) and threads (/proc/PID/status) are polled every half second and each row keeps the
+# fewest seen since the row before, so a row counts the producer with no reader attached (a reader
+# leaves for 2 s of every 5; one read per 10 s would alias with that cycle and see a reader in every
+# row of one part of the run and in none of another). It prints one table, and a verdict:
 #   RSS grows less than 5% from the first sample at or after 60 s to the last one;
 #   fds and threads stay flat: the fewest seen in the last third of the run is no more than the most
 #   seen in the first minute (readers came and went then; a reader's fd or a short-lived thread
@@ -25,7 +28,7 @@ while (($#)); do
         --minutes) minutes=$2; shift 2 ;;
         --bin) bin=$2; shift 2 ;;
         --interval) interval=$2; shift 2 ;;
-        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "soak: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -78,16 +81,29 @@ pids+=($!)
 done) &
 pids+=($!)
 
-# One sample of a producer: "RSS_KIB FDS THREADS WRITTEN", or "dead".
+# The fewest fds and threads of each producer since its last row (reset after each row).
+declare -A fd_min th_min
+poll() {
+    local o p fds thr
+    for o in "${outputs[@]}"; do
+        p=${pid[$o]}
+        [[ -r /proc/$p/status ]] || continue
+        fds=$(find "/proc/$p/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
+        thr=$(awk '/^Threads:/ {print $2}' "/proc/$p/status")
+        ((fds < ${fd_min[$o]:-999999})) && fd_min[$o]=$fds
+        ((${thr:-999999} < ${th_min[$o]:-999999})) && th_min[$o]=$thr
+    done
+}
+
+# One row of a producer: "RSS_KIB FDS THREADS WRITTEN" (fds and threads: the fewest polled since the
+# last row), or "dead".
 sample() {
     local p=$1 name=$2
     [[ -r /proc/$p/status ]] || { echo dead; return; }
-    local rss thr fds written
+    local rss written
     rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status")
-    thr=$(awk '/^Threads:/ {print $2}' "/proc/$p/status")
-    fds=$(find "/proc/$p/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
     written=$(grep -o '"written":[0-9]*' "$dir/$name.json" 2>/dev/null | cut -d: -f2)
-    echo "${rss:-0} $fds ${thr:-0} ${written:--}"
+    echo "${rss:-0} ${fd_min[$name]:-0} ${th_min[$name]:-0} ${written:--}"
 }
 
 printf 'soak: %s min, 1280x720@30 paced, %s, samples every %s s (%s)\n' "$minutes" "$bin" "$interval" "$(date -u +%FT%TZ)"
@@ -96,9 +112,14 @@ rows="$dir/rows"
 : >"$rows"
 start=$SECONDS
 for ((i = 1; i <= samples; i++)); do
-    # Sample on the wall clock's 10 s marks (sampling takes time too; the marks do not drift).
-    wait_s=$((start + i * interval - SECONDS))
-    ((wait_s > 0)) && sleep "$wait_s"
+    # Rows on the wall clock's 10 s marks (sampling takes time too; the marks do not drift), with fds
+    # and threads polled every half second until then.
+    fd_min=() th_min=()
+    poll
+    while ((SECONDS < start + i * interval)); do
+        sleep 0.5
+        poll
+    done
     line="$((SECONDS - start))"
     for o in "${outputs[@]}"; do line+=" $(sample "${pid[$o]}" "$o")"; done
     echo "$line" >>"$rows"
@@ -135,7 +156,7 @@ for t, per in rows:
 
 ok = True
 print()
-print("| output | RSS MiB at 60 s | RSS MiB at end | growth | fds: max first min / min last third (max) | threads: max first min / min last third (max) | verdict |")
+print("| output | RSS MiB at 60 s | RSS MiB at end | growth | fds (fewest per row): max first min / min last third (max) | threads (likewise) | verdict |")
 print("|---|---|---|---|---|---|---|")
 for o in outputs:
     first = [per[o] for t, per in rows if t <= 60]

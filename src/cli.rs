@@ -139,7 +139,7 @@ pub enum Command {
     Latency(LatencyArgs),
     /// Is it the encoder settings? Render the `gradient` and `demo` scenes (or the --scene/--shader
     /// after `--`), encode them with the producer's encoder and settings, decode in-process
-    /// (avdec_h264) and compare every picture with its source by frame stamp: PSNR, SSIM and a
+    /// (avdec_h264, else openh264dec) and compare every picture with its source by frame stamp: PSNR, SSIM and a
     /// banding score (false contour steps per 10,000 positions where the source is smooth; 0 = none).
     /// `--sweep` varies bitrate and --qp-max per size and names the cheapest settings under
     /// --threshold.

@@ -1,5 +1,5 @@
-//! Decodes Annex-B access units in-process with GStreamer's `avdec_h264` (gstreamer1.0-libav) and
-//! hands each picture's luma plane to a callback, tagged with the index of the access unit it came
+//! Decodes Annex-B access units in-process with GStreamer's `avdec_h264` (gstreamer1.0-libav), or
+//! `openh264dec` where libav is not installed (see [`h264_decoder`]), and hands each picture's luma plane to a callback, tagged with the index of the access unit it came
 //! from. Decoding is a separate step after capture, so its cost never delays the reading it measures.
 
 use anyhow::{Context, anyhow};
@@ -33,7 +33,6 @@ pub fn decode<'a>(
     mut on_picture: impl FnMut(Picture<'_>),
 ) -> anyhow::Result<u64> {
     pipeline::init()?;
-    let libav = "gstreamer1.0-libav";
     let appsrc = gst_app::AppSrc::builder()
         .caps(
             &gst::Caps::builder("video/x-h264").field("stream-format", "byte-stream").field("alignment", "au").build(),
@@ -43,7 +42,7 @@ pub fn decode<'a>(
         .max_bytes(4 << 20)
         .build();
     let parse = make("h264parse", "gstreamer1.0-plugins-bad")?;
-    let dec = make("avdec_h264", libav)?;
+    let dec = h264_decoder()?;
     let appsink = gst_app::AppSink::builder().sync(false).max_buffers(4).enable_last_sample(false).build();
     let pipe = gst::Pipeline::with_name("agentcast-decode");
     let chain: [gst::Element; 4] = [appsrc.clone().upcast(), parse, dec, appsink.clone().upcast()];
@@ -100,6 +99,28 @@ pub fn decode<'a>(
         let _ = pipe.set_state(gst::State::Null);
         result
     })
+}
+
+/// The H.264 decoders a measurement may use, in order of preference, with the Debian package of each.
+/// H.264 decoding is bit-exact, so both give the same pictures; OpenH264's decodes the High profile
+/// (CABAC, 8x8 transforms) that x264 sends as well (its plugin is much lighter than libav's).
+pub const H264_DECODERS: [(&str, &str); 2] =
+    [("avdec_h264", "gstreamer1.0-libav"), ("openh264dec", "gstreamer1.0-plugins-bad")];
+
+/// The first of [`H264_DECODERS`] installed here; exit 69 naming both packages where neither is.
+pub fn h264_decoder() -> anyhow::Result<gst::Element> {
+    pipeline::init()?;
+    match H264_DECODERS.iter().find(|(name, _)| pipeline::element_installed(name)) {
+        Some((name, package)) => {
+            log::debug!("decoding with {name}");
+            make(name, package)
+        }
+        None => Err(fail(
+            Exit::Unavailable,
+            "no H.264 decoder in GStreamer: install gstreamer1.0-libav (avdec_h264) or gstreamer1.0-plugins-bad \
+             (openh264dec)",
+        )),
+    }
 }
 
 /// Splits an Annex-B byte stream into access units (byte ranges).

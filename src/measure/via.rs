@@ -6,7 +6,7 @@
 //! plays the RTSP stream as a low-latency viewer would:
 //!
 //! ```text
-//! rtspsrc latency=0 protocols=tcp -> rtph264depay -> h264parse -> avdec_h264 -> appsink
+//! rtspsrc latency=0 protocols=tcp -> rtph264depay -> h264parse -> avdec_h264 (or openh264dec) -> appsink
 //! ```
 //!
 //! and notes CLOCK_MONOTONIC as each decoded picture reaches it, then reads the picture's stamp and
@@ -41,11 +41,8 @@ type Seen = (Option<u32>, u64);
 /// the frame log at `frame_log`. Returns the report.
 pub fn measure(url: &str, frame_log: &Path, frames: u64) -> anyhow::Result<serde_json::Value> {
     crate::encode::pipeline::init()?;
-    for (element, package) in [
-        ("rtspsrc", "gstreamer1.0-plugins-good"),
-        ("rtph264depay", "gstreamer1.0-plugins-good"),
-        ("avdec_h264", "gstreamer1.0-libav"),
-    ] {
+    for (element, package) in [("rtspsrc", "gstreamer1.0-plugins-good"), ("rtph264depay", "gstreamer1.0-plugins-good")]
+    {
         if !crate::encode::pipeline::element_installed(element) {
             return Err(fail(
                 Exit::Unavailable,
@@ -71,7 +68,7 @@ fn play(url: &str, frames: u64) -> anyhow::Result<Vec<Seen>> {
     src.set_property_from_str("protocols", "tcp");
     let depay = make("rtph264depay", "gstreamer1.0-plugins-good")?;
     let parse = make("h264parse", "gstreamer1.0-plugins-bad")?;
-    let dec = make("avdec_h264", "gstreamer1.0-libav")?;
+    let dec = crate::measure::decode::h264_decoder()?;
     let sink = gst_app::AppSink::builder().sync(false).max_buffers(8).enable_last_sample(false).build();
     let pipe = gst::Pipeline::with_name("agentcast-viewer");
     let chain: [gst::Element; 4] = [depay.clone(), parse, dec, sink.clone().upcast()];

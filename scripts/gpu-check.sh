@@ -66,9 +66,20 @@ fi
     "${int_tests[@]}" --include-ignored --test-threads=1 "${machine_tests[@]}"
 } 2>&1 | grep -v -E '^(running [0-9]+ tests?|)$' || true
 
-step "GPU memory in the stats (NVML): gpu_memory_mib of a 1080p run, beside nvidia-smi's figure for it"
-$B --width 1920 --height 1080 --frames 90 --stats-interval 1 2>&1 >/dev/null | grep '^{' | tail -n 1 |
-    python3 -c 'import json,sys; s=json.loads(sys.stdin.read()); print("gpu_memory_mib:", s.get("gpu_memory_mib"), "path:", s.get("path"))'
+step "GPU memory in the stats (NVML): gpu_memory_mib of 1080p runs, beside nvidia-smi's figure for the same process"
+for path in auto zero-copy; do
+  extra=(); [[ $path == zero-copy ]] && extra=(--debug-cuda-download --encoder x264)
+  $B --width 1920 --height 1080 --frames 150 --stats-interval 1 --path $path "${extra[@]}" \
+      >/dev/null 2>/tmp/gpu-check-nvml.log &
+  p=$!
+  sleep 3
+  smi=$(nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader 2>/dev/null | grep "^$p," ||
+      nvidia-smi 2>/dev/null | grep -E "^\|.* $p .*MiB" || echo "(no row for pid $p)")
+  wait $p
+  grep '^{' /tmp/gpu-check-nvml.log | tail -n 1 | SMI="$smi" python3 -c 'import json, os, sys
+s = json.loads(sys.stdin.read() or "{}")
+print("--path %s: gpu_memory_mib %s, path %s; nvidia-smi: %s" % (sys.argv[1], s.get("gpu_memory_mib"), s.get("path"), os.environ["SMI"]))' $path
+done
 $B doctor --json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); print("doctor nvml:", d["facts"].get("nvml"), [c["detail"] for c in d["checks"] if c["check"] == "nvml"])'
 
 step "1080p per path: fps, CPU per frame, host bytes per frame (3 rounds beside videotestsrc ! x264enc)"

@@ -3,7 +3,9 @@
 //! here does the process's fate get decided: signals, and the exit at once after a stall.
 
 use std::ffi::OsString;
-use std::io::Read;
+use std::io::{Read, Write};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
@@ -22,6 +24,9 @@ pub fn cli_main(args: Vec<OsString>) -> u8 {
         Err(e) => return clap_exit(e, &args),
     };
     init_logging(cli.log_level.as_deref());
+    if cli.command.is_none() {
+        hold_startup_log();
+    }
     let result = match &cli.command {
         Some(Command::Check(args)) => run_check(args),
         Some(Command::Latency(args)) => crate::measure::latency::run(args),
@@ -43,6 +48,7 @@ pub fn cli_main(args: Vec<OsString>) -> u8 {
             if code != Exit::Ok {
                 eprintln!("agentcast: {err:#}");
             }
+            release_startup_log();
             code.code()
         }
     }
@@ -54,6 +60,7 @@ fn stream(cfg: Config) -> anyhow::Result<()> {
     // stop it cleanly rather than kill the process.
     let signals = Signals::new([SIGTERM, SIGINT, SIGUSR1]).context("installing signal handlers")?;
     let handle = Stream::start(cfg)?;
+    release_startup_log();
     watch_signals(signals, handle.control())?;
     let result = handle.wait();
     if let Err(e) = &result
@@ -148,7 +155,58 @@ pub fn init_logging(level: Option<&str>) {
         },
     };
     // A second call (the Python package runs the CLI in-process) keeps the first logger.
-    let _ = builder.target(env_logger::Target::Stderr).format_timestamp_millis().try_init();
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        builder.write_style(env_logger::WriteStyle::Always);
+    }
+    let target = env_logger::Target::Pipe(Box::new(LogWriter));
+    let _ = builder.target(target).format_timestamp_millis().try_init();
+}
+
+/// How long start-up log lines may be held back (see [`hold_startup_log`]) before they are written
+/// anyway: a start-up that fails does so well within it (probing the encoders and opening EGL takes
+/// under a second), and one that waits (for an NVENC slot, `--on-busy wait`) or hangs still says
+/// so promptly.
+const HOLD_LIMIT: Duration = Duration::from_secs(3);
+
+/// Log lines held back while the stream starts; `None` once they pass straight to stderr.
+static HELD: Mutex<Option<Vec<u8>>> = Mutex::new(None);
+
+/// Holds the log's lines back until the stream has started ([`release_startup_log`]). A start-up
+/// that fails then prints its `agentcast:` line first on stderr and the lines that led to it after:
+/// go2rtc keeps only the first 512 bytes of a failed producer's stderr, and on a machine with CUDA
+/// but no NVENC the start-up lines alone (CUDA device, every encoder skipped, EGL) fill them.
+fn hold_startup_log() {
+    *HELD.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
+    let _ = std::thread::Builder::new().name("log-hold".into()).spawn(|| {
+        std::thread::sleep(HOLD_LIMIT);
+        release_startup_log();
+    });
+}
+
+/// Writes the held lines (if any) and lets the log through from now on.
+fn release_startup_log() {
+    if let Some(held) = HELD.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        let _ = std::io::stderr().write_all(&held);
+    }
+}
+
+/// The log's target: stderr, or the held lines while the stream starts.
+struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match HELD.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            Some(held) => {
+                held.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            None => std::io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }
 
 fn go2rtc_config(a: &crate::cli::Go2rtcArgs, args: &[OsString]) -> anyhow::Result<Exit> {

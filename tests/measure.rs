@@ -227,3 +227,45 @@ fn bench_runs_tiny_and_its_json_has_every_field() {
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     assert!(std::fs::read_to_string(dir.path().join("bench.md")).unwrap().contains("agentcast-unpaced"));
 }
+
+/// Where libav is not installed (a lean image, the GPU bundle), the measuring tools decode with
+/// OpenH264's decoder instead, and read every stamp all the same. The plugin path here holds every
+/// plugin of this machine but libav's, so avdec_h264 is really absent (asked of gst-inspect first).
+#[test]
+fn latency_decodes_with_openh264_where_libav_is_missing() {
+    let dir = tempdir();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    let system = std::process::Command::new("pkg-config")
+        .args(["--variable=pluginsdir", "gstreamer-1.0"])
+        .output_within(DEADLINE);
+    let system = String::from_utf8(system.stdout).unwrap();
+    let system = std::path::Path::new(system.trim());
+    assert!(system.join("libgstlibav.so").exists(), "this test needs gstreamer1.0-libav installed to hide it");
+    for entry in std::fs::read_dir(system).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap() != "libgstlibav.so" {
+            std::os::unix::fs::symlink(&path, plugins.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let env = [
+        ("GST_PLUGIN_SYSTEM_PATH", plugins.as_os_str()),
+        ("GST_PLUGIN_PATH", std::ffi::OsStr::new("")),
+        ("GST_REGISTRY", dir.path().join("registry.bin").into_os_string().leak()),
+    ];
+    for name in ["avdec_h264", "openh264dec"] {
+        let found = std::process::Command::new("gst-inspect-1.0")
+            .args(["--exists", name])
+            .envs(env)
+            .output_within(DEADLINE)
+            .status
+            .success();
+        assert_eq!(found, name == "openh264dec", "{name} with libav's plugin hidden");
+    }
+    let out = agentcast(&["latency", "--frames", "60", "--json", "--", "--width", "640", "--height", "360"])
+        .envs(env)
+        .output_within(DEADLINE);
+    let r = json_of(&out);
+    assert_eq!(r["frames"]["stamps_read"], 60, "{}", r["frames"]);
+    assert_eq!(r["frames"]["misreads"], 0, "{}", r["frames"]);
+}

@@ -8,7 +8,6 @@
 use std::time::{Duration, Instant};
 
 use agentcast::cli::Cli;
-use agentcast::config::Config;
 use agentcast::stream::Stream;
 
 fn main() -> anyhow::Result<()> {
@@ -17,7 +16,7 @@ fn main() -> anyhow::Result<()> {
     let (width, height) = (640usize, 360usize);
     // The same flags, defaults and checks as the CLI.
     let cli = Cli::parse_args(["agentcast", "--width", "640", "--height", "360", "--output", &output])?;
-    let cfg = Config::for_push(&cli.stream).map_err(anyhow::Error::msg)?;
+    let cfg = cli.stream.push_config().map_err(anyhow::Error::msg)?;
     let stream = Stream::start(cfg)?;
     let start = Instant::now();
     let mut frame = vec![0u8; width * height * 3];

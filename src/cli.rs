@@ -1,22 +1,16 @@
-//! Command-line definitions (clap derive). Raw values only: `config.rs` turns them into a validated
-//! [`crate::config::Config`]. Every flag also reads an `AGENTCAST_*` environment variable, which is
-//! how docker and go2rtc configs usually set them.
+//! Command-line definitions (clap derive). Raw values only: `cli/validate.rs` turns them into a
+//! validated [`crate::config::Config`] and clap's value enums into the library's
+//! [`crate::settings`]. Every flag also reads an `AGENTCAST_*` environment variable, which is how
+//! docker and go2rtc configs usually set them.
+
+mod validate;
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub const DEFAULT_WIDTH: u32 = 1280;
-pub const DEFAULT_HEIGHT: u32 = 720;
-pub const DEFAULT_FPS: u32 = 30;
-/// kbit/s; enough for the demo scene at 720p30 without visible banding.
-pub const DEFAULT_BITRATE: u32 = 4000;
-/// Highest quantiser the encoder may use; above about 34 smooth gradients band visibly.
-pub const DEFAULT_QP_MAX: u32 = 34;
-/// How far a FIFO/TCP reader may fall behind, in milliseconds of stream.
-pub const DEFAULT_MAX_LAG_MS: u32 = 500;
-/// Seconds without a frame from the agent before the stream ends.
-pub const DEFAULT_SOURCE_TIMEOUT: u64 = 10;
+use crate::settings::{DEFAULT_BITRATE, DEFAULT_FPS, DEFAULT_HEIGHT, DEFAULT_MAX_LAG_MS, DEFAULT_QP_MAX};
+use crate::settings::{DEFAULT_SOURCE_TIMEOUT, DEFAULT_WIDTH};
 
 const ABOUT: &str = "Render a headless EGL scene and stream go2rtc-ready H.264 (Annex-B) on stdout";
 

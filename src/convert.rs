@@ -12,9 +12,9 @@
 use std::fmt;
 use std::rc::Rc;
 
-use crate::cli::{ConvertArg, PathArg};
 use crate::encode::settings::RawFormat;
 use crate::render::egl::gl::{Gl, Pass, Program, Target, Uniform};
+use crate::settings::{Convert, FramePath};
 
 /// Where the conversion runs and what the encoder receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,8 +123,8 @@ pub fn zero_copy_refused(why: &str) -> String {
 /// Chooses between the zero-copy path and the readback path, with the reason to log. `Ok(true)` is
 /// zero-copy. `auto` takes zero-copy only when every fact allows it; `zero-copy` names the first
 /// that does not as a one-line error.
-pub fn choose_path(path: PathArg, convert: ConvertArg, f: &PathFacts) -> Result<(bool, String), String> {
-    let blocker: Option<String> = if convert == ConvertArg::Cpu {
+pub fn choose_path(path: FramePath, convert: Convert, f: &PathFacts) -> Result<(bool, String), String> {
+    let blocker: Option<String> = if convert == Convert::Cpu {
         Some("--convert cpu reads RGBA back by definition".into())
     } else if f.cuda.is_none() {
         Some(NO_CUDA.into())
@@ -147,14 +147,14 @@ pub fn choose_path(path: PathArg, convert: ConvertArg, f: &PathFacts) -> Result<
         None
     };
     match (path, blocker) {
-        (PathArg::Readback, _) => Ok((false, "--path readback".into())),
-        (PathArg::ZeroCopy, Some(why)) => Err(zero_copy_refused(&why)),
-        (PathArg::ZeroCopy, None) => Ok((true, "--path zero-copy".into())),
-        (PathArg::Auto, None) => Ok((
+        (FramePath::Readback, _) => Ok((false, "--path readback".into())),
+        (FramePath::ZeroCopy, Some(why)) => Err(zero_copy_refused(&why)),
+        (FramePath::ZeroCopy, None) => Ok((true, "--path zero-copy".into())),
+        (FramePath::Auto, None) => Ok((
             true,
             format!("CUDA device {}, its EGL device and a CUDA-memory encoder are all here", f.cuda.unwrap_or(0)),
         )),
-        (PathArg::Auto, Some(why)) => {
+        (FramePath::Auto, Some(why)) => {
             let best = if f.cuda.is_some() && !f.software_renderer && f.encoder_takes_cuda.is_err() {
                 " (no NVENC, as on H100/H200/A100: render and convert on the GPU, read back 1.5 B/px, encode on the \
                  CPU; the best possible here)"
@@ -179,7 +179,7 @@ pub fn gpu_packs(format: RawFormat, width: u32, height: u32) -> bool {
 /// Chooses the plan, with the reason to log. `encoder_formats` is in the encoder's order of
 /// preference.
 pub fn choose(
-    choice: ConvertArg,
+    choice: Convert,
     software_renderer: bool,
     renderer: &str,
     encoder_formats: &[RawFormat],
@@ -189,21 +189,21 @@ pub fn choose(
     let cpu_format = encoder_formats[0];
     let gpu_format = encoder_formats.iter().copied().find(|f| gpu_packs(*f, width, height));
     match (choice, gpu_format) {
-        (ConvertArg::Cpu, _) => Ok((Plan::Cpu(cpu_format), "--convert cpu".into())),
-        (ConvertArg::Gpu, Some(f)) => Ok((Plan::Gpu(f), "--convert gpu".into())),
-        (ConvertArg::Gpu, None) => Err(format!(
+        (Convert::Cpu, _) => Ok((Plan::Cpu(cpu_format), "--convert cpu".into())),
+        (Convert::Gpu, Some(f)) => Ok((Plan::Gpu(f), "--convert gpu".into())),
+        (Convert::Gpu, None) => Err(format!(
             "--convert gpu cannot pack {width}x{height} into {}: the width must be a multiple of {} (use --convert cpu)",
             encoder_formats.iter().map(|f| f.caps_name()).collect::<Vec<_>>().join("/"),
             if encoder_formats.contains(&RawFormat::Nv12) { 4 } else { 8 }
         )),
-        (ConvertArg::Auto, _) if software_renderer => Ok((
+        (Convert::Auto, _) if software_renderer => Ok((
             Plan::Cpu(cpu_format),
             format!("{renderer} is a software renderer: the shader pass would cost more CPU than videoconvert"),
         )),
-        (ConvertArg::Auto, Some(f)) => {
+        (Convert::Auto, Some(f)) => {
             Ok((Plan::Gpu(f), format!("{renderer} is a GPU: packing YUV there cuts the readback to 1.5 bytes/pixel")))
         }
-        (ConvertArg::Auto, None) => {
+        (Convert::Auto, None) => {
             Ok((Plan::Cpu(cpu_format), format!("the shader pass cannot pack a width of {width}; videoconvert can")))
         }
     }
@@ -263,7 +263,7 @@ mod tests {
 
     #[test]
     fn auto_takes_zero_copy_only_when_every_fact_allows_it() {
-        let (zero, why) = choose_path(PathArg::Auto, ConvertArg::Auto, &nvidia(true)).unwrap();
+        let (zero, why) = choose_path(FramePath::Auto, Convert::Auto, &nvidia(true)).unwrap();
         assert!(zero, "{why}");
         type Block = fn(&mut PathFacts);
         let blockers: [(&str, Block); 7] = [
@@ -278,24 +278,24 @@ mod tests {
         for (reason, block) in blockers {
             let mut f = nvidia(true);
             block(&mut f);
-            let (zero, why) = choose_path(PathArg::Auto, ConvertArg::Auto, &f).unwrap();
+            let (zero, why) = choose_path(FramePath::Auto, Convert::Auto, &f).unwrap();
             assert!(!zero && why.starts_with("readback, because") && why.contains(reason), "{reason}: {why}");
-            let e = choose_path(PathArg::ZeroCopy, ConvertArg::Auto, &f).unwrap_err();
+            let e = choose_path(FramePath::ZeroCopy, Convert::Auto, &f).unwrap_err();
             assert!(e.starts_with("--path zero-copy is not possible here: ") && e.contains(reason), "{e}");
         }
-        let e = choose_path(PathArg::ZeroCopy, ConvertArg::Cpu, &nvidia(true)).unwrap_err();
+        let e = choose_path(FramePath::ZeroCopy, Convert::Cpu, &nvidia(true)).unwrap_err();
         assert!(e.contains("--convert cpu"), "{e}");
-        assert!(!choose_path(PathArg::Readback, ConvertArg::Auto, &nvidia(true)).unwrap().0);
+        assert!(!choose_path(FramePath::Readback, Convert::Auto, &nvidia(true)).unwrap().0);
     }
 
     #[test]
     fn cuda_without_nvenc_says_it_is_the_best_possible_there() {
-        let (zero, why) = choose_path(PathArg::Auto, ConvertArg::Auto, &nvidia(false)).unwrap();
+        let (zero, why) = choose_path(FramePath::Auto, Convert::Auto, &nvidia(false)).unwrap();
         assert!(!zero);
         assert!(why.contains("H100/H200/A100") && why.contains("1.5 B/px") && why.contains("best possible"), "{why}");
         let mut llvmpipe = nvidia(false);
         (llvmpipe.cuda, llvmpipe.software_renderer) = (None, true);
-        assert!(!choose_path(PathArg::Auto, ConvertArg::Auto, &llvmpipe).unwrap().1.contains("best possible"));
+        assert!(!choose_path(FramePath::Auto, Convert::Auto, &llvmpipe).unwrap().1.contains("best possible"));
     }
 
     #[test]
@@ -313,26 +313,26 @@ mod tests {
 
     #[test]
     fn auto_uses_cpu_on_llvmpipe() {
-        let (plan, why) = choose(ConvertArg::Auto, true, "llvmpipe", X264, 1280, 720).unwrap();
+        let (plan, why) = choose(Convert::Auto, true, "llvmpipe", X264, 1280, 720).unwrap();
         assert_eq!(plan, Plan::Cpu(RawFormat::Nv12));
         assert!(why.contains("software"));
     }
 
     #[test]
     fn auto_uses_gpu_on_hardware() {
-        let (plan, _) = choose(ConvertArg::Auto, false, "NVIDIA H100", X264, 1920, 1080).unwrap();
+        let (plan, _) = choose(Convert::Auto, false, "NVIDIA H100", X264, 1920, 1080).unwrap();
         assert_eq!(plan, Plan::Gpu(RawFormat::Nv12));
-        let (plan, _) = choose(ConvertArg::Auto, false, "NVIDIA H100", OPENH264, 1920, 1080).unwrap();
+        let (plan, _) = choose(Convert::Auto, false, "NVIDIA H100", OPENH264, 1920, 1080).unwrap();
         assert_eq!(plan, Plan::Gpu(RawFormat::I420));
     }
 
     #[test]
     fn unpackable_widths() {
         // 1284 is a multiple of 4 but not 8: NV12 packs, I420 does not.
-        assert_eq!(choose(ConvertArg::Gpu, true, "x", X264, 1284, 720).unwrap().0, Plan::Gpu(RawFormat::Nv12));
-        let e = choose(ConvertArg::Gpu, true, "x", OPENH264, 1284, 720).unwrap_err();
+        assert_eq!(choose(Convert::Gpu, true, "x", X264, 1284, 720).unwrap().0, Plan::Gpu(RawFormat::Nv12));
+        let e = choose(Convert::Gpu, true, "x", OPENH264, 1284, 720).unwrap_err();
         assert!(e.starts_with("--convert gpu"), "{e}");
-        let (plan, _) = choose(ConvertArg::Auto, false, "gpu", OPENH264, 1284, 720).unwrap();
+        let (plan, _) = choose(Convert::Auto, false, "gpu", OPENH264, 1284, 720).unwrap();
         assert_eq!(plan, Plan::Cpu(RawFormat::I420));
         assert!(!gpu_packs(RawFormat::Nv12, 1282, 720));
     }

@@ -182,7 +182,7 @@ pub fn run_checks(lock_dir: PathBuf, fifo_dir: PathBuf, width: u32, height: u32)
             let takes_cuda = if nvenc_opens { Ok(()) } else { Err("no NVENC opens here".into()) };
             let path_facts =
                 crate::convert::PathFacts::gather(cuda_device.map(|c| c.ordinal), &gpu, takes_cuda, width, height);
-            let (auto, convert) = (crate::cli::PathArg::Auto, crate::cli::ConvertArg::Auto);
+            let (auto, convert) = (crate::settings::FramePath::Auto, crate::settings::Convert::Auto);
             let line = match crate::convert::choose_path(auto, convert, &path_facts) {
                 Ok((true, why)) => {
                     (facts.auto_path, facts.host_bytes_per_frame) = (Some("zero-copy".into()), Some(0));

@@ -31,11 +31,13 @@ pub fn cli_main(args: Vec<OsString>) -> u8 {
         Some(Command::Check(args)) => run_check(args),
         Some(Command::Latency(args)) => crate::measure::latency::run(args),
         Some(Command::Quality(args)) => crate::measure::quality::run(args),
-        Some(Command::Encoders(args)) => crate::encode::list(args),
+        Some(Command::Encoders(args)) => crate::encode::list(args.json, args.width, args.height),
         Some(Command::Slots(args)) => crate::slots::show(args),
         Some(Command::Doctor(args)) => crate::doctor::doctor(args),
         Some(Command::Go2rtcConfig(a)) => go2rtc_config(a, &args),
-        None => Config::from_args(&cli.stream)
+        None => cli
+            .stream
+            .config()
             .map_err(|e| fail(Exit::Usage, e))
             // Errors first: the user's mistakes before any start-up line (see preflight).
             .and_then(|cfg| crate::preflight::preflight(&cfg).map(|()| cfg))

@@ -8,8 +8,6 @@ use gstreamer::prelude::*;
 use log::warn;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::cli::StreamArgs;
-
 /// The testing aids asked for (all off by default).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Faults {
@@ -26,16 +24,6 @@ pub struct Faults {
 }
 
 impl Faults {
-    pub fn from_args(a: &StreamArgs) -> Faults {
-        Faults {
-            stall_after: a.debug_stall_after,
-            fail_after: a.debug_fail_after,
-            fail_times: a.debug_fail_times,
-            lease_element: a.debug_lease_encoder.clone(),
-            cuda_download: a.debug_cuda_download,
-        }
-    }
-
     /// The injected failure for the pipeline built `built`-th (0 = the first).
     pub fn fail_after_for(&self, built: u32) -> Option<u64> {
         self.fail_after.filter(|_| built < self.fail_times)

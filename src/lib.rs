@@ -50,6 +50,7 @@ pub mod go2rtc;
 pub mod measure;
 pub mod preflight;
 pub mod render;
+pub mod settings;
 pub mod sink;
 pub mod slots;
 pub mod source;

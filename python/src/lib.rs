@@ -18,7 +18,6 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 use agentcast::cli::Cli;
-use agentcast::config::Config;
 use agentcast::exit::{self, Exit};
 use agentcast::frame::PixFmt;
 use agentcast::stream::{Handle, Stream};
@@ -165,7 +164,7 @@ impl PyStream {
         if cli.command.is_some() {
             return Err(error(py, Exit::Usage.code(), "agentcast.Stream takes stream settings, not a subcommand"));
         }
-        let cfg = Config::for_push(&cli.stream).map_err(|e| error(py, Exit::Usage.code(), e))?;
+        let cfg = cli.stream.push_config().map_err(|e| error(py, Exit::Usage.code(), e))?;
         agentcast::init_logging(cli.log_level.as_deref());
         let (fmt, width, height) = (cfg.pix_fmt, cfg.width, cfg.height);
         let handle = py.detach(|| Stream::start(cfg)).map_err(|e| coded(py, &e))?;
@@ -277,10 +276,10 @@ fn cli_main(py: Python<'_>, argv: Vec<OsString>) -> u8 {
 fn _agentcast(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyStream>()?;
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
-    m.add("DEFAULT_WIDTH", agentcast::cli::DEFAULT_WIDTH)?;
-    m.add("DEFAULT_HEIGHT", agentcast::cli::DEFAULT_HEIGHT)?;
-    m.add("DEFAULT_FPS", agentcast::cli::DEFAULT_FPS)?;
-    m.add("DEFAULT_BITRATE", agentcast::cli::DEFAULT_BITRATE)?;
+    m.add("DEFAULT_WIDTH", agentcast::settings::DEFAULT_WIDTH)?;
+    m.add("DEFAULT_HEIGHT", agentcast::settings::DEFAULT_HEIGHT)?;
+    m.add("DEFAULT_FPS", agentcast::settings::DEFAULT_FPS)?;
+    m.add("DEFAULT_BITRATE", agentcast::settings::DEFAULT_BITRATE)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -9,31 +9,27 @@ pub mod settings;
 
 use std::time::Duration;
 
-use crate::cli::{EncoderArg, EncodersArgs, ProfileArg};
 use crate::exit::Exit;
+use crate::settings::{DEFAULT_BITRATE, DEFAULT_FPS, DEFAULT_QP_MAX, EncoderChoice};
 use select::Outcome;
 use settings::{Backend, EncoderSettings};
 
 /// Opens every backend for real with the default settings at `width` x `height`: what happened to
 /// each, and the one `--encoder auto` would choose. (`agentcast encoders` and `doctor`.)
 pub fn probe_every_backend(width: u32, height: u32) -> (Vec<(Backend, Outcome)>, Option<Backend>) {
-    let settings = EncoderSettings::new(
-        crate::cli::DEFAULT_BITRATE,
-        crate::cli::DEFAULT_FPS,
-        crate::cli::DEFAULT_FPS,
-        crate::cli::DEFAULT_QP_MAX,
-        crate::config::profile(ProfileArg::High),
-    );
+    let settings =
+        EncoderSettings::new(DEFAULT_BITRATE, DEFAULT_FPS, DEFAULT_FPS, DEFAULT_QP_MAX, settings::Profile::High);
     let probe = |b| pipeline::probe(b, None, &settings, width, height, Duration::from_secs(5));
-    select::probe_all(&select::candidates(EncoderArg::Auto), pipeline::element_installed, probe, true)
+    select::probe_all(&select::candidates(EncoderChoice::Auto), pipeline::element_installed, probe, true)
 }
 
 /// `agentcast encoders`: every backend, whether it is installed and really opens here, and which one
-/// `--encoder auto` would choose. Exits 69 when none opens.
-pub fn list(args: &EncodersArgs) -> anyhow::Result<Exit> {
+/// `--encoder auto` would choose, probed at `width` x `height` (`--json`: one JSON document). Exits 69
+/// when none opens.
+pub fn list(json: bool, width: u32, height: u32) -> anyhow::Result<Exit> {
     pipeline::init()?;
-    let (report, chosen) = probe_every_backend(args.width, args.height);
-    if args.json {
+    let (report, chosen) = probe_every_backend(width, height);
+    if json {
         let rows: Vec<serde_json::Value> = report
             .iter()
             .map(|(b, o)| {
@@ -50,7 +46,7 @@ pub fn list(args: &EncodersArgs) -> anyhow::Result<Exit> {
             })
             .collect();
         let doc = serde_json::json!({
-            "size": [args.width, args.height],
+            "size": [width, height],
             "auto": chosen.map(Backend::element),
             "encoders": rows,
         });
@@ -69,7 +65,7 @@ pub fn list(args: &EncodersArgs) -> anyhow::Result<Exit> {
         }
         match chosen {
             Some(b) => {
-                println!("--encoder auto chooses {} ({}) at {}x{}", b.name(), b.element(), args.width, args.height)
+                println!("--encoder auto chooses {} ({}) at {}x{}", b.name(), b.element(), width, height)
             }
             None => println!("--encoder auto finds no H.264 encoder that opens"),
         }

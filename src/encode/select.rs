@@ -4,8 +4,8 @@
 
 use std::fmt;
 
-use crate::cli::EncoderArg;
 use crate::encode::settings::Backend;
+use crate::settings::EncoderChoice;
 
 /// What happened to one candidate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,13 +30,13 @@ impl fmt::Display for Outcome {
 }
 
 /// The candidates for `--encoder`, in the order they are tried.
-pub fn candidates(choice: EncoderArg) -> Vec<Backend> {
+pub fn candidates(choice: EncoderChoice) -> Vec<Backend> {
     match choice {
-        EncoderArg::Auto => Backend::AUTO_ORDER.to_vec(),
-        EncoderArg::Nvenc => Backend::family("nvenc"),
-        EncoderArg::Vaapi => Backend::family("vaapi"),
-        EncoderArg::X264 => vec![Backend::X264],
-        EncoderArg::Openh264 => vec![Backend::OpenH264],
+        EncoderChoice::Auto => Backend::AUTO_ORDER.to_vec(),
+        EncoderChoice::Nvenc => Backend::family("nvenc"),
+        EncoderChoice::Vaapi => Backend::family("vaapi"),
+        EncoderChoice::X264 => vec![Backend::X264],
+        EncoderChoice::Openh264 => vec![Backend::OpenH264],
     }
 }
 
@@ -71,7 +71,7 @@ pub fn probe_all(
 /// Chooses the backend for `--encoder`, with one line per skipped candidate (for the log). The
 /// error is one line naming the flag, each candidate's fate and what to install.
 pub fn choose(
-    choice: EncoderArg,
+    choice: EncoderChoice,
     installed: impl Fn(&str) -> bool,
     probe: impl FnMut(Backend) -> Result<(), String>,
 ) -> Result<(Backend, Vec<String>), String> {
@@ -81,7 +81,7 @@ pub fn choose(
 /// [`choose`] over an explicit list (the backends after a failed one, for runtime fallback).
 pub fn choose_from(
     list: &[Backend],
-    choice: EncoderArg,
+    choice: EncoderChoice,
     installed: impl Fn(&str) -> bool,
     probe: impl FnMut(Backend) -> Result<(), String>,
 ) -> Result<(Backend, Vec<String>), String> {
@@ -121,7 +121,7 @@ mod tests {
     fn auto_skips_hardware_that_does_not_open() {
         // An H100: nvcodec elements may register, but NVENC does not open.
         let installed = |e: &str| e != "vah264enc" && e != "vaapih264enc";
-        let (b, skipped) = choose(EncoderArg::Auto, installed, opens(&["x264enc", "openh264enc"])).unwrap();
+        let (b, skipped) = choose(EncoderChoice::Auto, installed, opens(&["x264enc", "openh264enc"])).unwrap();
         assert_eq!(b, Backend::X264);
         assert_eq!(skipped.len(), 4, "{skipped:?}");
         assert!(skipped[0].starts_with("nvenc (nvcudah264enc) does not open: OpenEncodeSessionEx"));
@@ -130,16 +130,16 @@ mod tests {
 
     #[test]
     fn auto_prefers_hardware_that_opens() {
-        let (b, _) = choose(EncoderArg::Auto, |_| true, opens(&["nvh264enc", "x264enc"])).unwrap();
+        let (b, _) = choose(EncoderChoice::Auto, |_| true, opens(&["nvh264enc", "x264enc"])).unwrap();
         assert_eq!(b, Backend::Nvenc);
     }
 
     #[test]
     fn forced_family_that_is_missing_is_one_clear_error() {
-        let e = choose(EncoderArg::Nvenc, |e| e.starts_with('x'), opens(&[])).unwrap_err();
+        let e = choose(EncoderChoice::Nvenc, |e| e.starts_with('x'), opens(&[])).unwrap_err();
         assert!(e.starts_with("--encoder nvenc: no H.264 encoder opens"), "{e}");
         assert!(e.contains("nvcudah264enc: gstreamer1.0-plugins-bad and an NVIDIA driver with NVENC"), "{e}");
-        let e = choose(EncoderArg::X264, |_| false, opens(&[])).unwrap_err();
+        let e = choose(EncoderChoice::X264, |_| false, opens(&[])).unwrap_err();
         assert!(e.contains("x264enc: gstreamer1.0-plugins-ugly"), "{e}");
     }
 

@@ -118,7 +118,7 @@ pub fn run(a: &LatencyArgs) -> anyhow::Result<Exit> {
             if cfg.source.is_external() { "add --stamp to draw it over the agent's frames" } else { "drop --no-stamp" };
         return Err(fail(Exit::Usage, format!("latency needs the frame stamp; {how}")));
     }
-    if cfg.output != crate::sink::output::Output::Stdout || cfg.mux != crate::cli::MuxArg::Raw {
+    if cfg.output != crate::sink::output::Output::Stdout || cfg.mux != crate::settings::Mux::Raw {
         return Err(fail(Exit::Usage, "latency reads raw H.264 from the producer's stdout; drop --output/--mux"));
     }
 

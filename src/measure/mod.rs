@@ -29,6 +29,6 @@ pub(crate) fn producer_config(args: &[String]) -> anyhow::Result<(StreamArgs, Co
     if cli.command.is_some() {
         return Err(fail(Exit::Usage, "producer arguments after -- must be stream flags, not a subcommand"));
     }
-    let cfg = Config::from_args(&cli.stream).map_err(|e| fail(Exit::Usage, e))?;
+    let cfg = cli.stream.config().map_err(|e| fail(Exit::Usage, e))?;
     Ok((cli.stream, cfg))
 }

@@ -8,7 +8,7 @@
 
 use log::info;
 
-use crate::cli::{QualityArgs, SceneArg};
+use crate::cli::QualityArgs;
 use crate::config::{Config, SourceSpec};
 use crate::convert::{Plan, gpu_packs};
 use crate::encode::pipeline::{self, Encoder, Frame, Input, Push, Setup};
@@ -16,6 +16,7 @@ use crate::encode::settings::{Backend, EncoderSettings, RawFormat};
 use crate::exit::{Exit, fail};
 use crate::measure::{decode, metrics};
 use crate::render::{Gpu, Renderer};
+use crate::settings::BuiltinScene;
 
 /// PSNR of identical pictures is infinite; reports cap it here (JSON has no infinity).
 pub const PSNR_CAP_DB: f64 = 100.0;
@@ -143,7 +144,7 @@ pub fn run(a: &QualityArgs) -> anyhow::Result<Exit> {
     let scenes: Vec<SourceSpec> = if given("--scene") || given("--shader") || given("--source") {
         vec![base.source.clone()]
     } else {
-        vec![SourceSpec::Scene(SceneArg::Gradient), SourceSpec::Scene(SceneArg::Demo)]
+        vec![SourceSpec::Scene(BuiltinScene::Gradient), SourceSpec::Scene(BuiltinScene::Demo)]
     };
     let sizes = if a.sweep {
         match &a.sizes {
@@ -177,7 +178,7 @@ pub fn run(a: &QualityArgs) -> anyhow::Result<Exit> {
         let mut sized = stream_args.clone();
         sized.width = width;
         sized.height = height;
-        let cfg = Config::from_args(&sized).map_err(|e| fail(Exit::Usage, format!("--sizes {width}x{height}: {e}")))?;
+        let cfg = sized.config().map_err(|e| fail(Exit::Usage, format!("--sizes {width}x{height}: {e}")))?;
         for scene in &scenes {
             let mut cfg = cfg.clone();
             cfg.source = scene.clone();
@@ -221,9 +222,7 @@ pub fn run(a: &QualityArgs) -> anyhow::Result<Exit> {
 /// The scene as the user names it: the `--scene` value, or the `--shader` path.
 fn scene_name(s: &SourceSpec) -> String {
     match s {
-        SourceSpec::Scene(scene) => {
-            clap::ValueEnum::to_possible_value(scene).map_or_else(|| format!("{scene:?}"), |v| v.get_name().to_string())
-        }
+        SourceSpec::Scene(scene) => scene.name().to_string(),
         SourceSpec::Shader(p) => p.display().to_string(),
         other => other.to_string(),
     }

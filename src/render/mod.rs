@@ -323,7 +323,7 @@ mod tests {
             if !pace {
                 args.push("--no-pace");
             }
-            let cfg = Config::from_args(&crate::cli::Cli::try_parse_from(args).unwrap().stream).unwrap();
+            let cfg = crate::cli::Cli::try_parse_from(args).unwrap().stream.config().unwrap();
             let gpu = Gpu::open(None, None).expect("an EGL display (llvmpipe in CI)");
             let mut renderer = Renderer::new(gpu, &cfg, Plan::Cpu(RawFormat::Nv12)).unwrap();
             let half_interval = Duration::from_nanos(1_000_000_000 / 30 / 2);
@@ -359,7 +359,7 @@ mod tests {
         let cuda = crate::cuda::select(None).expect("CUDA initialises").expect("a CUDA device");
         crate::encode::pipeline::init().unwrap();
         let cli = crate::cli::Cli::try_parse_from(["agentcast", "--width", "640", "--height", "360"]).unwrap();
-        let cfg = Config::from_args(&cli.stream).unwrap();
+        let cfg = cli.stream.config().unwrap();
         let frame_of = |plan: Plan| -> Vec<u8> {
             let gpu = Gpu::open(None, Some(cuda)).unwrap();
             assert!(gpu.info.cuda_device.is_some(), "rendering on the NVIDIA EGL device: {:?}", gpu.info);

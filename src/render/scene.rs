@@ -7,9 +7,9 @@ use std::rc::Rc;
 
 use anyhow::Context as _;
 
-use crate::cli::SceneArg;
 use crate::exit::{Exit, ExitExt, fail};
 use crate::render::egl::gl::{Gl, Pass, Program, Target, Uniform};
+use crate::settings::BuiltinScene;
 use crate::source::SourceSpec;
 
 const PRELUDE: &str = include_str!("shaders/prelude.glsl");
@@ -21,10 +21,10 @@ pub fn wrap(body: &str) -> String {
     format!("{PRELUDE}#line 1\n{body}\n{EPILOGUE}")
 }
 
-pub fn builtin_source(scene: SceneArg) -> &'static str {
+pub fn builtin_source(scene: BuiltinScene) -> &'static str {
     match scene {
-        SceneArg::Demo => include_str!("shaders/demo.glsl"),
-        SceneArg::Gradient => include_str!("shaders/gradient.glsl"),
+        BuiltinScene::Demo => include_str!("shaders/demo.glsl"),
+        BuiltinScene::Gradient => include_str!("shaders/gradient.glsl"),
     }
 }
 

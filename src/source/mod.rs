@@ -16,13 +16,13 @@ pub mod unix;
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::cli::SceneArg;
+use crate::settings::BuiltinScene;
 
 /// Where frames come from (`--source`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceSpec {
     /// A built-in scene (`scene:demo`, `scene:gradient`; `--scene`).
-    Scene(SceneArg),
+    Scene(BuiltinScene),
     /// A Shadertoy-style fragment shader (`shader:FILE`; `--shader`).
     Shader(PathBuf),
     /// Raw frames from a pipe, FIFO or file (`raw:-` is standard input).
@@ -47,8 +47,8 @@ impl SourceSpec {
         };
         Ok(match kind {
             "scene" => match rest {
-                "demo" => SourceSpec::Scene(SceneArg::Demo),
-                "gradient" => SourceSpec::Scene(SceneArg::Gradient),
+                "demo" => SourceSpec::Scene(BuiltinScene::Demo),
+                "gradient" => SourceSpec::Scene(BuiltinScene::Gradient),
                 _ => return Err(format!("scene:{rest} is not a built-in scene (demo or gradient)")),
             },
             "shader" => {
@@ -94,8 +94,7 @@ fn example(kind: &str) -> &'static str {
 impl fmt::Display for SourceSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SourceSpec::Scene(SceneArg::Demo) => write!(f, "scene:demo"),
-            SourceSpec::Scene(SceneArg::Gradient) => write!(f, "scene:gradient"),
+            SourceSpec::Scene(scene) => write!(f, "scene:{}", scene.name()),
             SourceSpec::Shader(p) => write!(f, "shader:{}", p.display()),
             SourceSpec::Raw(p) => write!(f, "raw:{}", p.display()),
             SourceSpec::Unix(p) => write!(f, "unix:{}", p.display()),

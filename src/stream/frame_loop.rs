@@ -18,13 +18,13 @@ use log::{debug, info};
 use super::Event;
 use super::report::{Counters, Facts, Reporter};
 use super::session::Session;
-use crate::cli::IdleArg;
 use crate::clock::{FrameClock, frames_due, stream_time};
 use crate::config::Config;
 use crate::convert::Plan;
 use crate::encode::pipeline::{Encoder, Frame, Push};
 use crate::exit::{Exit, fail};
 use crate::render::Renderer;
+use crate::settings::Idle;
 use crate::sink::{Note, SinkEnd, SinkStats};
 use crate::source::feed::{Feed, Next};
 use crate::source::live::SourceEnd;
@@ -136,7 +136,7 @@ impl Loop<'_> {
             {
                 return Ok(Stop::Finish { drain: true });
             }
-            if self.reader == Reader::Absent && self.cfg.idle == IdleArg::Pause {
+            if self.reader == Reader::Absent && self.cfg.idle == Idle::Pause {
                 if self.release_on_idle {
                     return Ok(Stop::Release);
                 }
@@ -166,7 +166,7 @@ impl Loop<'_> {
                     return Ok(stop);
                 }
             }
-            if self.reader == Reader::Absent && self.cfg.idle == IdleArg::Pause {
+            if self.reader == Reader::Absent && self.cfg.idle == Idle::Pause {
                 continue; // the reader left while we waited
             }
             let produced = match frames {

@@ -9,9 +9,9 @@
 //! process: errors carry their kind ([`crate::exit::Exit`]), which `main` maps to an exit code.
 //!
 //! ```no_run
-//! use agentcast::{cli::Cli, config::Config, stream::Stream};
+//! use agentcast::{cli::Cli, stream::Stream};
 //! let cli = Cli::parse_args(["agentcast", "--width", "640", "--height", "360", "--output", "fifo:/tmp/a.h264"])?;
-//! let cfg = Config::for_push(&cli.stream).map_err(anyhow::Error::msg)?; // validated as the CLI does
+//! let cfg = cli.stream.push_config().map_err(anyhow::Error::msg)?; // validated as the CLI does
 //! let stream = Stream::start(cfg)?;
 //! let frame = vec![128u8; 640 * 360 * 3]; // rgb24, ffmpeg's rawvideo layout
 //! stream.push(&frame)?;                   // never waits for the encoder: the newest frame wins
@@ -261,7 +261,7 @@ mod tests {
         let mut args = vec!["agentcast", "--width", "320", "--height", "240", "--output", &out];
         args.extend_from_slice(extra);
         args.extend(["--stats-interval", "0", "--stall-timeout", "0", "--encoder", "x264"]);
-        let cfg = Config::for_push(&Cli::parse_args(args).unwrap().stream).unwrap();
+        let cfg = Cli::parse_args(args).unwrap().stream.push_config().unwrap();
         assert_eq!(cfg.source, SourceSpec::Push);
         (cfg, fifo)
     }

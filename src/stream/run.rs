@@ -15,13 +15,13 @@ use super::frame_loop::{Frames, Loop, Reader, Stop, facts};
 use super::report::{Counters, Reporter};
 use super::session::{FrameInput, Session, choose_encoder, encoder_takes_cuda};
 use super::{Event, Outcome};
-use crate::cli::{IdleArg, PathArg};
 use crate::clock::FrameClock;
 use crate::config::{Config, SourceSpec};
 use crate::convert::{self, PathFacts, Plan};
 use crate::encode::pipeline::{self, Input};
 use crate::exit::{Exit, fail};
 use crate::render::{Gpu, Renderer};
+use crate::settings::{FramePath, Idle, Mux};
 use crate::sink::fifo::Fifo;
 use crate::sink::output::Output;
 use crate::sink::tcp::Tcp;
@@ -140,7 +140,7 @@ pub(super) fn run(cfg: &Config, ctx: Context) -> anyhow::Result<()> {
     // The CUDA device first: the renderer and NVENC both go to it (render::device).
     let cuda = crate::cuda::select(cfg.gpu).map_err(|e| fail(Exit::Unavailable, e))?;
     let cfg = &Config { gpu: cuda.map(|c| c.ordinal), ..cfg.clone() };
-    if cfg.path == PathArg::ZeroCopy && cuda.is_none() {
+    if cfg.path == FramePath::ZeroCopy && cuda.is_none() {
         // Said before encoders are opened and EGL is set up: nothing else can change it.
         return Err(fail(Exit::Unavailable, convert::zero_copy_refused(convert::NO_CUDA)));
     }
@@ -202,7 +202,7 @@ pub(super) fn run(cfg: &Config, ctx: Context) -> anyhow::Result<()> {
         sink_done: false,
         // With slots in play, every idle producer stops its encoder and chooses again on attach, so
         // a slot freed meanwhile goes to whoever is watched next (even one that fell back earlier).
-        release_on_idle: demand && cfg.idle == IdleArg::Pause && cfg.leases.sessions > 0,
+        release_on_idle: demand && cfg.idle == Idle::Pause && cfg.leases.sessions > 0,
         clock: FrameClock::new(cfg.fps),
         frame_log,
         reporter: Reporter::new(cfg, timings),
@@ -311,7 +311,7 @@ fn open_renderer(
             info!("path: zero-copy ({why_path})");
             match Renderer::new(gpu, cfg, plan) {
                 Ok(r) => Ok((plan, r)),
-                Err(e) if cfg.path == PathArg::ZeroCopy => {
+                Err(e) if cfg.path == FramePath::ZeroCopy => {
                     Err(fail(Exit::Unavailable, format!("--path zero-copy: {e:#}")))
                 }
                 Err(e) => {
@@ -341,7 +341,7 @@ fn spawn_sink(
     timing: sink::FrameTiming,
 ) -> anyhow::Result<()> {
     let (source, stop, stats, tx) = (source.clone(), stop.clone(), stats.clone(), tx.clone());
-    let raw = cfg.mux == crate::cli::MuxArg::Raw;
+    let raw = cfg.mux == Mux::Raw;
     let settings = DemandSettings { budget_aus: cfg.max_lag_frames(), keyframe_every: LAG_KEYFRAME_EVERY };
     thread::Builder::new().name("sink".into()).spawn(move || {
         let end = match destination {

@@ -13,12 +13,12 @@ use gstreamer::prelude::*;
 use log::{info, warn};
 
 use super::Event;
-use crate::cli::OnBusyArg;
 use crate::config::Config;
 use crate::encode::pipeline::{self, Encoder, Input, Setup};
 use crate::encode::select;
 use crate::encode::settings::Backend;
 use crate::exit::{Exit, fail};
+use crate::settings::{Mux, OnBusy};
 use crate::sink;
 use crate::slots::{Lease, LockDir};
 
@@ -215,7 +215,7 @@ fn build(
         options: &cfg.encoder_opts,
         stall_after: cfg.faults.stall_after,
         fail_after,
-        mpegts: cfg.mux == crate::cli::MuxArg::Mpegts,
+        mpegts: cfg.mux == Mux::Mpegts,
         gpu: cfg.gpu,
         cuda_context: frames.cuda_context,
     };
@@ -307,7 +307,7 @@ fn open_backend(cfg: &Config, candidates: &[Backend]) -> anyhow::Result<(Backend
         match &opened {
             Ok(()) => lease = held,
             // NVENC's own session limit counts as busy too.
-            Err(why) if lease_bound(b) && why.contains("OpenEncodeSessionEx") && policy.on_busy == OnBusyArg::Fail => {
+            Err(why) if lease_bound(b) && why.contains("OpenEncodeSessionEx") && policy.on_busy == OnBusy::Fail => {
                 abort = Some(fail(
                     Exit::TempFail,
                     format!("{}: NVENC refused a session: {why} (--on-busy fail)", b.element()),
@@ -337,9 +337,9 @@ fn take_slot(dir: &LockDir, stream: &str, policy: &crate::config::LeasePolicy) -
     }
     let busy = format!("all {} NVENC slots in {} are busy", policy.sessions, dir.path().display());
     match policy.on_busy {
-        OnBusyArg::Fallback => Ok(None),
-        OnBusyArg::Fail => Err(fail(Exit::TempFail, format!("{busy} (--on-busy fail)"))),
-        OnBusyArg::Wait => {
+        OnBusy::Fallback => Ok(None),
+        OnBusy::Fail => Err(fail(Exit::TempFail, format!("{busy} (--on-busy fail)"))),
+        OnBusy::Wait => {
             info!("{busy}; waiting up to {:?} for one (--on-busy wait)", policy.wait_timeout);
             let deadline = Instant::now() + policy.wait_timeout;
             while Instant::now() < deadline {

@@ -157,83 +157,28 @@ impl StreamArgs {
     }
 }
 
-impl From<SceneArg> for BuiltinScene {
-    fn from(s: SceneArg) -> Self {
-        match s {
-            SceneArg::Demo => BuiltinScene::Demo,
-            SceneArg::Gradient => BuiltinScene::Gradient,
+/// `impl From<$arg> for $setting`, value by value.
+macro_rules! into_setting {
+    ($($arg:ident => $setting:ident { $($from:ident => $to:ident),+ })+) => {$(
+        impl From<$arg> for $setting {
+            fn from(value: $arg) -> Self {
+                match value {
+                    $($arg::$from => $setting::$to),+
+                }
+            }
         }
-    }
+    )+};
 }
 
-impl From<EncoderArg> for EncoderChoice {
-    fn from(e: EncoderArg) -> Self {
-        match e {
-            EncoderArg::Auto => EncoderChoice::Auto,
-            EncoderArg::Nvenc => EncoderChoice::Nvenc,
-            EncoderArg::Vaapi => EncoderChoice::Vaapi,
-            EncoderArg::X264 => EncoderChoice::X264,
-            EncoderArg::Openh264 => EncoderChoice::Openh264,
-        }
-    }
-}
-
-impl From<ProfileArg> for Profile {
-    fn from(p: ProfileArg) -> Self {
-        match p {
-            ProfileArg::Baseline => Profile::ConstrainedBaseline,
-            ProfileArg::Main => Profile::Main,
-            ProfileArg::High => Profile::High,
-        }
-    }
-}
-
-impl From<ConvertArg> for Convert {
-    fn from(c: ConvertArg) -> Self {
-        match c {
-            ConvertArg::Auto => Convert::Auto,
-            ConvertArg::Gpu => Convert::Gpu,
-            ConvertArg::Cpu => Convert::Cpu,
-        }
-    }
-}
-
-impl From<PathArg> for FramePath {
-    fn from(p: PathArg) -> Self {
-        match p {
-            PathArg::Auto => FramePath::Auto,
-            PathArg::ZeroCopy => FramePath::ZeroCopy,
-            PathArg::Readback => FramePath::Readback,
-        }
-    }
-}
-
-impl From<MuxArg> for Mux {
-    fn from(m: MuxArg) -> Self {
-        match m {
-            MuxArg::Raw => Mux::Raw,
-            MuxArg::Mpegts => Mux::Mpegts,
-        }
-    }
-}
-
-impl From<IdleArg> for Idle {
-    fn from(i: IdleArg) -> Self {
-        match i {
-            IdleArg::Pause => Idle::Pause,
-            IdleArg::Render => Idle::Render,
-        }
-    }
-}
-
-impl From<OnBusyArg> for OnBusy {
-    fn from(o: OnBusyArg) -> Self {
-        match o {
-            OnBusyArg::Fallback => OnBusy::Fallback,
-            OnBusyArg::Wait => OnBusy::Wait,
-            OnBusyArg::Fail => OnBusy::Fail,
-        }
-    }
+into_setting! {
+    SceneArg => BuiltinScene { Demo => Demo, Gradient => Gradient }
+    EncoderArg => EncoderChoice { Auto => Auto, Nvenc => Nvenc, Vaapi => Vaapi, X264 => X264, Openh264 => Openh264 }
+    ProfileArg => Profile { Baseline => ConstrainedBaseline, Main => Main, High => High }
+    ConvertArg => Convert { Auto => Auto, Gpu => Gpu, Cpu => Cpu }
+    PathArg => FramePath { Auto => Auto, ZeroCopy => ZeroCopy, Readback => Readback }
+    MuxArg => Mux { Raw => Raw, Mpegts => Mpegts }
+    IdleArg => Idle { Pause => Pause, Render => Render }
+    OnBusyArg => OnBusy { Fallback => Fallback, Wait => Wait, Fail => Fail }
 }
 
 #[cfg(test)]
@@ -257,6 +202,20 @@ mod tests {
         assert!(c.stamp && c.pace);
         assert_eq!(c.source, SourceSpec::Scene(BuiltinScene::Demo));
         assert_eq!(c.duration_frames(), None);
+    }
+
+    #[test]
+    fn value_enums_map_onto_the_settings() {
+        let c = parse(&["--encoder", "openh264", "--profile", "baseline", "--convert", "cpu", "--path", "readback"])
+            .unwrap();
+        assert_eq!((c.encoder, c.encoder_settings.profile), (EncoderChoice::Openh264, Profile::ConstrainedBaseline));
+        assert_eq!((c.convert, c.path), (Convert::Cpu, FramePath::Readback));
+        let c =
+            parse(&["--output", "fifo:/tmp/a.h264", "--idle", "render", "--on-busy", "wait", "--scene", "gradient"]);
+        let c = c.unwrap();
+        assert_eq!((c.idle, c.leases.on_busy, c.mux), (Idle::Render, OnBusy::Wait, Mux::Raw));
+        assert_eq!(c.source, SourceSpec::Scene(BuiltinScene::Gradient));
+        assert_eq!(parse(&["--mux", "mpegts"]).unwrap().mux, Mux::Mpegts);
     }
 
     #[test]

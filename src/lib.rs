@@ -5,8 +5,10 @@
 //! choice, the settings table, the GStreamer pipeline) -> `sink` (normalised access units to
 //! stdout, a FIFO or TCP). `stream` runs it all ([`stream::Stream`], the library's entry point);
 //! `frame` is what a frame is; `annexb` and `check` are the pure byte-stream logic behind the sink
-//! and `agentcast check`; `stamp` is the machine-readable frame number. The CLI ([`cli_main`]) and
-//! the Python package are clients of `stream`.
+//! and `agentcast check`; `stamp` is the machine-readable frame number. `config` is the validated
+//! settings a stream starts from, in the plain values of `settings`. The CLI ([`cli_main`]: `cli`
+//! parses the flags with clap and builds the `Config`) and the Python package are clients of
+//! `stream`; the core (source, render, convert, encode, sink, stream, config) knows nothing of clap.
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 

@@ -344,6 +344,10 @@ fn a_120_fps_writer_gives_a_30_fps_stream_with_superseded_drops() {
         stats["dropped"]["superseded"].as_u64().unwrap_or_else(|| panic!("no dropped.superseded in {stats}"));
     eprintln!("120 fps into 30 fps: superseded {superseded}, numbers {numbers:?}");
     assert!(superseded >= 60, "about three of every four frames should be superseded, got {superseded}");
+    // The ring reader's own counters: every frame it took was received by the frame loop.
+    let shm = &stats["shm"];
+    assert_eq!(shm["taken"], stats["frames"]["received"], "{stats}");
+    assert!(shm["torn"].is_u64() && shm["missed"].is_u64() && shm["busy_polls"].is_u64(), "{stats}");
     let advancing = numbers.windows(2).filter(|p| p[0] != p[1]).count();
     assert!(advancing >= 50, "the pictures should follow the writer: {numbers:?}");
 }

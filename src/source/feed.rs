@@ -62,6 +62,8 @@ pub struct Feed {
     pub repeated: u64,
     /// A PipeWire capture feeding `latest`, kept alive with the feed.
     pub capture: Option<crate::source::pipewire::Capture>,
+    /// What a shared-memory ring's reader counted (`shm:` sources), for the stats.
+    pub ring: Option<Arc<crate::source::shm::Counters>>,
 }
 
 impl Feed {
@@ -85,6 +87,7 @@ impl Feed {
             last_fresh: Instant::now(),
             repeated: 0,
             capture: None,
+            ring: None,
         }
     }
 

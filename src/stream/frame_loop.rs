@@ -502,7 +502,11 @@ pub(super) fn facts<'f>(cfg: &Config, frames: &'f Frames, session: &Session) -> 
         Frames::Agent(feed) => Some((feed.describe(), feed.latest.offered(), feed.superseded(), feed.repeated)),
         Frames::Rendered { .. } => None,
     };
-    Facts { backend: session.backend().element(), slot: session.slot(), path, host_bytes, source }
+    let ring = match frames {
+        Frames::Agent(feed) => feed.ring.as_deref(),
+        Frames::Rendered { .. } => None,
+    };
+    Facts { backend: session.backend().element(), slot: session.slot(), path, host_bytes, source, ring }
 }
 
 /// Hands a frame to the encoder; `timing` notes when (and since when it was being read back).

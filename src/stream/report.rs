@@ -37,6 +37,8 @@ pub(super) struct Facts<'a> {
     pub host_bytes: usize,
     /// Agent frames: the source, frames received, superseded before they were taken, repeated.
     pub source: Option<(std::borrow::Cow<'a, str>, u64, u64, u64)>,
+    /// A shared-memory ring's reader counters (`shm:` sources).
+    pub ring: Option<&'a crate::source::shm::Counters>,
 }
 
 /// When the stats line is due, and the counters at the last one.
@@ -85,7 +87,7 @@ impl Reporter {
         if f.source.is_some() {
             frames["received"] = received.into();
         }
-        let line = serde_json::json!({
+        let mut line = serde_json::json!({
             "stats": kind,
             "stream": cfg.stream,
             "source": if f.source.is_some() { source.to_string() } else { cfg.source.to_string() },
@@ -114,6 +116,16 @@ impl Reporter {
             // Real GPU memory from NVML (null without it, or while this process holds none); never VMS.
             "gpu_memory_mib": crate::stats::gpu_memory_mib(),
         });
+        if let Some(r) = f.ring {
+            // The ring reader's own view: frames it took, copies the writer tore (dropped, retried
+            // at the next poll) and frames the writer overwrote before a poll saw them.
+            line["shm"] = serde_json::json!({
+                "taken": load(&r.taken),
+                "torn": load(&r.torn),
+                "missed": load(&r.missed),
+                "busy_polls": load(&r.busy),
+            });
+        }
         if kind != "now" {
             self.last = (now, c.rendered, bytes);
             self.next = cfg.stats_interval.map(|i| now + i);

@@ -93,12 +93,14 @@ fn claim_source(cfg: &Config, push: Option<Arc<Latest>>) -> anyhow::Result<Optio
 /// Starts the threads that receive the agent's frames.
 fn start_source(cfg: &Config, source: &AgentSource) -> anyhow::Result<Feed> {
     let frame_bytes = cfg.pix_fmt.frame_bytes(cfg.width, cfg.height);
-    let (mut format, mut timeout, mut capture) = (cfg.pix_fmt, cfg.source_timeout, None);
+    let (mut format, mut timeout, mut capture, mut ring) = (cfg.pix_fmt, cfg.source_timeout, None, None);
     match (&cfg.source, &source.socket) {
         (SourceSpec::Raw(path), _) => crate::source::raw::spawn(path.clone(), frame_bytes, source.latest.clone())?,
         (SourceSpec::Unix(_), Some(socket)) => socket.spawn(frame_bytes, source.latest.clone())?,
         (SourceSpec::Shm(name), _) => {
-            crate::source::shm::spawn(name, cfg.width, cfg.height, cfg.pix_fmt, source.latest.clone(), None)?;
+            let reader =
+                crate::source::shm::spawn(name, cfg.width, cfg.height, cfg.pix_fmt, source.latest.clone(), None)?;
+            ring = Some(reader.counters);
         }
         (SourceSpec::Pipewire(target), _) => {
             let latest = source.latest.clone();
@@ -113,6 +115,7 @@ fn start_source(cfg: &Config, source: &AgentSource) -> anyhow::Result<Feed> {
     let what = cfg.source.to_string();
     let mut feed = Feed::new(source.latest.clone(), format, (cfg.width, cfg.height), cfg.stamp, timeout, what);
     feed.capture = capture;
+    feed.ring = ring;
     Ok(feed)
 }
 

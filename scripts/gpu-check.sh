@@ -63,6 +63,8 @@ else
 fi
 {
     "${lib_tests[@]}" --include-ignored --test-threads=1 zero_copy
+    # DMA-BUF export -> EGL import (lib), with the exported fourcc, modifier and strides printed.
+    "${lib_tests[@]}" --include-ignored --test-threads=1 --nocapture dmabuf
     "${int_tests[@]}" --include-ignored --test-threads=1 "${machine_tests[@]}"
 } 2>&1 | grep -v -E '^(running [0-9]+ tests?|)$' || true
 

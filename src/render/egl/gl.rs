@@ -1,6 +1,7 @@
 //! Safe wrappers over the few OpenGL ES 3 objects the renderer uses: shader programs, RGBA8 render
-//! targets (texture + framebuffer), full-screen draws, and pixel-pack buffers with fences for
-//! asynchronous readback. Every object releases itself in `Drop`.
+//! targets (texture + framebuffer), external textures bound to EGL images (`GL_TEXTURE_EXTERNAL_OES`),
+//! full-screen draws, and pixel-pack buffers with fences for asynchronous readback. Every object
+//! releases itself in `Drop`.
 //!
 //! Soundness rests on one invariant: a [`Gl`] exists only inside an [`super::Context`] that made
 //! its context current on this thread and keeps it current for its whole life, and `Gl` is neither
@@ -84,6 +85,84 @@ impl Gl {
     pub fn flush(&self) {
         // SAFETY: context current (module docs).
         unsafe { self.gl.flush() }
+    }
+
+    /// Waits until every queued command has finished.
+    pub fn finish(&self) {
+        // SAFETY: context current (module docs).
+        unsafe { self.gl.finish() }
+    }
+
+    /// Whether the context lists this GL extension (`GL_OES_EGL_image_external`, ...).
+    pub fn has_extension(&self, name: &str) -> bool {
+        self.gl.supported_extensions().contains(name)
+    }
+}
+
+/// `GL_TEXTURE_EXTERNAL_OES` (GL_OES_EGL_image_external); glow has no constant for it.
+pub const TEXTURE_EXTERNAL_OES: u32 = 0x8D65;
+
+/// A texture on `GL_TEXTURE_EXTERNAL_OES` whose storage is an EGL image (see `super::dmabuf`): the
+/// driver samples it in whatever layout the image has (tiled, YUV planes), through a
+/// `samplerExternalOES` in the shader. It cannot be a render target.
+pub struct ExternalTexture {
+    gl: Rc<Gl>,
+    raw: glow::Texture,
+}
+
+impl ExternalTexture {
+    /// Creates the texture, binds it and calls `attach` with its target while it is bound (the
+    /// caller points it at an EGL image there with glEGLImageTargetTexture2DOES). `linear`
+    /// chooses bilinear filtering (scaling) over nearest (exact copies).
+    pub(super) fn new(gl: &Rc<Gl>, linear: bool, attach: impl FnOnce(u32)) -> anyhow::Result<ExternalTexture> {
+        let g = &gl.gl;
+        let filter = if linear { glow::LINEAR } else { glow::NEAREST } as i32;
+        // SAFETY: context current (module docs); the texture is owned by the returned value (or
+        // deleted on the error path); external textures take only NEAREST/LINEAR filters and
+        // CLAMP_TO_EDGE, which are what is set.
+        unsafe {
+            let raw = g.create_texture().map_err(|e| anyhow!("glGenTextures: {e}"))?;
+            let texture = ExternalTexture { gl: gl.clone(), raw };
+            g.bind_texture(TEXTURE_EXTERNAL_OES, Some(raw));
+            g.tex_parameter_i32(TEXTURE_EXTERNAL_OES, glow::TEXTURE_MIN_FILTER, filter);
+            g.tex_parameter_i32(TEXTURE_EXTERNAL_OES, glow::TEXTURE_MAG_FILTER, filter);
+            g.tex_parameter_i32(TEXTURE_EXTERNAL_OES, glow::TEXTURE_WRAP_S, glow::CLAMP_TO_EDGE as i32);
+            g.tex_parameter_i32(TEXTURE_EXTERNAL_OES, glow::TEXTURE_WRAP_T, glow::CLAMP_TO_EDGE as i32);
+            attach(TEXTURE_EXTERNAL_OES);
+            g.bind_texture(TEXTURE_EXTERNAL_OES, None);
+            gl.check("binding an EGL image to a GL_TEXTURE_EXTERNAL_OES texture")?;
+            Ok(texture)
+        }
+    }
+}
+
+impl Drop for ExternalTexture {
+    fn drop(&mut self) {
+        // SAFETY: the texture belongs to this context, still current (module docs).
+        unsafe { self.gl.gl.delete_texture(self.raw) };
+    }
+}
+
+/// What a [`Pass`] samples as texture unit 0: a render target (`sampler2D`) or an external
+/// texture (`samplerExternalOES`).
+#[derive(Clone, Copy)]
+pub enum Sampled<'a> {
+    Target(&'a Target),
+    External(&'a ExternalTexture),
+}
+
+impl<'a> From<&'a Target> for Sampled<'a> {
+    fn from(t: &'a Target) -> Sampled<'a> {
+        Sampled::Target(t)
+    }
+}
+
+impl Sampled<'_> {
+    fn binding(self) -> (u32, glow::Texture) {
+        match self {
+            Sampled::Target(t) => (glow::TEXTURE_2D, t.texture),
+            Sampled::External(t) => (TEXTURE_EXTERNAL_OES, t.raw),
+        }
     }
 }
 
@@ -234,12 +313,12 @@ impl Drop for Target {
 }
 
 /// One full-screen pass: `program` draws into `target` (optionally only inside `scissor`,
-/// x/y/width/height in target pixels), reading `source` as texture unit 0 (`sampler2D` uniform
-/// named by `sampler`).
+/// x/y/width/height in target pixels), reading `source` as texture unit 0 (the sampler uniform
+/// named by its first element).
 pub struct Pass<'a> {
     pub program: &'a Program,
     pub target: &'a Target,
-    pub source: Option<(&'a str, &'a Target)>,
+    pub source: Option<(&'a str, Sampled<'a>)>,
     pub uniforms: &'a [(&'a str, Uniform)],
     pub scissor: Option<[u32; 4]>,
 }
@@ -262,8 +341,9 @@ impl Pass<'_> {
             }
             g.use_program(Some(self.program.raw));
             if let Some((name, src)) = self.source {
+                let (kind, texture) = src.binding();
                 g.active_texture(glow::TEXTURE0);
-                g.bind_texture(glow::TEXTURE_2D, Some(src.texture));
+                g.bind_texture(kind, Some(texture));
                 let loc = g.get_uniform_location(self.program.raw, name);
                 g.uniform_1_i32(loc.as_ref(), 0);
             }
@@ -283,8 +363,8 @@ impl Pass<'_> {
                 }
             }
             g.draw_arrays(glow::TRIANGLES, 0, 3);
-            if self.source.is_some() {
-                g.bind_texture(glow::TEXTURE_2D, None);
+            if let Some((_, src)) = self.source {
+                g.bind_texture(src.binding().0, None);
             }
             g.disable(glow::SCISSOR_TEST);
             g.bind_framebuffer(glow::FRAMEBUFFER, None);

@@ -11,6 +11,7 @@
 //! 3. the default display with a pbuffer surface, as a last resort.
 #![allow(unsafe_code)]
 
+pub mod dmabuf;
 pub mod gl;
 
 use std::ffi::{CStr, c_char, c_void};

@@ -4,6 +4,7 @@
 
 pub mod device;
 pub mod egl;
+pub mod import;
 pub mod scene;
 
 use std::collections::VecDeque;

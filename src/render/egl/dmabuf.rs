@@ -137,6 +137,47 @@ pub struct DmaBuf<'a> {
     pub planes: Vec<Plane<'a>>,
 }
 
+/// The DMA-BUF planes of a GStreamer buffer laid out as `info` says (its `VideoMeta` where it has
+/// one: offsets and strides of each plane), or why it cannot be imported: a plane that is not in
+/// DMA-BUF memory. The fds are borrowed from the buffer's memories for as long as the buffer is.
+pub fn gst_planes<'a>(
+    buffer: &'a gstreamer::BufferRef,
+    info: &gstreamer_video::VideoInfo,
+) -> Result<Vec<Plane<'a>>, String> {
+    use gstreamer_allocators::DmaBufMemory;
+    let meta = buffer.meta::<gstreamer_video::VideoMeta>();
+    let (offsets, strides) = match &meta {
+        Some(m) => (m.offset().to_vec(), m.stride().to_vec()),
+        None => (info.offset().to_vec(), info.stride().to_vec()),
+    };
+    let planes = info.n_planes() as usize;
+    if offsets.len() < planes || strides.len() < planes {
+        return Err(format!("a buffer with {} plane offsets for a {}-plane format", offsets.len(), planes));
+    }
+    (0..planes)
+        .map(|i| {
+            let at = offsets[i];
+            let (range, skip) = buffer
+                .find_memory(at..at + 1)
+                .ok_or_else(|| format!("plane {i} at byte {at} is outside the buffer"))?;
+            let mem = buffer.peek_memory(range.start);
+            let dmabuf = mem
+                .downcast_memory_ref::<DmaBufMemory>()
+                .ok_or_else(|| format!("plane {i} is not in DMA-BUF memory"))?;
+            let raw = dmabuf.fd();
+            if raw < 0 {
+                return Err(format!("plane {i}'s DMA-BUF memory has no fd"));
+            }
+            // SAFETY: the fd belongs to the memory, which the buffer holds for at least 'a (the
+            // borrow of `buffer`), so it stays open for the life of the BorrowedFd.
+            let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+            let offset = u32::try_from(mem.offset() + skip).map_err(|_| format!("plane {i}'s offset"))?;
+            let pitch = u32::try_from(strides[i]).map_err(|_| format!("plane {i}'s stride {}", strides[i]))?;
+            Ok(Plane { fd, offset, pitch })
+        })
+        .collect()
+}
+
 /// The names in `needed` that `has` does not list.
 fn missing<'a>(needed: &[&'a str], has: impl Fn(&str) -> bool) -> Vec<&'a str> {
     needed.iter().copied().filter(|e| !has(e)).collect()
@@ -667,6 +708,49 @@ mod tests {
         let has = |e: &str| super::super::has_ext(llvmpipe, e);
         assert_eq!(missing(&IMPORT_EGL, has), ["EGL_EXT_image_dma_buf_import"]);
         assert_eq!(missing(&EXPORT_EGL, has), ["EGL_MESA_image_dma_buf_export"]);
+    }
+
+    /// GStreamer's DMA-BUF allocator wraps any fd (here a temporary file's), so the plane walk is
+    /// tested without a GPU: one memory for all planes (VideoMeta offsets), then one per plane.
+    #[test]
+    fn gst_dma_buf_memories_give_each_plane_its_fd_offset_and_pitch() {
+        use gstreamer_allocators::prelude::*;
+        gstreamer::init().unwrap();
+        let allocator = gstreamer_allocators::DmaBufAllocator::new();
+        let memory = |size: usize| {
+            let file = tempfile::tempfile().unwrap();
+            file.set_len(size as u64).unwrap();
+            // SAFETY: the allocator takes ownership of the fd, which nothing else holds.
+            unsafe { allocator.alloc_dmabuf(file, size) }.unwrap()
+        };
+        let info = gstreamer_video::VideoInfo::builder(gstreamer_video::VideoFormat::Nv12, 64, 48).build().unwrap();
+        // One memory: planes at the meta's (padded) offsets and strides.
+        let mut one = gstreamer::Buffer::new();
+        one.get_mut().unwrap().append_memory(memory(128 * 48 * 2));
+        gstreamer_video::VideoMeta::add_full(
+            one.get_mut().unwrap(),
+            gstreamer_video::VideoFrameFlags::empty(),
+            gstreamer_video::VideoFormat::Nv12,
+            64,
+            48,
+            &[0, 128 * 48],
+            &[128, 128],
+        )
+        .unwrap();
+        let planes = gst_planes(&one, &info).unwrap();
+        assert_eq!(planes.len(), 2);
+        assert_eq!((planes[0].offset, planes[0].pitch, planes[1].offset, planes[1].pitch), (0, 128, 128 * 48, 128));
+        assert_eq!(planes[0].fd.as_raw_fd(), planes[1].fd.as_raw_fd());
+        // One memory per plane: each plane has its own fd, at offset 0 of it.
+        let mut two = gstreamer::Buffer::new();
+        two.get_mut().unwrap().append_memory(memory(64 * 48));
+        two.get_mut().unwrap().append_memory(memory(64 * 24));
+        let planes = gst_planes(&two, &info).unwrap();
+        assert_eq!((planes[1].offset, planes[1].pitch), (0, 64));
+        assert_ne!(planes[0].fd.as_raw_fd(), planes[1].fd.as_raw_fd());
+        // System memory is not importable.
+        let plain = gstreamer::Buffer::with_size(info.size()).unwrap();
+        assert_eq!(gst_planes(&plain, &info).unwrap_err(), "plane 0 is not in DMA-BUF memory");
     }
 
     /// A pattern where every pixel differs from its neighbours and R, G and B differ from each

@@ -1,8 +1,8 @@
 //! Frames that arrive as DMA-BUFs (a PipeWire node's buffers), turned into the stream's I420 on
 //! the GPU: imported as an EGL image ([`egl::dmabuf`]), drawn letterboxed into the stream's size
 //! (aspect kept, black borders, bilinear), packed into I420 by the shader pass `convert` uses, and
-//! read back (1.5 bytes per pixel). The caller's buffer is released as soon as the draws have
-//! finished, before the readback.
+//! read back (1.5 bytes per pixel). [`DmaBufFrames::draw`] returns once the GPU has finished with
+//! the buffer, so the caller can give it back before [`DmaBufFrames::read`].
 //!
 //! A [`DmaBufFrames`] owns its EGL context, which is current on the thread that opened it: open,
 //! use and drop it on one thread.
@@ -73,18 +73,11 @@ impl DmaBufFrames {
         self.importer.supports(fourcc, None)
     }
 
-    /// Draws `buf` (a `format` picture) letterboxed into the frame, packs it into I420 and reads
-    /// it into `out` (the rawvideo layout, `width * height * 3 / 2` bytes). `release` runs once the
-    /// GPU has finished reading the buffer, before the readback.
-    pub fn convert(
-        &mut self,
-        format: PixFmt,
-        buf: &DmaBuf<'_>,
-        release: impl FnOnce(),
-        out: &mut [u8],
-    ) -> anyhow::Result<()> {
-        let want = dmabuf::drm_fourcc(format);
-        if want != Some(buf.fourcc) {
+    /// Draws `buf` (a `format` picture) letterboxed into the frame and packs it into I420; returns
+    /// once the GPU has finished reading the buffer, which the caller may then release. The EGL
+    /// image is gone by then.
+    pub fn draw(&mut self, format: PixFmt, buf: &DmaBuf<'_>) -> anyhow::Result<()> {
+        if dmabuf::drm_fourcc(format) != Some(buf.fourcc) {
             bail!("a {format} frame described as {}", buf.fourcc);
         }
         let imported = self.importer.import(buf, true)?;
@@ -92,8 +85,12 @@ impl DmaBufFrames {
         self.blit.draw(&imported, &self.frame, rect)?;
         self.pack.run(&self.frame)?;
         self.ctx.gl.finish();
-        drop(imported);
-        release();
+        Ok(())
+    }
+
+    /// Reads the frame [`DmaBufFrames::draw`] packed into `out` (the rawvideo I420 layout,
+    /// `width * height * 3 / 2` bytes).
+    pub fn read(&mut self, out: &mut [u8]) -> anyhow::Result<()> {
         self.readback.start(0, &self.pack.target)?;
         let n = out.len();
         self.readback.read(0, READBACK_TIMEOUT, |bytes| match out.get_mut(..bytes.len()) {
@@ -129,6 +126,7 @@ mod tests {
     /// the capture keeps its CPU mapping and says why.
     #[test]
     fn opening_says_what_is_missing() {
+        let _egl = crate::render::egl::egl_test_lock();
         assert!(DmaBufFrames::open(642, 360).err().unwrap().to_string().contains("multiple of 8"));
         match DmaBufFrames::open(640, 360) {
             Ok(_) => eprintln!("skipped: this EGL display imports DMA-BUFs (the hardware test covers it)"),
@@ -142,6 +140,7 @@ mod tests {
     #[test]
     #[ignore = "needs an EGL display with EGL_EXT_image_dma_buf_import and EGL_MESA_image_dma_buf_export (the NVIDIA driver)"]
     fn dmabuf_frames_are_letterboxed_into_i420() {
+        let _egl = crate::render::egl::egl_test_lock();
         let mut frames = DmaBufFrames::open(640, 360).unwrap_or_else(|e| panic!("{e:#}"));
         let gl = frames.ctx().gl.clone();
         let grey = Program::fullscreen(&gl, "#version 300 es\nprecision highp float;\nout vec4 o;\nvoid main() { o = vec4(200.0 / 255.0, 200.0 / 255.0, 200.0 / 255.0, 1.0); }\n").unwrap();
@@ -164,9 +163,10 @@ mod tests {
             buf.modifier = None;
         }
         let mut out = vec![0u8; PixFmt::I420.frame_bytes(640, 360)];
-        let mut released = false;
-        frames.convert(format, &buf, || released = true, &mut out).unwrap();
-        assert!(released, "the buffer was not released");
+        frames.draw(format, &buf).unwrap();
+        drop(buf);
+        drop(exported); // released after the draw, before the readback, as the capture does
+        frames.read(&mut out).unwrap();
         let y = |x: usize, row: usize| out[row * 640 + x];
         let want = 16 + (200u32 * 219 / 255) as u8;
         for row in [0, 180, 359] {

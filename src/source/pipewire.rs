@@ -9,10 +9,13 @@
 //! buffer back as soon as `videoconvert` has read it (or, when nothing needs converting, as soon as
 //! the copy is done), so a source that owns few buffers never starves.
 //!
-//! Shared memory (MemFd, MemPtr) works everywhere. A DMA-BUF buffer is read through a CPU
-//! mapping (linear layouts only), never imported as an EGL image: that needs a GPU and
-//! `EGL_EXT_image_dma_buf_import`, which this path does not do yet. The memory type that arrived is
-//! reported by [`Capture::memory`] and [`Capture::describe`].
+//! Shared memory (MemFd, MemPtr) works everywhere. A DMA-BUF buffer is imported as an EGL image
+//! where the EGL display can (`EGL_EXT_image_dma_buf_import`): it is letterboxed and packed into
+//! I420 on the GPU on a thread of its own and never reaches `videoconvert` (see [`gpu`]; GStreamer
+//! 1.22's caps carry no DRM modifier, so the driver's implicit layout is assumed). Elsewhere, or
+//! after an import failed, it is read through a CPU mapping by `videoconvert` (linear layouts only),
+//! and the reason is logged once. The memory type that arrived, and which way DMA-BUFs went, is
+//! reported by [`Capture::memory`], [`Capture::describe`] and the `path:` log line.
 //!
 //! The node is found through GStreamer's PipeWire device provider (TARGET is a `node.name`,
 //! `object.serial` or object id). While it is missing, nothing is offered and the frame loop
@@ -44,6 +47,8 @@ use crate::exit::{Exit, ExitExt};
 use crate::frame::{HostFrame, PixFmt};
 use crate::source::live::{Latest, SourceEnd};
 
+mod gpu;
+
 /// The formats taken from the node: what gamescope offers (BGRx, NV12) and the common others.
 pub const NODE_FORMATS: [PixFmt; 6] =
     [PixFmt::Bgr0, PixFmt::Nv12, PixFmt::Rgb0, PixFmt::Bgra, PixFmt::Rgba, PixFmt::I420];
@@ -66,7 +71,8 @@ pub enum Memory {
     MemFd,
     /// Memory PipeWire had already mapped (or copied) for us.
     MemPtr,
-    /// A DMA-BUF, read through a CPU mapping (not imported into EGL; see the module doc).
+    /// A DMA-BUF: imported as an EGL image where the display can, else read through a CPU
+    /// mapping (see the module doc).
     DmaBuf,
 }
 
@@ -109,6 +115,9 @@ struct State {
     /// The node's format and size: `BGRx 320x240`.
     negotiated: Option<String>,
     memory: Option<Memory>,
+    /// How DMA-BUF buffers went, once decided: `Ok` imported as EGL images, `Err` (why) through a
+    /// CPU mapping.
+    dmabuf: Option<Result<(), String>>,
     connected: bool,
 }
 
@@ -116,11 +125,24 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     stop: AtomicBool,
+    /// TARGET and the stream's size, for the `path:` line.
+    target: String,
+    width: u32,
+    height: u32,
 }
 
 impl Shared {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records which way DMA-BUF buffers go; a change is said in a `path:` line.
+    fn dmabuf_route(&self, route: Result<(), String>) {
+        let mut s = self.state();
+        if s.dmabuf.as_ref() != Some(&route) {
+            s.dmabuf = Some(route);
+            info!("path: {}", describe(&self.target, self.width, self.height, &s));
+        }
     }
 }
 
@@ -168,7 +190,14 @@ impl Capture {
             .start()
             .with_context(|| format!("{what}: listing PipeWire nodes failed; is the daemon running? ({START_HINT})"))
             .exit(Exit::Unavailable)?;
-        let shared = Arc::new(Shared { state: Mutex::default(), stop: AtomicBool::new(false) });
+        let shared = Arc::new(Shared {
+            state: Mutex::default(),
+            stop: AtomicBool::new(false),
+            target: target.to_string(),
+            width,
+            height,
+        });
+        let gpu = gpu::GpuRoute::new(width, height, latest.clone(), shared.clone());
         let worker = Worker {
             what,
             target: target.to_string(),
@@ -178,6 +207,7 @@ impl Capture {
             latest,
             shared: shared.clone(),
             provider,
+            gpu,
         };
         let thread = thread::Builder::new().name("pipewire".into()).spawn(move || worker.run())?;
         Ok(Capture { target: target.to_string(), width, height, shared, thread: Some(thread) })
@@ -202,8 +232,15 @@ impl Capture {
 fn describe(target: &str, width: u32, height: u32, s: &State) -> String {
     let node = s.node.as_ref().map_or_else(|| format!("pipewire:{target}"), |n| format!("pipewire:{target} = {n}"));
     let out = format!("{FORMAT} {width}x{height}");
+    let route = match (s.memory, &s.dmabuf) {
+        (Some(Memory::DmaBuf), Some(Ok(()))) => {
+            ", DMA-BUF imported as EGL images (letterboxed and packed to I420 on the GPU)".to_string()
+        }
+        (Some(Memory::DmaBuf), Some(Err(why))) => format!(", DMA-BUF read through a CPU mapping ({why})"),
+        _ => String::new(),
+    };
     match (s.connected, &s.negotiated, s.memory) {
-        (true, Some(neg), Some(mem)) => format!("{node}: {neg} in {mem} buffers -> {out}"),
+        (true, Some(neg), Some(mem)) => format!("{node}: {neg} in {mem} buffers -> {out}{route}"),
         (true, Some(neg), None) => format!("{node}: {neg} -> {out}"),
         (true, None, _) => format!("{node}: linking -> {out}"),
         (false, _, _) => format!("{node}: waiting for the node -> {out}"),
@@ -302,6 +339,8 @@ struct Worker {
     latest: Arc<Latest>,
     shared: Arc<Shared>,
     provider: gst::DeviceProvider,
+    /// Where DMA-BUF buffers are imported (started with the first one).
+    gpu: Arc<gpu::GpuRoute>,
 }
 
 impl Worker {
@@ -366,6 +405,7 @@ impl Worker {
                 }
             }
         }
+        self.gpu.close();
         // The provider is not stopped: GStreamer keeps one per process, and PipeWire 0.3.65's
         // stop() races with its own loop thread (heap corruption at exit in 2 of 12 runs here, none
         // in 25 without it). Started once, it idles until the process ends.
@@ -486,9 +526,9 @@ impl Worker {
     /// Logs the node's format and size once per change, and the memory type of its buffers.
     fn watch_node_pad(&self, src: &gst::Element) {
         let Some(pad) = src.static_pad("src") else { return };
-        let shared = self.shared.clone();
-        let (what, target, width, height) = (self.what.clone(), self.target.clone(), self.width, self.height);
-        pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM | gst::PadProbeType::BUFFER, move |_, info| {
+        let (shared, gpu) = (self.shared.clone(), self.gpu.clone());
+        let (what, width, height) = (self.what.clone(), self.width, self.height);
+        pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM | gst::PadProbeType::BUFFER, move |pad, info| {
             match &info.data {
                 Some(gst::PadProbeData::Event(ev)) => {
                     if let gst::EventView::Caps(c) = ev.view()
@@ -508,18 +548,7 @@ impl Worker {
                     }
                 }
                 Some(gst::PadProbeData::Buffer(buf)) => {
-                    let mut s = shared.state();
-                    if let Some(mem) = Memory::of(buf)
-                        && s.memory != Some(mem)
-                    {
-                        s.memory = Some(mem);
-                        let note = if mem == Memory::DmaBuf {
-                            " (DMA-BUF read through a CPU mapping: importing it as an EGL image is not implemented)"
-                        } else {
-                            ""
-                        };
-                        info!("path: {}{note}", describe(&target, width, height, &s));
-                    }
+                    return on_buffer(&shared, &gpu, buf, pad.current_caps().as_ref());
                 }
                 _ => {}
             }
@@ -549,6 +578,44 @@ impl Worker {
         self.latest.offer(HostFrame { data, arrived });
         Ok(())
     }
+}
+
+/// A buffer from the node (on its pad, `caps` the pad's): records its memory type, hands a
+/// DMA-BUF to the GPU route where it can take it (dropped from the CPU branch then), and says a
+/// change of memory type or DMA-BUF route in a `path:` line.
+fn on_buffer(
+    shared: &Shared,
+    gpu: &Arc<gpu::GpuRoute>,
+    buf: &gst::Buffer,
+    caps: Option<&gst::Caps>,
+) -> gst::PadProbeReturn {
+    let mem = Memory::of(buf);
+    let routed = match (mem, caps) {
+        (Some(Memory::DmaBuf), Some(caps)) => Some(match gst_video::VideoInfo::from_caps(caps) {
+            Ok(info) => gpu.route(buf, &info),
+            Err(_) => gpu::Routed::Cpu("the node's caps are not raw video".into()),
+        }),
+        _ => None,
+    };
+    let mut s = shared.state();
+    let mut changed = false;
+    if let Some(gpu::Routed::Cpu(why)) = &routed
+        && s.dmabuf.is_none()
+    {
+        s.dmabuf = Some(Err(why.clone()));
+        changed = true;
+    }
+    if let Some(mem) = mem
+        && s.memory != Some(mem)
+    {
+        s.memory = Some(mem);
+        // A DMA-BUF taken by the GPU is said once its first frame is drawn.
+        changed |= !(routed == Some(gpu::Routed::Gpu) && s.dmabuf.is_none());
+    }
+    if changed {
+        info!("path: {}", describe(&shared.target, shared.width, shared.height, &s));
+    }
+    if routed == Some(gpu::Routed::Gpu) { gst::PadProbeReturn::Drop } else { gst::PadProbeReturn::Ok }
 }
 
 /// Adds `src ! (node formats) ! videoconvert ! videoscale add-borders=true ! I420 WxH, PAR 1/1 !
@@ -616,6 +683,54 @@ mod tests {
         assert_eq!(socket_path(runtime).unwrap(), PathBuf::from("/tmp/pw/other"));
         assert_eq!(socket_path(env(&[("PIPEWIRE_REMOTE", "/abs/sock")])).unwrap(), PathBuf::from("/abs/sock"));
         assert!(socket_path(env(&[("XDG_RUNTIME_DIR", "")])).unwrap_err().contains("pipewire-headless.sh start"));
+    }
+
+    /// A DMA-BUF buffer on a display that cannot import (llvmpipe in CI) goes on to the CPU
+    /// mapping, and the source says so with the reason; shared memory says nothing of DMA-BUF.
+    #[test]
+    fn dma_bufs_that_cannot_be_imported_are_mapped_and_said_so() {
+        let _egl = crate::render::egl::egl_test_lock();
+        gst::init().unwrap();
+        let shared = Arc::new(Shared {
+            state: Mutex::default(),
+            stop: AtomicBool::new(false),
+            target: "gamescope".into(),
+            width: 640,
+            height: 360,
+        });
+        let gpu = gpu::GpuRoute::new(640, 360, Arc::new(Latest::new(false)), shared.clone());
+        let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Bgrx, 320, 240).build().unwrap();
+        let caps = info.to_caps().unwrap();
+        {
+            let mut s = shared.state();
+            (s.connected, s.negotiated) = (true, Some("BGRx 320x240".into()));
+        }
+        let plain = gst::Buffer::with_size(info.size()).unwrap();
+        assert_eq!(on_buffer(&shared, &gpu, &plain, Some(&caps)), gst::PadProbeReturn::Ok);
+        let said = describe("gamescope", 640, 360, &shared.state());
+        assert_eq!(said, "pipewire:gamescope: BGRx 320x240 in MemPtr buffers -> i420 640x360");
+
+        let mut dmabuf = gst::Buffer::new();
+        dmabuf.get_mut().unwrap().append_memory(crate::render::egl::dmabuf::dmabuf_memory_for_tests(info.size()));
+        let ret = on_buffer(&shared, &gpu, &dmabuf, Some(&caps));
+        gpu.close();
+        let s = shared.state().clone();
+        if s.dmabuf == Some(Ok(())) || ret == gst::PadProbeReturn::Drop {
+            eprintln!("skipped: this EGL display imports DMA-BUFs; the hardware tests cover it");
+            return;
+        }
+        assert_eq!(ret, gst::PadProbeReturn::Ok, "the CPU branch gets the buffer");
+        assert_eq!(s.memory, Some(Memory::DmaBuf));
+        let said = describe("gamescope", 640, 360, &s);
+        assert!(
+            said.starts_with("pipewire:gamescope: BGRx 320x240 in DmaBuf buffers -> i420 640x360, DMA-BUF read through a CPU mapping (")
+                && said.contains("EGL_EXT_image_dma_buf_import"),
+            "{said}"
+        );
+        let imported = State { dmabuf: Some(Ok(())), ..s };
+        assert!(describe("gamescope", 640, 360, &imported).ends_with(
+            "in DmaBuf buffers -> i420 640x360, DMA-BUF imported as EGL images (letterboxed and packed to I420 on the GPU)"
+        ));
     }
 
     #[test]

@@ -602,6 +602,17 @@ pub fn export(ctx: &Context, target: &Target) -> anyhow::Result<Exported> {
     Ok(Exported { width: target.width, height: target.height, fourcc, modifier: modifiers[0], planes })
 }
 
+/// A memory of GStreamer's DMA-BUF allocator over a fresh `size`-byte temporary file: the allocator
+/// wraps any fd, so code that walks DMA-BUF memories is tested without a GPU.
+#[cfg(test)]
+pub(crate) fn dmabuf_memory_for_tests(size: usize) -> gstreamer::Memory {
+    use gstreamer_allocators::prelude::*;
+    let file = tempfile::tempfile().unwrap();
+    file.set_len(size as u64).unwrap();
+    // SAFETY: the allocator takes ownership of the file's fd, which nothing else holds.
+    unsafe { gstreamer_allocators::DmaBufAllocator::new().alloc_dmabuf(file, size) }.unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -714,15 +725,8 @@ mod tests {
     /// tested without a GPU: one memory for all planes (VideoMeta offsets), then one per plane.
     #[test]
     fn gst_dma_buf_memories_give_each_plane_its_fd_offset_and_pitch() {
-        use gstreamer_allocators::prelude::*;
         gstreamer::init().unwrap();
-        let allocator = gstreamer_allocators::DmaBufAllocator::new();
-        let memory = |size: usize| {
-            let file = tempfile::tempfile().unwrap();
-            file.set_len(size as u64).unwrap();
-            // SAFETY: the allocator takes ownership of the fd, which nothing else holds.
-            unsafe { allocator.alloc_dmabuf(file, size) }.unwrap()
-        };
+        let memory = dmabuf_memory_for_tests;
         let info = gstreamer_video::VideoInfo::builder(gstreamer_video::VideoFormat::Nv12, 64, 48).build().unwrap();
         // One memory: planes at the meta's (padded) offsets and strides.
         let mut one = gstreamer::Buffer::new();
@@ -809,6 +813,7 @@ void main() {
     /// target, it lands there (top row first) with black around it.
     #[test]
     fn an_egl_image_drawn_through_an_external_texture_is_pixel_exact() {
+        let _egl = crate::render::egl::egl_test_lock();
         let ctx = Context::new(Display::open(None, None).expect("an EGL display (llvmpipe in CI)")).unwrap();
         let needed = ["EGL_KHR_image_base", "EGL_KHR_gl_texture_2D_image"];
         let mut lacking = missing(&needed, |e| ctx.display.has_extension(e));
@@ -856,6 +861,7 @@ void main() {
     #[test]
     #[ignore = "needs an EGL display with EGL_EXT_image_dma_buf_import and EGL_MESA_image_dma_buf_export (the NVIDIA driver)"]
     fn dmabuf_export_then_import_is_pixel_exact() {
+        let _egl = crate::render::egl::egl_test_lock();
         let display = Display::open(None, None).expect("an EGL display");
         let ctx = Context::new(display).expect("an OpenGL ES 3 context");
         let renderer = ctx.gl.renderer();

@@ -475,6 +475,15 @@ impl Drop for Context {
     }
 }
 
+/// Held by tests that open a [`Display`]: displays of one platform share one EGLDisplay, which
+/// the first of them to drop terminates, so such tests must not overlap (CI runs tests one at a
+/// time anyway; this keeps a parallel `cargo test` honest).
+#[cfg(test)]
+pub(crate) fn egl_test_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

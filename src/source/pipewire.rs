@@ -136,6 +136,11 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    #[cfg(test)]
+    fn for_tests(target: &str, width: u32, height: u32) -> Arc<Shared> {
+        Arc::new(Shared { state: Mutex::default(), stop: AtomicBool::new(false), target: target.into(), width, height })
+    }
+
     /// Records which way DMA-BUF buffers go; a change is said in a `path:` line.
     fn dmabuf_route(&self, route: Result<(), String>) {
         let mut s = self.state();
@@ -592,7 +597,8 @@ fn on_buffer(
     let mem = Memory::of(buf);
     let routed = match (mem, caps) {
         (Some(Memory::DmaBuf), Some(caps)) => Some(match gst_video::VideoInfo::from_caps(caps) {
-            Ok(info) => gpu.route(buf, &info),
+            // GStreamer 1.22's caps carry no DRM modifier: the driver's implicit layout.
+            Ok(info) => gpu.route(buf, &info, None),
             Err(_) => gpu::Routed::Cpu("the node's caps are not raw video".into()),
         }),
         _ => None,
@@ -691,13 +697,7 @@ mod tests {
     fn dma_bufs_that_cannot_be_imported_are_mapped_and_said_so() {
         let _egl = crate::render::egl::egl_test_lock();
         gst::init().unwrap();
-        let shared = Arc::new(Shared {
-            state: Mutex::default(),
-            stop: AtomicBool::new(false),
-            target: "gamescope".into(),
-            width: 640,
-            height: 360,
-        });
+        let shared = Shared::for_tests("gamescope", 640, 360);
         let gpu = gpu::GpuRoute::new(640, 360, Arc::new(Latest::new(false)), shared.clone());
         let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Bgrx, 320, 240).build().unwrap();
         let caps = info.to_caps().unwrap();

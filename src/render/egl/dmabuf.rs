@@ -606,11 +606,17 @@ pub fn export(ctx: &Context, target: &Target) -> anyhow::Result<Exported> {
 /// wraps any fd, so code that walks DMA-BUF memories is tested without a GPU.
 #[cfg(test)]
 pub(crate) fn dmabuf_memory_for_tests(size: usize) -> gstreamer::Memory {
-    use gstreamer_allocators::prelude::*;
     let file = tempfile::tempfile().unwrap();
     file.set_len(size as u64).unwrap();
-    // SAFETY: the allocator takes ownership of the file's fd, which nothing else holds.
-    unsafe { gstreamer_allocators::DmaBufAllocator::new().alloc_dmabuf(file, size) }.unwrap()
+    dmabuf_memory_of_fd_for_tests(file.into(), size)
+}
+
+/// A memory of GStreamer's DMA-BUF allocator over `fd` (`size` bytes), e.g. an exported one.
+#[cfg(test)]
+pub(crate) fn dmabuf_memory_of_fd_for_tests(fd: OwnedFd, size: usize) -> gstreamer::Memory {
+    use gstreamer_allocators::prelude::*;
+    // SAFETY: the allocator takes ownership of the fd, which is ours alone (an OwnedFd).
+    unsafe { gstreamer_allocators::DmaBufAllocator::new().alloc_dmabuf(fd, size) }.unwrap()
 }
 
 #[cfg(test)]

@@ -51,6 +51,7 @@ struct Job {
     buffer: gst::Buffer,
     info: gst_video::VideoInfo,
     format: PixFmt,
+    modifier: Option<u64>,
     arrived: Instant,
 }
 
@@ -95,9 +96,15 @@ impl GpuRoute {
         self.slot.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes `buffer` (DMA-BUF memory, laid out as `info`) for the GPU, or says why the CPU
-    /// mapping takes it. Called on the streaming thread.
-    pub(super) fn route(self: &Arc<Self>, buffer: &gst::Buffer, info: &gst_video::VideoInfo) -> Routed {
+    /// Takes `buffer` (DMA-BUF memory, laid out as `info`, `modifier` its DRM format modifier
+    /// where known, else the driver's implicit layout) for the GPU, or says why the CPU mapping
+    /// takes it. Called on the streaming thread.
+    pub(super) fn route(
+        self: &Arc<Self>,
+        buffer: &gst::Buffer,
+        info: &gst_video::VideoInfo,
+        modifier: Option<u64>,
+    ) -> Routed {
         let Some(format) = PixFmt::from_caps_name(info.format().to_str()) else {
             return Routed::Cpu(format!("{} is not a node format", info.format().to_str()));
         };
@@ -123,7 +130,7 @@ impl GpuRoute {
             return Routed::Cpu(why);
         }
         // The newest wins: a job still waiting goes back to PipeWire here.
-        slot.job = Some(Job { buffer: buffer.clone(), info: info.clone(), format, arrived: Instant::now() });
+        slot.job = Some(Job { buffer: buffer.clone(), info: info.clone(), format, modifier, arrived: Instant::now() });
         self.cv.notify_all();
         Routed::Gpu
     }
@@ -204,11 +211,11 @@ impl GpuRoute {
 
     /// Draws one job, gives its buffer back, reads the frame and offers it.
     fn draw(&self, frames: &mut DmaBufFrames, job: Job) -> anyhow::Result<()> {
-        let Job { buffer, info, format, arrived } = job;
+        let Job { buffer, info, format, modifier, arrived } = job;
         {
             let planes = dmabuf::gst_planes(&buffer, &info).map_err(anyhow::Error::msg)?;
             let fourcc = dmabuf::drm_fourcc(format).ok_or_else(|| anyhow::anyhow!("{format} has no DRM format"))?;
-            let buf = DmaBuf { width: info.width(), height: info.height(), fourcc, modifier: None, planes };
+            let buf = DmaBuf { width: info.width(), height: info.height(), fourcc, modifier, planes };
             frames.draw(format, &buf)?;
         }
         drop(buffer); // back to PipeWire: the GPU has finished reading it
@@ -235,21 +242,15 @@ mod tests {
     fn without_import_dma_bufs_take_the_cpu_mapping_and_say_why() {
         let _egl = crate::render::egl::egl_test_lock();
         gst::init().unwrap();
-        let shared = Arc::new(Shared {
-            state: Mutex::default(),
-            stop: Default::default(),
-            target: "test".into(),
-            width: 640,
-            height: 360,
-        });
+        let shared = Shared::for_tests("test", 640, 360);
         let latest = Arc::new(Latest::new(false));
         let route = GpuRoute::new(640, 360, latest.clone(), shared);
         let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Bgrx, 320, 240).build().unwrap();
         let plain = gst::Buffer::with_size(info.size()).unwrap();
-        assert_eq!(route.route(&plain, &info), Routed::Cpu("plane 0 is not in DMA-BUF memory".into()));
+        assert_eq!(route.route(&plain, &info, None), Routed::Cpu("plane 0 is not in DMA-BUF memory".into()));
         assert!(route.thread.lock().unwrap().is_none(), "system memory starts no GPU thread");
         let buffer = dmabuf_buffer(&info);
-        match route.route(&buffer, &info) {
+        match route.route(&buffer, &info, None) {
             Routed::Cpu(why) => assert!(why.contains("EGL_EXT_image_dma_buf_import"), "{why}"),
             other => {
                 eprintln!("skipped: this EGL display imports DMA-BUFs ({other:?}); the hardware tests cover it");
@@ -257,10 +258,68 @@ mod tests {
                 return;
             }
         }
-        let again = route.route(&buffer, &info);
+        let again = route.route(&buffer, &info, None);
         assert!(matches!(&again, Routed::Cpu(why) if why.contains("EGL_EXT_image_dma_buf_import")), "{again:?}");
         assert_eq!(latest.offered(), 0);
         route.close();
-        assert_eq!(route.route(&buffer, &info), Routed::Closed);
+        assert_eq!(route.route(&buffer, &info, None), Routed::Closed);
+    }
+
+    /// Hardware: a DMA-BUF the driver exported (a grey 4:3 picture) goes through the route as a
+    /// node's buffer would: the GPU thread takes it, the frame loop gets a 16:9 I420 frame with
+    /// black borders and the grey's luma, and the route says it imported.
+    #[test]
+    #[ignore = "needs an EGL display with EGL_EXT_image_dma_buf_import and EGL_MESA_image_dma_buf_export (the NVIDIA driver)"]
+    fn dmabuf_buffers_reach_the_frame_loop_letterboxed() {
+        use crate::render::egl::gl::{Pass, Program, Target};
+        use crate::render::egl::{Context, Display};
+        use drm_fourcc::DrmFourcc;
+        let _egl = crate::render::egl::egl_test_lock();
+        gst::init().unwrap();
+        // Drawn and exported on a context of its own, gone before the route opens its display: the
+        // exported fds keep the buffer.
+        let exported = {
+            let ctx = Context::new(Display::open(None, None).expect("an EGL display")).unwrap();
+            let grey = "#version 300 es\nprecision highp float;\nout vec4 o;\nvoid main() { o = vec4(vec3(200.0 / 255.0), 1.0); }\n";
+            let program = Program::fullscreen(&ctx.gl, grey).unwrap();
+            let target = Target::new(&ctx.gl, 320, 240).unwrap();
+            Pass { program: &program, target: &target, source: None, uniforms: &[], scissor: None }.draw().unwrap();
+            dmabuf::export(&ctx, &target).unwrap_or_else(|e| panic!("{e:#}"))
+        };
+        let format = match exported.fourcc {
+            DrmFourcc::Abgr8888 => gst_video::VideoFormat::Rgba,
+            DrmFourcc::Xbgr8888 => gst_video::VideoFormat::Rgbx,
+            DrmFourcc::Argb8888 => gst_video::VideoFormat::Bgra,
+            DrmFourcc::Xrgb8888 => gst_video::VideoFormat::Bgrx,
+            other => panic!("the driver exported {other}, not an RGB format a node sends"),
+        };
+        let plane = &exported.planes[0];
+        let info = gst_video::VideoInfo::builder(format, 320, 240)
+            .stride(&[plane.stride as i32])
+            .offset(&[plane.offset as usize])
+            .build()
+            .unwrap();
+        let size = plane.offset as usize + plane.stride as usize * 240;
+        let mut buffer = gst::Buffer::new();
+        let memory = dmabuf::dmabuf_memory_of_fd_for_tests(plane.fd.try_clone().unwrap(), size);
+        buffer.get_mut().unwrap().append_memory(memory);
+
+        let shared = Shared::for_tests("test", 640, 360);
+        let latest = Arc::new(Latest::new(false));
+        let route = GpuRoute::new(640, 360, latest.clone(), shared.clone());
+        assert_eq!(route.route(&buffer, &info, Some(exported.modifier)), Routed::Gpu);
+        drop(buffer);
+        let frame = match latest.wait(Instant::now() + Duration::from_secs(10)) {
+            crate::source::live::Taken::Frame(f) => f,
+            other => panic!("no frame from the GPU thread within 10 s: {other:?} (route: {:?})", shared.state().dmabuf),
+        };
+        route.close();
+        assert_eq!(shared.state().dmabuf, Some(Ok(())));
+        let y = |x: usize, row: usize| frame.data[row * 640 + x];
+        let want = 16 + (200u32 * 219 / 255) as u8;
+        for row in [0, 180, 359] {
+            assert!(y(40, row).abs_diff(16) <= 1 && y(600, row).abs_diff(16) <= 1, "borders at row {row}");
+            assert!(y(320, row).abs_diff(want) <= 1, "luma {} at (320, {row}), want {want}", y(320, row));
+        }
     }
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The checks that need an NVIDIA GPU: the zero-copy path's hardware legs (issue 6), the tests that
 # are #[ignore = "needs ..."] in a plain `cargo test`, every test whose expectation depends on the
-# machine, and the GPU memory reading (issue 17). Prints what ran, on which GPU and driver. Without an
+# machine, the GPU memory reading (issue 17) and the DMA-BUF import (issue 15). Prints what ran, on which GPU and driver. Without an
 # NVIDIA GPU it says so and runs what is left (the hardware tests then fail, saying what is missing). Needs what scripts/setup.sh installs, and the NVIDIA driver's
 # libcuda.so.1 and EGL vendor library. Run it from a checkout: `scripts/gpu-check.sh`.
 # On a machine with the driver but without the build tools and packages, run it with
@@ -83,6 +83,38 @@ s = json.loads(sys.stdin.read() or "{}")
 print("--path %s: gpu_memory_mib %s, path %s; nvidia-smi: %s" % (sys.argv[1], s.get("gpu_memory_mib"), s.get("path"), os.environ["SMI"]))' $path
 done
 $B doctor --json 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); print("doctor nvml:", d["facts"].get("nvml"), [c["detail"] for c in d["checks"] if c["check"] == "nvml"])'
+
+step "zero-copy against readback: the same 60 frames at 1080p through both paths, decoded and compared"
+# Both into x264 (the zero-copy frames through cudadownload), the scene without the stamp, so the
+# pictures depend on the frame index alone: a faithful handoff decodes to the readback's pictures.
+cmp_dir=$(mktemp -d)
+same=(--width 1920 --height 1080 --frames 60 --no-pace --no-stamp --scene demo --encoder x264)
+$B "${same[@]}" --path zero-copy --debug-cuda-download >"$cmp_dir/zc.h264" 2>"$cmp_dir/zc.log" ||
+  echo "zero-copy run failed: $(grep '^agentcast:' "$cmp_dir/zc.log")"
+$B "${same[@]}" --path readback >"$cmp_dir/rb.h264" 2>"$cmp_dir/rb.log" || echo "readback run failed"
+$B check "$cmp_dir/zc.h264" 2>&1 | tail -n 1
+if command -v ffmpeg >/dev/null; then
+  ffmpeg -v info -i "$cmp_dir/zc.h264" -i "$cmp_dir/rb.h264" -lavfi psnr -f null - 2>&1 | grep -o 'PSNR.*' ||
+    echo "ffmpeg could not compare them"
+else
+  # No ffmpeg (the bundle): OpenCV's FFmpeg decoder, where python3 has cv2 and numpy.
+  python3 - "$cmp_dir/zc.h264" "$cmp_dir/rb.h264" <<'PY' || echo "neither ffmpeg nor python3's cv2 is here to compare them"
+import sys, cv2, numpy as np
+def frames(p):
+    c, out = cv2.VideoCapture(p, cv2.CAP_FFMPEG), []
+    while True:
+        ok, f = c.read()
+        if not ok:
+            return out
+        out.append(f.astype(np.float64))
+a, b = frames(sys.argv[1]), frames(sys.argv[2])
+mse = [((x - y) ** 2).mean() for x, y in zip(a, b)]
+worst = 10 * np.log10(255**2 / max(max(mse), 1e-10)) if mse else float("nan")
+print("decoded by OpenCV: zero-copy %d, readback %d pictures; identical %d; worst PSNR %.1f dB"
+      % (len(a), len(b), sum(m == 0 for m in mse), worst))
+PY
+fi
+rm -rf "$cmp_dir"
 
 step "1080p per path: fps, CPU per frame, host bytes per frame (3 rounds beside videotestsrc ! x264enc)"
 scripts/bench-paths.sh

@@ -41,7 +41,7 @@ else
 fi
 
 step "agentcast doctor (the path auto would take, and why)"
-$B doctor 2>/dev/null | grep -E -A1 '^[a-z]+ +(egl|gl|cuda|nvenc|path|encoder) '
+$B doctor 2>/dev/null | grep -E -A1 '^[a-z]+ +(egl|gl|dmabuf|cuda|nvml|nvenc|path|encoder) '
 
 step "EGL device selection and the path chosen (30 frames at 1080p, --log-level info)"
 $B --width 1920 --height 1080 --frames 30 --no-pace --log-level info 2>&1 >/dev/null |

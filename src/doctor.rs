@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use crate::encode::settings::Backend;
 use crate::encode::{pipeline, select};
 use crate::exit::Exit;
+use crate::frame::PixFmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -53,6 +54,9 @@ pub struct Facts {
     pub host_bytes_per_frame: Option<usize>,
     /// NVML answers (the stats' `gpu_memory_mib` comes from it); `false` means that figure is null.
     pub nvml: bool,
+    /// The PipeWire node formats whose DMA-BUFs this EGL display imports (empty: none, they take
+    /// the CPU mapping).
+    pub dmabuf_import: Vec<String>,
 }
 
 fn check(name: &'static str, status: Status, detail: impl Into<String>, fix: Option<&str>) -> Check {
@@ -126,6 +130,49 @@ pub fn run_checks(lock_dir: PathBuf, fifo_dir: PathBuf, width: u32, height: u32)
             format!("{e:#}"),
             Some("install libegl1 and libegl-mesa0 (Mesa) or the NVIDIA driver; check AGENTCAST_EGL_LIB"),
         )),
+    }
+
+    // DMA-BUF import for PipeWire nodes, on a display of its own (the one above is closed: displays
+    // of one platform share one EGLDisplay, which the first to close terminates).
+    if renderer.is_some() {
+        out.push(match crate::render::import::DmaBufFrames::open(width, height) {
+            Ok(frames) => {
+                let formats = crate::source::pipewire::NODE_FORMATS;
+                let (yes, no): (Vec<&PixFmt>, Vec<&PixFmt>) = formats.iter().partition(|&&f| frames.supports(f).is_ok());
+                facts.dmabuf_import = yes.iter().map(|f| f.to_string()).collect();
+                let listed = |v: &[&PixFmt]| v.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(", ");
+                match (yes.is_empty(), no.is_empty()) {
+                    (true, _) => check(
+                        "dmabuf",
+                        Status::Warn,
+                        format!("EGL imports none of a PipeWire node's formats ({}) as DMA-BUF", listed(&no)),
+                        Some("matters only for --source pipewire: with nodes that send DMA-BUFs, read through a CPU mapping here"),
+                    ),
+                    (false, true) => check(
+                        "dmabuf",
+                        Status::Ok,
+                        format!("EGL imports PipeWire DMA-BUFs as images ({}): they stay on the GPU", listed(&yes)),
+                        None,
+                    ),
+                    (false, false) => check(
+                        "dmabuf",
+                        Status::Ok,
+                        format!(
+                            "EGL imports PipeWire DMA-BUFs of {} as images; {} take the CPU mapping",
+                            listed(&yes),
+                            listed(&no)
+                        ),
+                        None,
+                    ),
+                }
+            }
+            Err(e) => check(
+                "dmabuf",
+                Status::Warn,
+                format!("{e:#}: PipeWire DMA-BUF buffers are read through a CPU mapping"),
+                Some("matters only for --source pipewire: with nodes that send DMA-BUFs; the NVIDIA driver's EGL imports them"),
+            ),
+        });
     }
 
     // CUDA.

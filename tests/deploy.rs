@@ -138,6 +138,14 @@ fn doctor_passes_here_and_reports_what_is_missing_without_failing() {
     let bytes = facts["host_bytes_per_frame"].as_u64().unwrap();
     assert!([0, pixels * 3 / 2, pixels * 4].contains(&bytes), "{facts}");
     assert!(text.ends_with("the default path works here\n"), "{text}");
+    // DMA-BUF import: ok exactly where the facts list node formats the display imports; Mesa's
+    // surfaceless platform (llvmpipe) lacks the extension.
+    let imports = facts["dmabuf_import"].as_array().expect("dmabuf_import in the facts");
+    assert_eq!(line("dmabuf").starts_with("ok"), !imports.is_empty(), "{text}\n{facts}");
+    if text.contains("Mesa surfaceless platform") {
+        let dmabuf = line("dmabuf");
+        assert!(dmabuf.contains("needs EGL_EXT_image_dma_buf_import") && dmabuf.contains("lacks"), "{text}");
+    }
     let json = run(&["doctor", "--json"]);
     let doc: serde_json::Value = serde_json::from_slice(&json.stdout).expect("doctor --json parses");
     assert_eq!(doc["ok"], true);

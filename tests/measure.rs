@@ -248,10 +248,11 @@ fn latency_decodes_with_openh264_where_libav_is_missing() {
             std::os::unix::fs::symlink(&path, plugins.join(path.file_name().unwrap())).unwrap();
         }
     }
+    let registry = dir.path().join("registry.bin");
     let env = [
         ("GST_PLUGIN_SYSTEM_PATH", plugins.as_os_str()),
         ("GST_PLUGIN_PATH", std::ffi::OsStr::new("")),
-        ("GST_REGISTRY", dir.path().join("registry.bin").into_os_string().leak()),
+        ("GST_REGISTRY", registry.as_os_str()),
     ];
     for name in ["avdec_h264", "openh264dec"] {
         let found = std::process::Command::new("gst-inspect-1.0")

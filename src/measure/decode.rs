@@ -1,6 +1,7 @@
 //! Decodes Annex-B access units in-process with GStreamer's `avdec_h264` (gstreamer1.0-libav), or
-//! `openh264dec` where libav is not installed (see [`h264_decoder`]), and hands each picture's luma plane to a callback, tagged with the index of the access unit it came
-//! from. Decoding is a separate step after capture, so its cost never delays the reading it measures.
+//! `openh264dec` where libav is not installed (see [`h264_decoder`]), and hands each picture's luma
+//! plane to a callback, tagged with the index of the access unit it came from. Decoding is a
+//! separate step after capture, so its cost never delays the reading it measures.
 
 use anyhow::{Context, anyhow};
 use gstreamer as gst;

@@ -1,10 +1,10 @@
 //! `agentcast quality`: is it the encoder settings? Renders a scene (by default both `gradient` and
 //! `demo`), encodes it with the real encoder pipeline and settings table, decodes it in-process
-//! (avdec_h264, else openh264dec), matches every decoded picture with its source picture by frame stamp, and reports
-//! PSNR, SSIM and the banding score (false contour steps where the source is smooth; see
-//! [`crate::measure::metrics::banding_score`]). `--sweep` varies bitrate and `--qp-max` per size and
-//! names the cheapest settings (by the bitrate actually produced) whose banding stays under the
-//! threshold.
+//! (avdec_h264, else openh264dec), matches every decoded picture with its source picture by frame
+//! stamp, and reports PSNR, SSIM and the banding score (false contour steps where the source is
+//! smooth; see [`crate::measure::metrics::banding_score`]). `--sweep` varies bitrate and `--qp-max`
+//! per size and names the cheapest settings (by the bitrate actually produced) whose banding stays
+//! under the threshold.
 
 use log::info;
 

@@ -498,13 +498,11 @@ impl Loop<'_> {
 /// The report's facts about the frames' path now.
 pub(super) fn facts<'f>(cfg: &Config, frames: &'f Frames, session: &Session) -> Facts<'f> {
     let (path, host_bytes) = frames.host_path(session.backend().is_nvenc(), cfg);
-    let source = match frames {
-        Frames::Agent(feed) => Some((feed.describe(), feed.latest.offered(), feed.superseded(), feed.repeated)),
-        Frames::Rendered { .. } => None,
-    };
-    let ring = match frames {
-        Frames::Agent(feed) => feed.ring.as_deref(),
-        Frames::Rendered { .. } => None,
+    let (source, ring) = match frames {
+        Frames::Agent(feed) => {
+            (Some((feed.describe(), feed.latest.offered(), feed.superseded(), feed.repeated)), feed.ring.as_deref())
+        }
+        Frames::Rendered { .. } => (None, None),
     };
     Facts { backend: session.backend().element(), slot: session.slot(), path, host_bytes, source, ring }
 }

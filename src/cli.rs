@@ -531,9 +531,10 @@ pub struct StreamArgs {
     /// Where the stream goes: stdout, fifo:PATH (readers such as `cat PATH` attach and leave at any
     /// time; created with mode 0600 if missing), tcp:ADDR:PORT (listen; one reader at a time) or
     /// rtsp://HOST:PORT/PATH (publish over RTSP/TCP, e.g. go2rtc's `{output}`; ends with exit 0
-    /// when the server closes the session).
+    /// when the server closes the session) or rtsp-listen:HOST:PORT/NAME (serve RTSP as an IP camera
+    /// does: any number of clients share one encoder; port 0 takes a free port; see --register).
     #[arg(long, env = "AGENTCAST_OUTPUT", default_value = "stdout",
-          value_name = "stdout|fifo:PATH|tcp:ADDR:PORT|rtsp://HOST:PORT/PATH",
+          value_name = "stdout|fifo:PATH|tcp:ADDR:PORT|rtsp://HOST:PORT/PATH|rtsp-listen:HOST:PORT/NAME",
           value_parser = crate::sink::output::parse)]
     pub output: crate::sink::output::Output,
 
@@ -545,6 +546,24 @@ pub struct StreamArgs {
     /// Allow --output tcp: to listen on an address other than loopback.
     #[arg(long, env = "AGENTCAST_ALLOW_REMOTE")]
     pub allow_remote: bool,
+
+    /// Register this stream with go2rtc's API (http://[USER:PASS@]HOST:PORT) once the output
+    /// listens (rtsp-listen: or tcp:), as a camera go2rtc pulls while someone watches; checked every
+    /// 3 s (registered again after a go2rtc restart), removed on exit. A name another live agent
+    /// streams under is refused (exit 73); go2rtc out of reach only warns, and streaming goes on.
+    #[arg(long, env = "AGENTCAST_REGISTER", value_name = "URL")]
+    pub register: Option<String>,
+
+    /// The name to register (and, with rtsp-listen:, the RTSP path served) [default: the
+    /// rtsp-listen: path]. May use {hostname}, {pid} and {env:VAR}, e.g. run7-{env:POD_NAME}.
+    #[arg(long, env = "AGENTCAST_NAME", value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// The host go2rtc should dial (an address or name; {env:VAR} allowed, e.g. {env:POD_IP})
+    /// [default: the output's address, or for 0.0.0.0/:: this machine's address on the route to
+    /// go2rtc].
+    #[arg(long, env = "AGENTCAST_ADVERTISE", value_name = "HOST")]
+    pub advertise: Option<String>,
 
     /// FIFO/TCP: what to do while no reader is attached.
     #[arg(long, env = "AGENTCAST_IDLE", value_enum, default_value_t = IdleArg::Pause)]

@@ -50,6 +50,8 @@ pub struct Config {
     /// `--gpu`: the CUDA device; `None` = device 0 where there is CUDA.
     pub gpu: Option<u32>,
     pub output: Output,
+    /// `--register`: announce the stream to go2rtc's API.
+    pub register: Option<crate::register::Register>,
     pub mux: Mux,
     pub idle: Idle,
     /// FIFO/TCP lag budget.

@@ -51,6 +51,7 @@ pub mod frame;
 pub mod go2rtc;
 pub mod measure;
 pub mod preflight;
+pub mod register;
 pub mod render;
 pub mod settings;
 pub mod sink;

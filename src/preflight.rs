@@ -110,6 +110,7 @@ pub fn check_encoder_opts(
 fn check_output(output: &Output) -> anyhow::Result<()> {
     match output {
         Output::Stdout | Output::Rtsp(_) => Ok(()),
+        Output::RtspListen(l) => crate::sink::rtsp_server::listen_on(l).map(drop),
         Output::Fifo(path) => crate::sink::fifo::check(path).map(drop),
         Output::Tcp(addr) => std::net::TcpListener::bind(addr)
             .map(drop)

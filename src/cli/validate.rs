@@ -9,6 +9,7 @@ use crate::config::{Config, LeasePolicy, MAX_EDGE, MAX_MACROBLOCKS, MIN_EDGE, So
 use crate::encode::settings::{EncoderSettings, Profile};
 use crate::faults::Faults;
 use crate::frame::PixFmt;
+use crate::register::{self, Register};
 use crate::settings::{BuiltinScene, Convert, DEFAULT_MAX_LAG_MS, EncoderChoice, FramePath, Idle, Mux, OnBusy};
 use crate::sink::output::{self, Output};
 use crate::stamp::StampLayout;
@@ -97,17 +98,16 @@ impl StreamArgs {
                 a.output
             ));
         }
-        if !a.output.demand_paged() {
-            if a.idle != IdleArg::Pause {
-                return Err(
-                    "--idle only applies to --output fifo:PATH or tcp:ADDR:PORT (stdout and rtsp:// always have a reader)"
-                        .into()
-                );
-            }
-            if a.max_lag != DEFAULT_MAX_LAG_MS {
-                return Err("--max-lag only applies to --output fifo:PATH or tcp:ADDR:PORT".into());
-            }
+        if !a.output.demand_paged() && a.idle != IdleArg::Pause {
+            return Err(
+                "--idle only applies to --output fifo:PATH, tcp:ADDR:PORT or rtsp-listen: (stdout and rtsp:// always have a reader)"
+                    .into(),
+            );
         }
+        if !matches!(a.output, Output::Fifo(_) | Output::Tcp(_)) && a.max_lag != DEFAULT_MAX_LAG_MS {
+            return Err("--max-lag only applies to --output fifo:PATH or tcp:ADDR:PORT".into());
+        }
+        let (output, register) = self.registration()?;
         if a.path == PathArg::ZeroCopy && a.convert == ConvertArg::Cpu {
             return Err(
                 "--path zero-copy needs the GPU conversion; --convert cpu reads RGBA back (drop one of them)".into()
@@ -131,7 +131,8 @@ impl StreamArgs {
             pace: !a.no_pace,
             egl_device: a.egl_device,
             gpu: a.gpu,
-            output: a.output.clone(),
+            output,
+            register,
             mux: a.mux.into(),
             idle: a.idle.into(),
             max_lag: Duration::from_millis(u64::from(a.max_lag)),
@@ -154,6 +155,68 @@ impl StreamArgs {
                 cuda_download: a.debug_cuda_download,
             },
         })
+    }
+}
+
+impl StreamArgs {
+    /// `--register`, `--name`, `--advertise`: the registration, and the output with its name's
+    /// templates expanded (`--name` also names an rtsp-listen: path).
+    fn registration(&self) -> Result<(Output, Option<Register>), String> {
+        let expand = |flag: &str, v: &str| register::expand_name_here(v).map_err(|e| format!("{flag} {v}: {e}"));
+        let name = match &self.name {
+            Some(n) => {
+                let expanded = expand("--name", n)?;
+                output::check_name(&expanded).map_err(|e| format!("--name {n}: {e}"))?;
+                Some(expanded)
+            }
+            None => None,
+        };
+        let output = match &self.output {
+            Output::RtspListen(l) => {
+                let served = match &name {
+                    Some(n) => n.clone(),
+                    None => {
+                        let path = expand("--output", &l.name)?;
+                        output::check_name(&path).map_err(|e| format!("--output {}: {e}", self.output))?;
+                        path
+                    }
+                };
+                Output::RtspListen(output::Listen { addr: l.addr, name: served })
+            }
+            other => other.clone(),
+        };
+        let Some(url) = &self.register else {
+            for (flag, given) in [("--name", self.name.is_some()), ("--advertise", self.advertise.is_some())] {
+                if given {
+                    return Err(format!("{flag} names this stream for go2rtc; it needs --register URL"));
+                }
+            }
+            return Ok((output, None));
+        };
+        let api = register::Api::parse(url)?;
+        let name = match (&output, name) {
+            (Output::RtspListen(l), _) => l.name.clone(),
+            (Output::Tcp(_), Some(n)) => n,
+            (Output::Tcp(_), None) => {
+                return Err("--register with --output tcp: needs --name (the name go2rtc lists it under)".into());
+            }
+            (other, _) => {
+                return Err(format!(
+                    "--register announces a stream go2rtc pulls: --output rtsp-listen:HOST:PORT/NAME or tcp:ADDR:PORT, not --output {other}"
+                ));
+            }
+        };
+        let advertise = match &self.advertise {
+            Some(h) => {
+                let host = expand("--advertise", h)?;
+                if host.is_empty() || host.contains(['/', ' ', '@']) {
+                    return Err(format!("--advertise {h}: '{host}' is not a host name or address"));
+                }
+                Some(host)
+            }
+            None => None,
+        };
+        Ok((output, Some(Register { api, name, advertise })))
     }
 }
 

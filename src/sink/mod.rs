@@ -8,11 +8,14 @@
 //!   non-blocking writes behind a bounded queue of whole access units ([`queue::AuQueue`]), a new
 //!   reader starts at an IDR, and a reader that falls behind loses whole access units up to the
 //!   next IDR.
+//! - `rtsp-listen:` ([`rtsp_server::run_served`]): our own RTSP server; clients come and go and
+//!   share one encoder, like FIFO/TCP readers but any number at once.
 
 pub mod fifo;
 pub mod output;
 pub mod queue;
 pub mod rtsp;
+pub mod rtsp_server;
 pub mod stdout;
 pub mod tcp;
 pub mod ts;
@@ -115,6 +118,10 @@ pub struct SinkStats {
     pub dropped_detach: AtomicU64,
     pub dropped_no_reader: AtomicU64,
     pub attaches: AtomicU64,
+    /// `rtsp-listen:`: RTSP clients connected now.
+    pub clients: AtomicU64,
+    /// Where readers and clients reach a listening output (TCP, RTSP): its URL and real port.
+    pub listening: std::sync::OnceLock<(String, u16)>,
 }
 
 /// Why the writer stopped.
@@ -303,6 +310,10 @@ pub trait Endpoint: Send {
     /// Called while a reader is attached: turn away anyone else.
     fn reject_extra(&mut self) {}
     fn describe(&self) -> String;
+    /// Where a listening endpoint (TCP) is reached; `None` for a FIFO.
+    fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        None
+    }
 }
 
 /// What the demand-paged sink tells the frame loop.

@@ -1,4 +1,6 @@
-//! `--output stdout|fifo:PATH|tcp:ADDR:PORT|rtsp://HOST:PORT/PATH`, parsed and validated (pure).
+//! `--output stdout|fifo:PATH|tcp:ADDR:PORT|rtsp://HOST:PORT/PATH|rtsp-listen:HOST:PORT/NAME`, parsed
+//! and validated (pure; the `{hostname}`/`{pid}`/`{env:VAR}` templates in a NAME are expanded later,
+//! by [`crate::register::expand_name`]).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -14,6 +16,18 @@ pub enum Output {
     Tcp(SocketAddr),
     /// An RTSP server to publish to (ANNOUNCE/RECORD), such as go2rtc's `{output}`.
     Rtsp(RtspUrl),
+    /// An RTSP server of our own, as an IP camera serves: clients (go2rtc, ffplay, VLC) pull
+    /// `rtsp://HOST:PORT/NAME` and share one encoder.
+    RtspListen(Listen),
+}
+
+/// `rtsp-listen:HOST:PORT/NAME`: where the RTSP server listens and the path it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    /// The address to listen on (port 0: a free port, chosen when the server starts).
+    pub addr: SocketAddr,
+    /// The path, as given: `{hostname}`, `{pid}` and `{env:VAR}` are expanded at start.
+    pub name: String,
 }
 
 /// An `rtsp://[USER[:PASS]@]HOST[:PORT]/PATH` location, with the parts a connect check needs.
@@ -73,8 +87,48 @@ impl Output {
     /// Whether readers come and go (FIFO, TCP) rather than one reader for the process's life
     /// (stdout, or the RTSP server we publish to).
     pub fn demand_paged(&self) -> bool {
-        matches!(self, Output::Fifo(_) | Output::Tcp(_))
+        matches!(self, Output::Fifo(_) | Output::Tcp(_) | Output::RtspListen(_))
     }
+}
+
+/// Checks a stream name as go2rtc and an RTSP path carry it: 1 to 128 of `A-Z a-z 0-9 . _ -`.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("the name is empty".into());
+    }
+    if name.len() > 128 {
+        return Err(format!("the name is {} characters long; at most 128", name.len()));
+    }
+    match name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        Some(c) => Err(format!("'{c}' is not allowed in a name (use A-Z a-z 0-9 . _ -)")),
+        None if name.starts_with('.') => Err("a name may not start with '.'".into()),
+        None => Ok(()),
+    }
+}
+
+/// Whether a name holds a `{...}` template to expand at start.
+fn is_template(name: &str) -> bool {
+    name.contains('{')
+}
+
+fn parse_listen(s: &str) -> Result<Listen, String> {
+    let form = "rtsp-listen:HOST:PORT/NAME (e.g. rtsp-listen:0.0.0.0:8554/agent_01)";
+    let rest = s.strip_prefix("rtsp-listen:").unwrap_or(s);
+    let Some((hostport, name)) = rest.split_once('/') else {
+        return Err(format!("{s} is not {form}: no /NAME"));
+    };
+    let addr = if let Some(port) = hostport.strip_prefix("localhost:") {
+        format!("127.0.0.1:{port}")
+    } else {
+        hostport.to_string()
+    };
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|_| format!("{s} is not {form}: '{hostport}' is not an IP address and port (IPv6 as [::1]:8554)"))?;
+    if !is_template(name) {
+        check_name(name).map_err(|e| format!("{s}: {e}"))?;
+    }
+    Ok(Listen { addr, name: name.to_string() })
 }
 
 impl fmt::Display for Output {
@@ -84,6 +138,7 @@ impl fmt::Display for Output {
             Output::Fifo(p) => write!(f, "fifo:{}", p.display()),
             Output::Tcp(a) => write!(f, "tcp:{a}"),
             Output::Rtsp(u) => write!(f, "{}", u.redacted()),
+            Output::RtspListen(l) => write!(f, "rtsp-listen:{}/{}", l.addr, l.name),
         }
     }
 }
@@ -108,7 +163,10 @@ pub fn parse(s: &str) -> Result<Output, String> {
     if s.starts_with("rtsp://") {
         return parse_rtsp(s).map(Output::Rtsp);
     }
-    Err(format!("'{s}' is not stdout, fifo:PATH, tcp:ADDR:PORT or rtsp://HOST:PORT/PATH"))
+    if s.starts_with("rtsp-listen:") {
+        return parse_listen(s).map(Output::RtspListen);
+    }
+    Err(format!("'{s}' is not stdout, fifo:PATH, tcp:ADDR:PORT, rtsp://HOST:PORT/PATH or rtsp-listen:HOST:PORT/NAME"))
 }
 
 /// Refuses a TCP address other than loopback unless remote readers were allowed explicitly.
@@ -148,6 +206,31 @@ mod tests {
     }
 
     #[test]
+    fn rtsp_listen_takes_an_address_a_port_and_a_name() {
+        let l = |addr: &str, name: &str| Output::RtspListen(Listen { addr: addr.parse().unwrap(), name: name.into() });
+        assert_eq!(parse("rtsp-listen:0.0.0.0:8554/agent_01"), Ok(l("0.0.0.0:8554", "agent_01")));
+        assert_eq!(parse("rtsp-listen:127.0.0.1:0/a.b-c"), Ok(l("127.0.0.1:0", "a.b-c")));
+        assert_eq!(parse("rtsp-listen:[::1]:8554/x"), Ok(l("[::1]:8554", "x")));
+        assert_eq!(parse("rtsp-listen:localhost:9/x"), Ok(l("127.0.0.1:9", "x")));
+        assert_eq!(parse("rtsp-listen:0.0.0.0:0/run7-{env:POD_NAME}"), Ok(l("0.0.0.0:0", "run7-{env:POD_NAME}")));
+        for (bad, why) in [
+            ("rtsp-listen:0.0.0.0:8554", "no /NAME"),
+            ("rtsp-listen:0.0.0.0:8554/", "the name is empty"),
+            ("rtsp-listen:0.0.0.0:8554/a/b", "'/' is not allowed"),
+            ("rtsp-listen:0.0.0.0:8554/a b", "' ' is not allowed"),
+            ("rtsp-listen:0.0.0.0:8554/.x", "may not start with '.'"),
+            ("rtsp-listen:cam.local:8554/x", "is not an IP address and port"),
+            ("rtsp-listen:0.0.0.0/x", "is not an IP address and port"),
+            ("rtsp-listen:0.0.0.0:99999/x", "is not an IP address and port"),
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        assert!(parse(&format!("rtsp-listen:0.0.0.0:1/{}", "a".repeat(129))).unwrap_err().contains("at most 128"));
+        assert!(parse("rtsp-listen:0.0.0.0:1/x").unwrap().demand_paged());
+    }
+
+    #[test]
     fn remote_addresses_need_allow_remote() {
         let any = parse("tcp:0.0.0.0:9001").unwrap();
         assert!(check_remote(&any, false).unwrap_err().contains("--allow-remote"));
@@ -158,7 +241,9 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for s in ["stdout", "fifo:/tmp/x.h264", "tcp:127.0.0.1:9001", "rtsp://127.0.0.1:8554/a"] {
+        for s in
+            ["stdout", "fifo:/tmp/x.h264", "tcp:127.0.0.1:9001", "rtsp://127.0.0.1:8554/a", "rtsp-listen:0.0.0.0:0/a"]
+        {
             assert_eq!(parse(s).unwrap().to_string(), s);
         }
         assert_eq!(parse("rtsp://me:pw@h:9/x").unwrap().to_string(), "rtsp://***@h:9/x");

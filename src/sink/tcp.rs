@@ -26,10 +26,6 @@ impl Tcp {
         info!("tcp:{addr}: listening for one reader at a time");
         Ok(Tcp { listener, addr })
     }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
 }
 
 impl Endpoint for Tcp {
@@ -63,5 +59,9 @@ impl Endpoint for Tcp {
 
     fn describe(&self) -> String {
         format!("tcp:{}", self.addr)
+    }
+
+    fn local_addr(&self) -> Option<SocketAddr> {
+        Some(self.addr)
     }
 }

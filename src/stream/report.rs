@@ -48,12 +48,20 @@ pub(super) struct Reporter {
     last: (Instant, u64, u64),
     /// The start of the stream (uptime).
     pub started: Instant,
+    /// `--register`: the name, the source go2rtc pulls, and where the registration stands.
+    pub registered: Option<(String, String, Arc<crate::register::Status>)>,
 }
 
 impl Reporter {
     pub fn new(cfg: &Config, timings: Arc<Timings>) -> Reporter {
         let now = Instant::now();
-        Reporter { timings, next: cfg.stats_interval.map(|i| now + i), last: (now, 0, 0), started: now }
+        Reporter {
+            timings,
+            next: cfg.stats_interval.map(|i| now + i),
+            last: (now, 0, 0),
+            started: now,
+            registered: None,
+        }
     }
 
     pub fn due(&self) -> bool {
@@ -116,6 +124,13 @@ impl Reporter {
             // Real GPU memory from NVML (null without it, or while this process holds none); never VMS.
             "gpu_memory_mib": crate::stats::gpu_memory_mib(),
         });
+        if let Some((url, port)) = s.listening.get() {
+            // Where a listening output is reached (the real port where 0 was asked for).
+            line["listen"] = serde_json::json!({ "url": url, "port": port, "clients": load(&s.clients) });
+        }
+        if let Some((name, src, status)) = &self.registered {
+            line["register"] = serde_json::json!({ "name": name, "src": src, "state": status.get().as_str() });
+        }
         if let Some(r) = f.ring {
             // The ring reader's own view: frames it took, copies the writer tore (dropped, retried
             // at the next poll) and frames the writer overwrote before a poll saw them.

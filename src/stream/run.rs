@@ -53,6 +53,19 @@ enum Destination {
     Demand(Box<dyn Endpoint>),
     /// An RTSP server we publish to; checked reachable at start-up.
     Rtsp(sink::rtsp::Publisher),
+    /// Our own RTSP server (`rtsp-listen:`), bound at start-up.
+    Served(sink::rtsp_server::Server),
+}
+
+impl Destination {
+    /// Where a listening output (TCP, rtsp-listen:) is reached, and whether it speaks RTSP.
+    fn listening(&self) -> Option<(std::net::SocketAddr, bool)> {
+        match self {
+            Destination::Served(s) => Some((s.local_addr(), true)),
+            Destination::Demand(e) => e.local_addr().map(|a| (a, false)),
+            _ => None,
+        }
+    }
 }
 
 /// An agent's frames, with what their receiving side holds for the stream's life.
@@ -130,6 +143,12 @@ pub(super) fn run(cfg: &Config, ctx: Context) -> anyhow::Result<()> {
             sink::rtsp::check(url)?;
             Destination::Rtsp(sink::rtsp::Publisher::new(url.clone(), cfg.fps))
         }
+        Output::RtspListen(listen) => Destination::Served(sink::rtsp_server::Server::bind(listen, cfg.fps)?),
+    };
+    let listening = destination.listening();
+    let registration = match (&cfg.register, listening) {
+        (Some(r), Some((addr, rtsp))) => Some(r.for_output(addr, rtsp).map_err(|e| fail(Exit::Usage, e))?),
+        _ => None,
     };
     let agent = claim_source(cfg, push)?;
     let frame_log = match &cfg.frame_log {
@@ -182,10 +201,21 @@ pub(super) fn run(cfg: &Config, ctx: Context) -> anyhow::Result<()> {
     let stop_threads = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(SinkStats::default());
     let source = Arc::new(sink::Source::new(session.encoder().appsink()));
-    let demand = matches!(destination, Destination::Demand(_));
+    let demand = matches!(destination, Destination::Demand(_) | Destination::Served(_));
     let timings = Arc::new(crate::stats::Timings::default());
     let timing = sink::FrameTiming { timings: timings.clone(), fps: cfg.fps };
+    if let Some((addr, rtsp)) = listening {
+        let url = match &cfg.output {
+            Output::RtspListen(l) if rtsp => format!("rtsp://{addr}/{}", l.name),
+            _ => format!("tcp://{addr}"),
+        };
+        let _ = stats.listening.set((url, addr.port()));
+    }
     spawn_sink(cfg, destination, &source, &tx, &stop_threads, &stats, timing)?;
+    // Announced once the output serves; removed when this function returns, however it ends.
+    let registrar = registration.map(crate::register::Registrar::start).transpose()?;
+    let registered =
+        registrar.as_ref().map(|r| (r.registration.name.clone(), r.registration.src.clone(), r.status.clone()));
 
     let pulse = Arc::new(Pulse::default());
     if let Some(timeout) = cfg.stall_timeout {
@@ -214,6 +244,7 @@ pub(super) fn run(cfg: &Config, ctx: Context) -> anyhow::Result<()> {
         stats_requests: Vec::new(),
         phase: Default::default(),
     };
+    lp.reporter.registered = registered;
     let _ = ready.send(());
     let started = Instant::now();
     let stop = loop {
@@ -274,6 +305,7 @@ pub(super) fn run(cfg: &Config, ctx: Context) -> anyhow::Result<()> {
     }
     session.retire();
     drop(agent);
+    drop(registrar);
     super::report::log_done(started, &lp.counters, &stats);
     let f = facts(cfg, &frames, &session);
     let last = if cfg.stats_interval.is_some() || cfg.stats_file.is_some() {
@@ -348,6 +380,13 @@ fn spawn_sink(
     let settings = DemandSettings { budget_aus: cfg.max_lag_frames(), keyframe_every: LAG_KEYFRAME_EVERY };
     thread::Builder::new().name("sink".into()).spawn(move || {
         let end = match destination {
+            Destination::Served(server) => {
+                let notes = tx.clone();
+                let notify = std::sync::Arc::new(move |n: Note| {
+                    let _ = notes.send(Event::Reader(n));
+                });
+                sink::rtsp_server::run_served(&source, server, &stop, &stats, notify, &timing)
+            }
             Destination::Stdout(mut out) => sink::run_writer(&source, &mut out, &stop, &stats, raw, &timing),
             Destination::Rtsp(mut out) => sink::run_writer(&source, &mut out, &stop, &stats, true, &timing),
             Destination::Demand(mut endpoint) => {

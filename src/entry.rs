@@ -4,7 +4,6 @@
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -25,7 +24,7 @@ pub fn cli_main(args: Vec<OsString>) -> u8 {
     };
     init_logging(cli.log_level.as_deref());
     if cli.command.is_none() {
-        hold_startup_log();
+        crate::stderr::hold();
     }
     let result = match &cli.command {
         Some(Command::Check(args)) => run_check(args),
@@ -50,7 +49,7 @@ pub fn cli_main(args: Vec<OsString>) -> u8 {
             if code != Exit::Ok {
                 eprintln!("agentcast: {err:#}");
             }
-            release_startup_log();
+            crate::stderr::release();
             code.code()
         }
     }
@@ -61,8 +60,13 @@ fn stream(cfg: Config) -> anyhow::Result<()> {
     // Handlers first: a SIGTERM while the stream starts (after the output was created) must still
     // stop it cleanly rather than kill the process.
     let signals = Signals::new([SIGTERM, SIGINT, SIGUSR1]).context("installing signal handlers")?;
+    let publishes = matches!(cfg.output, crate::sink::output::Output::Rtsp(_));
     let handle = Stream::start(cfg)?;
-    release_startup_log();
+    if publishes && !settled(&handle) {
+        // The RTSP server turned the stream away: its reason comes first, the start-up lines after.
+        return handle.wait();
+    }
+    crate::stderr::release();
     watch_signals(signals, handle.control())?;
     let result = handle.wait();
     if let Err(e) = &result
@@ -73,6 +77,23 @@ fn stream(cfg: Config) -> anyhow::Result<()> {
         signal_hook::low_level::exit(i32::from(Exit::Software.code()));
     }
     result
+}
+
+/// How long the start-up lines stay held after an RTSP publisher started: a server that refuses
+/// the stream does so at its first access unit (go2rtc: right after RECORD, for a path it does not
+/// know), and that refusal is a start-up error whose line must come first.
+const PUBLISH_SETTLE: Duration = Duration::from_millis(1500);
+
+/// Whether the stream is still running once [`PUBLISH_SETTLE`] has passed.
+fn settled(handle: &crate::stream::Handle) -> bool {
+    let deadline = std::time::Instant::now() + PUBLISH_SETTLE;
+    while std::time::Instant::now() < deadline {
+        if !handle.is_running() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
 }
 
 /// Installs the signal thread. The first SIGTERM/SIGINT stops the stream; a second one exits at
@@ -164,46 +185,13 @@ pub fn init_logging(level: Option<&str>) {
     let _ = builder.target(target).format_timestamp_millis().try_init();
 }
 
-/// How long start-up log lines may be held back (see [`hold_startup_log`]) before they are written
-/// anyway: a start-up that fails does so well within it (probing the encoders and opening EGL takes
-/// under a second), and one that waits (for an NVENC slot, `--on-busy wait`) or hangs still says
-/// so promptly.
-const HOLD_LIMIT: Duration = Duration::from_secs(3);
-
-/// Log lines held back while the stream starts; `None` once they pass straight to stderr.
-static HELD: Mutex<Option<Vec<u8>>> = Mutex::new(None);
-
-/// Holds the log's lines back until the stream has started ([`release_startup_log`]). A start-up
-/// that fails then prints its `agentcast:` line first on stderr and the lines that led to it after:
-/// go2rtc keeps only the first 512 bytes of a failed producer's stderr, and on a machine with CUDA
-/// but no NVENC the start-up lines alone (CUDA device, every encoder skipped, EGL) fill them.
-fn hold_startup_log() {
-    *HELD.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
-    let _ = std::thread::Builder::new().name("log-hold".into()).spawn(|| {
-        std::thread::sleep(HOLD_LIMIT);
-        release_startup_log();
-    });
-}
-
-/// Writes the held lines (if any) and lets the log through from now on.
-fn release_startup_log() {
-    if let Some(held) = HELD.lock().unwrap_or_else(|e| e.into_inner()).take() {
-        let _ = std::io::stderr().write_all(&held);
-    }
-}
-
-/// The log's target: stderr, or the held lines while the stream starts.
+/// The log's target: stderr, or the held lines while the stream starts ([`crate::stderr`]).
 struct LogWriter;
 
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match HELD.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-            Some(held) => {
-                held.extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            None => std::io::stderr().write(buf),
-        }
+        crate::stderr::write(buf);
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

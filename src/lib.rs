@@ -59,6 +59,7 @@ pub mod slots;
 pub mod source;
 pub mod stamp;
 pub mod stats;
+pub mod stderr;
 pub mod stream;
 pub mod watchdog;
 

@@ -101,6 +101,7 @@ impl Publisher {
     }
 
     fn start(&self) -> anyhow::Result<Running> {
+        quiet_gio_criticals();
         let make = |f: &str, pkg: &str| crate::encode::pipeline::make(f, pkg);
         let appsrc = gst_app::AppSrc::builder()
             .name("published")
@@ -188,6 +189,20 @@ impl Publisher {
         }
         Ok(())
     }
+}
+
+/// rtspclientsink, when a server closes the session under it (go2rtc turning away a path it does
+/// not know), calls GIO on a socket it has already dropped, and GLib prints `GLib-GIO-CRITICAL`
+/// lines on stderr before our own `agentcast:` line. They say nothing the bus error does not, so
+/// they go to the debug log instead (once per process).
+fn quiet_gio_criticals() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let levels = gst::glib::LogLevels::LEVEL_CRITICAL | gst::glib::LogLevels::LEVEL_WARNING;
+        gst::glib::log_set_handler(Some("GLib-GIO"), levels, false, false, |domain, level, message| {
+            debug!("rtsp: {} {level:?}: {message}", domain.unwrap_or("GLib"));
+        });
+    });
 }
 
 /// One line for a bus error: the element and its message (rtspclientsink's debug text names only

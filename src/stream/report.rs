@@ -153,7 +153,7 @@ impl Reporter {
     pub fn emit(&mut self, cfg: &Config, f: &Facts, c: &Counters, s: &SinkStats, last: bool) -> serde_json::Value {
         let line = self.json(cfg, f, c, s, if last { "final" } else { "interval" });
         let text = line.to_string();
-        eprintln!("{text}");
+        crate::stderr::write(format!("{text}\n").as_bytes());
         if let Some(path) = &cfg.stats_file
             && let Err(e) = crate::stats::write_atomic(path, &text)
         {

@@ -107,7 +107,8 @@ pub enum Command {
     /// not), and which one `--encoder auto` would choose.
     Encoders(EncodersArgs),
     /// Print a go2rtc config (YAML) that serves a fleet of agents: exec (go2rtc runs agentcast),
-    /// fifo (go2rtc runs `cat FIFO`) or tcp (go2rtc connects to agentcast). Producer arguments go
+    /// fifo (go2rtc runs `cat FIFO`), tcp (go2rtc connects to agentcast) or pull (no streams:
+    /// agents serve rtsp-listen: and --register themselves). Producer arguments go
     /// after `--`.
     #[command(name = "go2rtc-config")]
     Go2rtcConfig(Go2rtcArgs),

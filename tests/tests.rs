@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod deploy;
+mod fleet;
 mod fuzz;
 mod go2rtc_e2e;
 mod kill_matrix;

@@ -15,9 +15,10 @@
 //! - **Timing**: each access unit keeps the encoder's PTS (the frame clock), shifted onto the
 //!   media's running time, so RTP timestamps are the frame clock's; rtph264pay marks each picture's
 //!   last packet, and go2rtc never waits for the next frame.
-//! - **A stalled client** never blocks the others or the agent: the server drops RTP for a client
-//!   whose TCP backlog is full (`drop-backlog`), and a client that stops answering is dropped when
-//!   its session times out ([`SESSION_TIMEOUT`]).
+//! - **A stalled client** never blocks the others or the agent: once its TCP connection and the
+//!   server's backlog for it are full, its RTP is dropped (`drop-backlog`), whole packets at a time;
+//!   it stays connected (and catches up at the next IDR it gets whole) until it closes or its
+//!   connection fails.
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsFd, OwnedFd};
@@ -44,8 +45,6 @@ use crate::exit::{Exit, fail};
 /// decodable), `aggregate-mode=zero-latency` sends each NAL as it comes.
 pub const LAUNCH: &str = "( appsrc name=src is-live=true format=time do-timestamp=false block=false \
      max-bytes=8388608 ! rtph264pay name=pay0 pt=96 config-interval=-1 aggregate-mode=zero-latency )";
-/// A session with no request (RTSP or RTCP keep-alive) for this long is dropped.
-pub const SESSION_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often the accept thread looks at the stop flag.
 const ACCEPT_POLL: Duration = Duration::from_millis(100);
 /// How often the sink thread looks at the stop flag while no access unit arrives.

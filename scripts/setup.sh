@@ -9,8 +9,9 @@ packages=(
     # run: GStreamer core elements, videoconvert/appsrc (base), h264parse + openh264enc (bad),
     # x264enc (ugly), gst-launch-1.0 for the baseline benchmark (tools)
     gstreamer1.0-plugins-base gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-tools
-    # run: rtspclientsink for --output rtsp:// (publishing to go2rtc's {output})
-    gstreamer1.0-rtsp
+    # run: rtspclientsink for --output rtsp:// (publishing to go2rtc's {output}); build and run:
+    # GStreamer's RTSP server library for --output rtsp-listen:
+    gstreamer1.0-rtsp libgstrtspserver-1.0-dev
     # run: EGL loader, Mesa's EGL and llvmpipe for machines without an NVIDIA GPU, GLES entry points
     libegl1 libegl-mesa0 libgl1-mesa-dri libgles2
     # measuring: avdec_h264 for `agentcast latency`/`quality`; python3 + gnuplot for scripts/bench.py

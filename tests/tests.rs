@@ -643,7 +643,8 @@ fn go2rtc_config_quotes_arguments_and_refuses_hash() {
 
 #[test]
 fn go2rtc_examples_are_in_sync_with_the_generator() {
-    for (file, args) in GO2RTC_EXAMPLES {
+    let pull: (&str, &[&str]) = ("go2rtc/pull.yaml", &["go2rtc-config", "--mode", "pull", "--", "--fps", "30"]);
+    for (file, args) in GO2RTC_EXAMPLES.into_iter().chain([pull]) {
         let out = run(args);
         let want = String::from_utf8(out.stdout).unwrap();
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);

@@ -13,6 +13,8 @@ mode so drift on a shared machine hits them alike. Modes:
   rtsp    exec:BIN --output {output} ...    (publishes to go2rtc's RTSP server; needs --output rtsp)
   fifo    BIN --output fifo:PATH  + exec:cat PATH
   tcp     BIN --output tcp:127.0.0.1:PORT + tcp://127.0.0.1:PORT
+  pull    BIN --output rtsp-listen:127.0.0.1:0/NAME --register http://go2rtc (no stream in go2rtc's
+          config: the producer registers itself, and go2rtc pulls RTSP from it)
 
 The first second of every run (the producer's start-up) is left out of the figures.
 
@@ -30,7 +32,7 @@ import sys
 import tempfile
 import time
 
-MODES = ["stdout", "mpegts", "rtsp", "fifo", "tcp"]
+MODES = ["stdout", "mpegts", "rtsp", "fifo", "tcp", "pull"]
 
 
 def free_port():
@@ -70,9 +72,30 @@ def go2rtc_binary():
     return found
 
 
+def supports_listen(binary):
+    out = subprocess.run([binary, "--help"], capture_output=True, text=True).stdout
+    return "rtsp-listen:" in out
+
+
+def wait_registered(api, name, limit=15.0):
+    import urllib.request
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{api}/api/streams", timeout=2) as r:
+                if name in json.load(r):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{name} did not register with go2rtc")
+
+
 def run_one(args, work, label, binary, mode, w, h, fps):
     """One measured run; returns a dict of figures, or None when the mode does not apply."""
     if mode == "rtsp" and not supports_rtsp(binary):
+        return None
+    if mode == "pull" and not supports_listen(binary):
         return None
     tag = f"{label}_{mode}"
     log = os.path.join(work, f"{tag}.frames")
@@ -95,6 +118,8 @@ def run_one(args, work, label, binary, mode, w, h, fps):
         producer = subprocess.Popen([binary, "--output", f"fifo:{fifo}"] + common,
                                     stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, f"{tag}.log"), "w"))
         source = f"exec:/usr/bin/cat {fifo}#killsignal=15#killtimeout=2"
+    elif mode == "pull":
+        source = None  # the producer registers itself once go2rtc is up
     else:
         port = free_port()
         producer = subprocess.Popen([binary, "--output", f"tcp:127.0.0.1:{port}"] + common,
@@ -104,7 +129,9 @@ def run_one(args, work, label, binary, mode, w, h, fps):
     with open(config, "w") as f:
         f.write(f'api:\n  listen: "127.0.0.1:{api}"\nrtsp:\n  listen: "127.0.0.1:{rtsp}"\n'
                 f'webrtc:\n  listen: "127.0.0.1:{webrtc}"\n  ice_servers: []\n'
-                f'rtmp:\n  listen: ""\nsrtp:\n  listen: ""\nstreams:\n  {tag}: "{source}"\n')
+                f'rtmp:\n  listen: ""\nsrtp:\n  listen: ""\nstreams:\n')
+        if source is not None:
+            f.write(f'  {tag}: "{source}"\n')
     g = subprocess.Popen([args.go2rtc, "-config", config], cwd=work, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
     try:
@@ -117,6 +144,11 @@ def run_one(args, work, label, binary, mode, w, h, fps):
                 if time.time() > deadline:
                     raise RuntimeError("go2rtc did not start")
                 time.sleep(0.05)
+        if mode == "pull":
+            producer = subprocess.Popen([binary, "--output", f"rtsp-listen:127.0.0.1:0/{tag}", "--register",
+                                         f"http://127.0.0.1:{api}"] + common, stdout=subprocess.DEVNULL,
+                                        stderr=open(os.path.join(work, f"{tag}.log"), "w"))
+            wait_registered(api, tag)
         if producer is not None:
             time.sleep(1.5)  # the producer's start-up, before go2rtc attaches
         frames = args.frames + fps  # one second more, left out below

@@ -11,7 +11,7 @@
 //!   access units. While no media exists (nobody connected) the frame loop is told so
 //!   ([`Note::Detached`]) and, with `--idle pause`, neither renders nor encodes. A media being built
 //!   is [`Note::Attached`]: the next frame is an IDR with SPS+PPS in front, which the SDP is made
-//!   from. A later client's PLAY asks for an IDR too, so every client starts at once.
+//!   from. Every client's PLAY asks for an IDR too, so every client starts at once.
 //! - **Timing**: each access unit keeps the encoder's PTS (the frame clock), shifted onto the
 //!   media's running time, so RTP timestamps are the frame clock's; rtph264pay marks each picture's
 //!   last packet, and go2rtc never waits for the next frame.
@@ -69,13 +69,7 @@ struct Shared {
     medias: AtomicU64,
     /// RTSP connections open now.
     clients: AtomicU64,
-    /// When the current media was built: a PLAY soon after is its first client's, whose IDR is
-    /// on its way already.
-    built: Mutex<Option<std::time::Instant>>,
 }
-
-/// A PLAY this long after the media was built is a later client's, which needs an IDR of its own.
-const FIRST_PLAY_WITHIN: Duration = Duration::from_millis(500);
 
 /// Binds the listening socket. A port in use or an address this machine does not have is exit 73,
 /// naming the flag (preflight and start-up share it).
@@ -168,7 +162,6 @@ fn start(server: Server, notify: Arc<dyn Fn(Note) + Send + Sync>, stats: Arc<Sin
             src.set_caps(Some(&caps));
             let n = shared.medias.fetch_add(1, Ordering::AcqRel) + 1;
             *shared.media.lock().unwrap_or_else(|p| p.into_inner()) = Some((n, src));
-            *shared.built.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
             let (shared, detached) = (shared.clone(), notify.clone());
             media.connect_unprepared(move |_| {
                 let mut media = shared.media.lock().unwrap_or_else(|p| p.into_inner());
@@ -193,14 +186,11 @@ fn start(server: Server, notify: Arc<dyn Fn(Note) + Send + Sync>, stats: Arc<Sin
             let n = shared.clients.fetch_add(1, Ordering::AcqRel) + 1;
             stats.attaches.fetch_add(1, Ordering::Relaxed);
             debug!("rtsp-listen: client connected ({n} now)");
-            let (notify, playing) = (notify.clone(), shared.clone());
-            // A client joining a stream already playing starts at an IDR too.
-            client.connect_play_request(move |_, _| {
-                let built = *playing.built.lock().unwrap_or_else(|p| p.into_inner());
-                if built.is_some_and(|t| t.elapsed() >= FIRST_PLAY_WITHIN) {
-                    notify(Note::NeedKeyframe);
-                }
-            });
+            // Every PLAY gets an IDR of its own: a client joining a stream already playing, and the
+            // first one too, whose media's first IDR went into the SDP before it played (go2rtc
+            // relays to its own viewers only what comes after their PLAY, and never asks for one).
+            let notify = notify.clone();
+            client.connect_play_request(move |_, _| notify(Note::NeedKeyframe));
             let shared = shared.clone();
             client.connect_closed(move |_| {
                 let n = shared.clients.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);

@@ -41,30 +41,17 @@ SIZE = ["--width", "640", "--height", "360", "--fps", "30"]
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _viewer_module():
+    """scripts/bench-viewer.py, whose helpers (free_port, pct, go2rtc_binary) this script shares."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_viewer", os.path.join(HERE, "bench-viewer.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def pct(values, q):
-    if not values:
-        return None
-    v = sorted(values)
-    return v[min(len(v) - 1, max(0, int(round(q / 100 * len(v) + 0.5)) - 1))]
-
-
-def go2rtc_binary():
-    env = os.environ.get("AGENTCAST_TEST_GO2RTC")
-    if env:
-        return env
-    here = os.path.join(HERE, "..", "..", "shared", "bin", "go2rtc")
-    if os.path.isfile(here):
-        return os.path.abspath(here)
-    found = shutil.which("go2rtc")
-    if not found:
-        sys.exit("bench-fleet: no go2rtc (set AGENTCAST_TEST_GO2RTC or put it on PATH)")
-    return found
+_viewer = _viewer_module()
+free_port, pct, go2rtc_binary = _viewer.free_port, _viewer.pct, _viewer.go2rtc_binary
 
 
 class Go2rtc:

@@ -146,7 +146,7 @@ def idle_cost(args, work, n, source):
     procs, feeders = [], []
     log = open(os.path.join(work, f"idle-{source}-{n}.log"), "w")
     try:
-        names = [f"{source}{i:03d}" for i in range(n)]
+        names = [f"{source}{n}-{i:03d}" for i in range(n)]
         for name in names:
             p, fd = start_agent(args.bin, work, g.api, name, source, log)
             procs.append(p)

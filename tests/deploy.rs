@@ -1,6 +1,6 @@
 //! The docker deployment: compose files parse, and the Dockerfile, the compose files and the
-//! generated go2rtc config agree on paths, users and ports. (No Docker engine runs here; nothing is
-//! built or started.)
+//! generated go2rtc config agree on paths, users and ports. Nothing here builds or starts the image:
+//! scripts/container-check.sh does, with buildah (`.ci/run` runs it after the tests).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -99,6 +99,36 @@ fn dockerfile_compose_and_go2rtc_config_agree() {
     }
     assert!(dockerfile.contains("http://127.0.0.1:1984/api/streams"));
     assert!(dockerfile.contains("NVIDIA_DRIVER_CAPABILITIES=compute,video,graphics,utility"));
+}
+
+/// The build stage copies only some of the repository: every workspace member's manifest and
+/// sources must be among it, or cargo cannot load the workspace (it once lacked `python/`).
+/// scripts/container-check.sh builds the image for real.
+#[test]
+fn the_dockerfile_copies_every_workspace_member() {
+    let dockerfile = read("docker/Dockerfile");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["metadata", "--no-deps", "--format-version", "1", "--offline", "--locked", "--manifest-path"])
+        .arg(repo("Cargo.toml"))
+        .output_within(DEADLINE);
+    assert!(out.status.success(), "cargo metadata: {}", String::from_utf8_lossy(&out.stderr));
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut members = 0;
+    for package in metadata["packages"].as_array().unwrap() {
+        let dir = Path::new(package["manifest_path"].as_str().unwrap()).parent().unwrap();
+        let dir = dir.strip_prefix(root).unwrap().to_str().unwrap();
+        let (manifest, src) = if dir.is_empty() {
+            ("COPY Cargo.toml Cargo.lock ./".to_string(), "COPY src ./src".to_string())
+        } else {
+            (format!("COPY {dir}/Cargo.toml ./{dir}/"), format!("COPY {dir}/src ./{dir}/src"))
+        };
+        assert!(dockerfile.contains(&manifest), "docker/Dockerfile lacks `{manifest}`");
+        assert!(dockerfile.contains(&src), "docker/Dockerfile lacks `{src}`");
+        members += 1;
+    }
+    assert!(members >= 2, "the workspace has the binary's package and the Python package: {members}");
 }
 
 // agentcast doctor.

@@ -49,7 +49,7 @@ pub(super) struct Context {
 
 /// Where the stream goes, opened before anything heavy so path and port errors come first.
 enum Destination {
-    Stdout(std::fs::File),
+    Stdout(sink::stdout::Stdout),
     Demand(Box<dyn Endpoint>),
     /// An RTSP server we publish to; checked reachable at start-up.
     Rtsp(sink::rtsp::Publisher),

@@ -174,6 +174,13 @@ fn bad_invocations_fail_first_clearly_and_with_their_code() {
         case("busy tcp port", &["--output", &busy_port], 73, "cannot listen"),
         case("frame-log is a directory", &["--frame-log", &dir_path], 73, "--frame-log"),
         case("frame-log directory missing", &["--frame-log", "/nonexistent/f.log"], 73, "--frame-log"),
+        case(
+            "stats-file directory missing",
+            &["--stats-file", "/nonexistent/s.json"],
+            73,
+            "--stats-file /nonexistent/s.json",
+        ),
+        case("stats-file is a directory", &["--stats-file", &dir_path], 73, "--stats-file"),
         case("unusable lock dir", &["--nvenc-sessions", "2", "--lock-dir", "/proc/agentcast-locks"], 73, "/proc"),
         // check inputs.
         case("check a missing file", &["check", "/nonexistent.h264"], 66, "/nonexistent.h264"),

@@ -86,6 +86,16 @@ impl Go2rtc {
             assert!(Instant::now() < deadline, "go2rtc's API did not come up:\n{}", g.log());
             std::thread::sleep(Duration::from_millis(20));
         }
+        // The API listens before the streams are loaded from the config: a viewer that comes first
+        // gets a 404 (seen on a loaded machine). Wait until the last one is listed.
+        if let Some((last, _)) = streams.last() {
+            let listed = format!("\"{last}\"");
+            while !String::from_utf8_lossy(&http_get(api, "/api/streams", Duration::from_secs(10)).1).contains(&listed)
+            {
+                assert!(Instant::now() < deadline, "go2rtc does not list {last}:\n{}", g.log());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         g
     }
 

@@ -205,7 +205,9 @@ fn bench_runs_tiny_and_its_json_has_every_field() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "bench failed: {stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("| 640x360@30 | agentcast-paced |"), "{stdout}");
+    // Not like for like (the scene is rendered), and labelled so.
+    assert!(stdout.contains("| 640x360@30 | agentcast-paced (incl. render) |"), "{stdout}");
+    assert!(stdout.contains("Not like for like"), "{stdout}");
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("bench.json")).unwrap()).unwrap();
     for key in ["cpu_model", "cpus", "kernel", "date", "gstreamer", "ffmpeg"] {
         assert!(!r["machine"][key].is_null(), "machine.{key}");
@@ -282,4 +284,34 @@ fn latency_decodes_with_openh264_where_libav_is_missing() {
     let r = json_of(&out);
     assert_eq!(r["frames"]["stamps_read"], 60, "{}", r["frames"]);
     assert_eq!(r["frames"]["misreads"], 0, "{}", r["frames"]);
+}
+
+/// `scripts/bench-join.py` at its smallest: two spawns of each contender, and two clicks through
+/// go2rtc where there is one; every figure is in its JSON.
+#[test]
+fn bench_join_runs_tiny_and_its_json_has_every_field() {
+    let dir = tempdir();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench-join.py");
+    let go2rtc = crate::go2rtc_e2e::go2rtc_binary();
+    let mut cmd = std::process::Command::new("python3");
+    cmd.args([script, "--spawns", "2", "--bin", BIN, "--out"]).arg(dir.path());
+    cmd.arg("--go2rtc").arg(go2rtc.clone().unwrap_or_else(|| dir.path().join("no-go2rtc")));
+    let out = cmd.output_within(DEADLINE);
+    assert!(out.status.success(), "bench-join failed: {}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("bench-join.json")).unwrap()).unwrap();
+    let mut measures = vec!["spawn_to_idr_ms"];
+    if go2rtc.is_some() {
+        measures.push("click_to_mp4_ms");
+    }
+    for measure in measures {
+        for name in ["agentcast", "gst-launch"] {
+            let s = &r[measure][name];
+            assert_eq!(s["n"], 2, "{measure}.{name}: {r}");
+            assert!(
+                s["p50"].as_f64().unwrap() > 0.0 && s["max"].as_f64() >= s["p50"].as_f64(),
+                "{measure}.{name}: {s}"
+            );
+        }
+    }
 }

@@ -246,14 +246,20 @@ def markdown(report):
         f"Machine: {m['cpu_model']}, {m['cpus']} CPUs, {m['gpu']}; {m['date']}.",
         f"{report['runs']} rounds of {report['frames']} frames, contenders alternated; median (min..max).",
         "",
+        "Not like for like: the agentcast rows render the demo scene (on the CPU with llvmpipe where there is",
+        "no GPU) and their CPU figures include that render; gst-x264 and ffmpeg only generate a test pattern.",
+        "The same raw frames into agentcast and ffmpeg: `scripts/bench.py --external` (the headline of",
+        "scripts/bench.sh).",
+        "",
         "| config | contender | fps | CPU ms/frame | peak RSS MiB | join ms | BrokenPipe -> exit ms | exit on BrokenPipe | go2rtc accepts the bytes |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for c in report["configs"]:
         for name in CONTENDERS:
             r = c["contenders"][name]
+            label = f"{name} (incl. render)" if name.startswith("agentcast") else name
             lines.append(
-                f"| {c['name']} | {name} | {cell(r['fps'])} | {cell(r['cpu_ms_per_frame'])} | "
+                f"| {c['name']} | {label} | {cell(r['fps'])} | {cell(r['cpu_ms_per_frame'])} | "
                 f"{cell(r['peak_rss_mib'], 0)} | {cell(r['join_ms'])} | {cell(r['exit_ms'])} | "
                 f"{', '.join(sorted(set(r['exit_status'])))} | "
                 f"{'yes' if r['go2rtc_ok'] else 'no: ' + r['go2rtc_problem']} |"

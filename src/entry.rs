@@ -47,9 +47,12 @@ pub fn cli_main(args: Vec<OsString>) -> u8 {
         Err(err) => {
             let code = exit::classify(&err);
             if code != Exit::Ok {
-                eprintln!("agentcast: {err:#}");
+                say(&format!("{err:#}"));
             }
             crate::stderr::release();
+            if code != Exit::Ok && cli.command.is_none() {
+                linger_for_reader();
+            }
             code.code()
         }
     }
@@ -72,7 +75,7 @@ fn stream(cfg: Config) -> anyhow::Result<()> {
     if let Err(e) = &result
         && e.chain().any(|c| c.downcast_ref::<Coded>().is_some_and(|c| c.error.is::<Stalled>()))
     {
-        eprintln!("agentcast: {e:#}; exiting so the supervisor restarts us");
+        say(&format!("{e:#}; exiting so the supervisor restarts us"));
         // The stalled stage may hold locks that a normal exit would wait on.
         signal_hook::low_level::exit(i32::from(Exit::Software.code()));
     }
@@ -105,7 +108,7 @@ fn watch_signals(mut signals: Signals, control: Control) -> anyhow::Result<()> {
             match sig {
                 SIGUSR1 => control.request_keyframe(),
                 _ if stopping => {
-                    eprintln!("agentcast: second signal {sig}, exiting now");
+                    say(&format!("second signal {sig}, exiting now"));
                     signal_hook::low_level::exit(128 + sig);
                 }
                 _ => {
@@ -116,6 +119,39 @@ fn watch_signals(mut signals: Signals, control: Control) -> anyhow::Result<()> {
         }
     })?;
     Ok(())
+}
+
+/// Writes `agentcast: LINE` to stderr in one write(2): an unbuffered `eprintln!` writes its pieces
+/// one by one, and a reader that takes what is there when the process dies (go2rtc) may get only
+/// `agentcast: `.
+fn say(line: &str) {
+    let _ = std::io::stderr().lock().write_all(format!("agentcast: {line}\n").as_bytes());
+}
+
+/// How long a failed start-up keeps stdout open after its `agentcast:` line (see
+/// [`linger_for_reader`]). go2rtc's stderr copy needs well under 1 ms when the machine is quiet;
+/// this covers a busy 2-core machine many times over (docs/PERFORMANCE.md, "Start-up errors").
+const LINGER: Duration = Duration::from_millis(200);
+
+/// After a failure before any stream byte went out, keeps stdout open [`LINGER`] longer when it is a
+/// pipe or socket (a terminal, a file or /dev/null: nothing waits). go2rtc formats a failed
+/// producer's error as soon as stdout ends, from the stderr bytes a goroutine has copied by then;
+/// when stdout ends with the process, that copy can lose the race and the viewer sees
+/// `exec/pipe: EOF` with no reason (GO2RTC.md, "Lifecycle").
+fn linger_for_reader() {
+    if crate::sink::stdout::wrote_any() || !stdout_is_pipe() {
+        return;
+    }
+    log::debug!("no stream byte went out: keeping stdout (a pipe) open {LINGER:?} so its reader reads stderr first");
+    std::thread::sleep(LINGER);
+}
+
+fn stdout_is_pipe() -> bool {
+    use nix::sys::stat::{SFlag, fstat};
+    use std::os::fd::AsFd as _;
+    let Ok(st) = fstat(std::io::stdout().as_fd()) else { return false };
+    let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+    kind == SFlag::S_IFIFO || kind == SFlag::S_IFSOCK
 }
 
 /// Help and version go to stdout as usual; errors become one line on stderr with exit code 2.
@@ -130,7 +166,8 @@ fn clap_exit(e: clap::Error, args: &[OsString]) -> u8 {
         from if from.is_empty() => line,
         from => line.replacen(" (see --help)", &format!("{from} (see --help)"), 1),
     };
-    eprintln!("agentcast: {line}");
+    say(&line);
+    linger_for_reader();
     Exit::Usage.code()
 }
 
@@ -242,6 +279,6 @@ fn run_check(args: &CheckArgs) -> anyhow::Result<Exit> {
     } else {
         format!("{} violation(s) of go2rtc's raw H.264 rules (see the report on stdout)", report.violations.len())
     };
-    eprintln!("agentcast: check {name}: {what}");
+    say(&format!("check {name}: {what}"));
     Ok(Exit::CheckFailed)
 }

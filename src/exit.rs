@@ -25,7 +25,7 @@ pub enum Exit {
     /// 70: internal, GPU or encoder failure while running.
     Software,
     /// 73: the output cannot be created: a FIFO path that is taken or whose directory is missing,
-    /// a TCP address that cannot be listened on.
+    /// a TCP address that cannot be listened on; or a file we write (`--frame-log`, `--stats-file`).
     CantCreate,
     /// 74: writing the output failed (other than the reader leaving).
     Io,

@@ -29,7 +29,8 @@ macro_rules! exit_codes_text {
       cannot be reached or refuses the stream
   70  internal, GPU or encoder failure while running
   73  --output cannot be created: FIFO path taken or its directory missing, TCP or rtsp-listen:
-      address in use or not this machine's; or go2rtc already streams --name from a live agent
+      address in use or not this machine's; go2rtc already streams --name from a live agent;
+      or --frame-log/--stats-file is a directory or in a missing one
   74  I/O error writing the output
   75  temporary: every NVENC slot is busy and --on-busy is fail (or wait timed out)
   128+N  a second SIGTERM/SIGINT (N = signal number) exits at once"

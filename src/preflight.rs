@@ -58,6 +58,10 @@ pub fn preflight(cfg: &Config) -> anyhow::Result<()> {
         check_writable_file(path)
             .map_err(|e| fail(Exit::CantCreate, format!("--frame-log {}: {e}", path.display())))?;
     }
+    if let Some(path) = &cfg.stats_file {
+        check_replaceable_file(path)
+            .map_err(|e| fail(Exit::CantCreate, format!("--stats-file {}: {e}", path.display())))?;
+    }
     if cfg.leases.sessions > 0 {
         crate::slots::LockDir::open(&cfg.leases.dir, cfg.leases.sessions).map_err(|e| fail(Exit::CantCreate, e))?;
     }
@@ -130,6 +134,24 @@ fn check_writable_file(path: &Path) -> Result<(), String> {
         return Err(format!("the directory {} does not exist", dir.display()));
     }
     std::fs::OpenOptions::new().append(true).create(true).open(path).map(drop).map_err(|e| e.to_string())
+}
+
+/// A file we replace whole (write a temporary file beside it, then rename: `stats::write_atomic`):
+/// not a directory, in a directory that exists and where we may create files. Tried with the same
+/// temporary name, removed at once; the file itself is not touched.
+fn check_replaceable_file(path: &Path) -> Result<(), String> {
+    if path.is_dir() {
+        return Err("is a directory".into());
+    }
+    let dir = parent(path).unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(format!("the directory {} does not exist", dir.display()));
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, b"").map_err(|e| format!("cannot create files in {}: {e}", dir.display()))?;
+    let _ = std::fs::remove_file(&tmp);
+    Ok(())
 }
 
 fn parent(path: &Path) -> Option<&Path> {

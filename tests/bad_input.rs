@@ -174,6 +174,13 @@ fn bad_invocations_fail_first_clearly_and_with_their_code() {
         case("busy tcp port", &["--output", &busy_port], 73, "cannot listen"),
         case("frame-log is a directory", &["--frame-log", &dir_path], 73, "--frame-log"),
         case("frame-log directory missing", &["--frame-log", "/nonexistent/f.log"], 73, "--frame-log"),
+        case(
+            "stats-file directory missing",
+            &["--stats-file", "/nonexistent/s.json"],
+            73,
+            "--stats-file /nonexistent/s.json",
+        ),
+        case("stats-file is a directory", &["--stats-file", &dir_path], 73, "--stats-file"),
         case("unusable lock dir", &["--nvenc-sessions", "2", "--lock-dir", "/proc/agentcast-locks"], 73, "/proc"),
         // check inputs.
         case("check a missing file", &["check", "/nonexistent.h264"], 66, "/nonexistent.h264"),
@@ -241,4 +248,34 @@ fn start_up_failures_of_the_machine_come_first_then_the_start_up_lines() {
             assert!(err.contains("] encoder: "), "{name}: the start-up lines were lost:\n{err}");
         }
     }
+}
+
+/// A start-up failure keeps stdout open a moment after its `agentcast:` line only when stdout is a
+/// pipe (go2rtc's case: its reader must get stderr before stdout ends); with stdout to a file or
+/// /dev/null it exits at once. The debug log says when it waits.
+#[test]
+fn start_up_failure_waits_for_a_pipe_reader_only() {
+    use std::process::Stdio;
+    let dir = tempdir();
+    let args = ["--shader", "/nonexistent/scene.glsl", "--log-level", "debug"];
+    let waits = "keeping stdout (a pipe) open";
+    let file = std::fs::File::create(dir.path().join("out.h264")).unwrap();
+    let targets: [(&str, Stdio, bool); 3] =
+        [("pipe", Stdio::piped(), true), ("file", Stdio::from(file), false), ("/dev/null", Stdio::null(), false)];
+    for (name, stdout, wait) in targets {
+        let started = Instant::now();
+        let child = agentcast(&args).stdin(Stdio::null()).stdout(stdout).stderr(Stdio::piped()).spawn_within(DEADLINE);
+        let out = child.wait_with_output();
+        let ms = started.elapsed().as_millis();
+        let err = String::from_utf8_lossy(&out.stderr);
+        eprintln!("stdout to {name}: exit {:?} after {ms} ms", out.status.code());
+        assert_eq!(out.status.code(), Some(66), "{name}: {err}");
+        assert!(err.starts_with("agentcast: --shader /nonexistent/scene.glsl: "), "{name}: {err}");
+        assert!(out.stdout.is_empty(), "{name}: stray stdout bytes");
+        assert_eq!(err.contains(waits), wait, "{name}: {err}");
+        if wait {
+            assert!(ms >= 200, "{name}: exited {ms} ms after start, before the 200 ms wait was over");
+        }
+    }
+    assert!(std::fs::read(dir.path().join("out.h264")).unwrap().is_empty());
 }

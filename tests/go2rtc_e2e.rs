@@ -91,6 +91,16 @@ impl Go2rtc {
             assert!(Instant::now() < deadline, "go2rtc's API did not come up:\n{}", g.log());
             std::thread::sleep(Duration::from_millis(20));
         }
+        // The API listens before the streams are loaded from the config: a viewer that comes first
+        // gets a 404 (seen on a loaded machine). Wait until the last one is listed.
+        if let Some((last, _)) = streams.last() {
+            let listed = format!("\"{last}\"");
+            while !String::from_utf8_lossy(&http_get(api, "/api/streams", Duration::from_secs(10)).1).contains(&listed)
+            {
+                assert!(Instant::now() < deadline, "go2rtc does not list {last}:\n{}", g.log());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         g
     }
 
@@ -436,4 +446,80 @@ fn rtsp_output_to_nothing_exits_69_at_once() {
         "{err}"
     );
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+}
+
+/// A producer that fails at start-up gets its whole reason to the go2rtc viewer, every time: 50
+/// start-ups of each of two bad producers (a missing `--shader`, which fails in a few ms, and an
+/// `--encoder-opt` no encoder has, which loads GStreamer first) behind `/api/stream.mp4`, four at a
+/// time. go2rtc answers a viewer with the first 512 bytes of the producer's stderr as they stand when
+/// its stdout ends, copied by a goroutine that a fast failure used to beat (GO2RTC.md, "Lifecycle").
+/// Each start-up has a stream name of its own, so go2rtc's restart back-off never delays one.
+#[test]
+fn go2rtc_viewer_gets_every_start_up_error_whole() {
+    let Some(bin) = go2rtc_binary() else { return };
+    const RUNS: usize = 50;
+    const WORKERS: usize = 4;
+    let producers: [(&str, &[&str]); 2] =
+        [("shader", &["--shader", "/nonexistent/scene.glsl"]), ("opt", &["--encoder-opt", "nosuchprop=1"])];
+    // The whole reason: the `agentcast:` line the same invocation prints when run here.
+    let reasons: Vec<String> = producers
+        .iter()
+        .map(|(_, args)| {
+            let out = run(args);
+            let err = String::from_utf8_lossy(&out.stderr).to_string();
+            let line = err.lines().next().unwrap_or_default().to_string();
+            assert!(!out.status.success() && line.starts_with("agentcast: "), "{args:?}: {err}");
+            format!("{line}\n")
+        })
+        .collect();
+    let dir = tempdir();
+    let mut streams = Vec::new();
+    for run in 0..RUNS {
+        for (kind, args) in &producers {
+            streams.push((format!("{kind}{run}"), format!("exec:{BIN} {}", args.join(" "))));
+        }
+    }
+    let config: Vec<(&str, String)> = streams.iter().map(|(n, s)| (n.as_str(), s.clone())).collect();
+    let g = Go2rtc::start(&bin, dir.path(), &config);
+    let started = Instant::now();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let answers: Vec<(usize, String, String)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..WORKERS)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut got = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((name, _)) = streams.get(i) else { break got };
+                        let path = format!("/api/stream.mp4?src={name}");
+                        let deadline = Instant::now() + Duration::from_secs(10);
+                        let (status, body) = loop {
+                            let (status, body) = http_get(g.api, &path, REQUEST_LIMIT);
+                            let body = String::from_utf8_lossy(&body).to_string();
+                            // go2rtc's API listens before its exec module is registered.
+                            if !body.contains("unsupported scheme: exec:") || Instant::now() > deadline {
+                                break (status, body);
+                            }
+                            std::thread::sleep(Duration::from_millis(20));
+                        };
+                        got.push((i, status, body));
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().expect("a viewer thread")).collect()
+    });
+    assert_eq!(answers.len(), streams.len());
+    let missed: Vec<String> = answers
+        .iter()
+        .filter(|(i, _, body)| !body.contains(&reasons[i % producers.len()]))
+        .map(|(i, status, body)| format!("{}: {status}: {body:?}", streams[*i].0))
+        .collect();
+    eprintln!(
+        "{} of {} start-up errors reached the viewer whole ({:.1} s, {WORKERS} viewers at a time)",
+        answers.len() - missed.len(),
+        answers.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(missed.is_empty(), "{} answers lack the whole reason:\n{}", missed.len(), missed.join("\n"));
 }

@@ -172,6 +172,26 @@ fn free_port() -> u16 {
 }
 
 /// From the final JSON stats line: (frames rendered, late-skipped, lag drops).
+/// The render loop was never held up by the stalled reader, judged from its 1 s stats lines
+/// (`--stats-interval 1`) rather than from how many frames a quiet machine would render: a loop
+/// blocked by a 3 s stall skips about 90 frame slots at once when it resumes (`skipped.late`, counted
+/// between two stats lines), while a busy machine only makes it late by a few slots at a time.
+/// Returns the most slots skipped between two stats lines.
+fn assert_loop_never_blocked(log: &str, fps: u64) -> u64 {
+    let lines = stats_lines(log.as_bytes());
+    let late: Vec<u64> = lines.iter().map(|l| l["skipped"]["late"].as_u64().unwrap_or(0)).collect();
+    let rendered: Vec<u64> = lines.iter().map(|l| l["frames"]["rendered"].as_u64().unwrap_or(0)).collect();
+    assert!(lines.len() >= 4, "too few stats lines to judge the loop by:\n{log}");
+    let most = late.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    assert!(
+        most < 2 * fps,
+        "the render loop skipped {most} frame slots at once (about {:.1} s): a stall held it up:\n{log}",
+        most as f64 / fps as f64
+    );
+    assert!(rendered.windows(2).all(|w| w[1] > w[0]), "an interval rendered nothing: {rendered:?}");
+    most
+}
+
 fn done_stats(log: &str) -> (u64, u64, u64) {
     let last = final_stats(log.as_bytes());
     let n = |a: &str, b: &str| last[a][b].as_u64().unwrap_or_else(|| panic!("no {a}.{b} in {last}"));
@@ -204,7 +224,8 @@ fn fifo_stalled_reader_loses_whole_units_and_recovers_at_an_idr() {
     let dir = tempdir();
     let fifo = dir.path().join("agent.h264");
     // 8 Mbit/s so the stall outlasts the 1 MiB pipe buffer and the 300 ms queue.
-    let args = ["--output", &format!("fifo:{}", fifo.display()), "--bitrate", "8000", "--max-lag", "300"];
+    let output = format!("fifo:{}", fifo.display());
+    let args = ["--output", &output, "--bitrate", "8000", "--max-lag", "300", "--stats-interval", "1"];
     let mut producer = Producer::start(dir.path(), &args);
     producer.wait_for_log("created (mode 0600)", Duration::from_secs(10));
     let cat = Cat::start(&fifo);
@@ -224,10 +245,8 @@ fn fifo_stalled_reader_loses_whole_units_and_recovers_at_an_idr() {
     assert!(rss_stalled < rss_before + 30 * 1024, "RSS grew from {rss_before} to {rss_stalled} KiB during the stall");
     let (rendered, late, lag_drops) = done_stats(&log);
     assert!(lag_drops > 0, "a 3 s stall should drop frames:\n{log}");
-    // Blocked by the stalled reader, the loop would be about 90 frames late; a few are CPU contention.
-    assert!(late <= 10, "the render loop fell behind during the stall ({late} late frames):\n{log}");
-    // About 5.5 s of streaming at 30 fps after the attach (165 frames); the stall must not stop it.
-    assert!(rendered >= 120, "only {rendered} frames rendered:\n{log}");
+    let most = assert_loop_never_blocked(&log, 30);
+    eprintln!("stall: {rendered} rendered, {late} late slots in all, at most {most} between stats lines");
     assert_capture_ok(dir.path(), "stalled.h264", &capture);
     // Frames were dropped in whole units: the stamps only ever increase, with a gap at the stall.
     let path = write(dir.path(), "stamps.h264", whole_units(&capture));
@@ -295,7 +314,8 @@ fn fifo_path_safety() {
 fn tcp_readers_attach_stall_and_detach() {
     let dir = tempdir();
     let port = free_port();
-    let args = ["--output", &format!("tcp:127.0.0.1:{port}"), "--bitrate", "8000", "--max-lag", "300"];
+    let output = format!("tcp:127.0.0.1:{port}");
+    let args = ["--output", &output, "--bitrate", "8000", "--max-lag", "300", "--stats-interval", "1"];
     let mut producer = Producer::start(dir.path(), &args);
     producer.wait_for_log("listening for one reader", Duration::from_secs(10));
     // Captures are checked after the producer exits, so decoding them does not compete with it.
@@ -319,9 +339,8 @@ fn tcp_readers_attach_stall_and_detach() {
     }
     let (_, late, lag_drops) = done_stats(&producer.log());
     assert!(lag_drops > 0, "a 3 s stall should drop frames:\n{}", producer.log());
-    // A render loop blocked by the stalled reader would be about 90 frames late; a few late frames
-    // are CPU contention on a small machine.
-    assert!(late <= 10, "the render loop fell {late} frames behind during the stall");
+    let most = assert_loop_never_blocked(&producer.log(), 30);
+    eprintln!("tcp stall: {late} late slots in all, at most {most} between stats lines");
     // Whole access units on both sides of the drop, and a recovery IDR after it.
     assert_capture_ok(dir.path(), "stalled.h264", &capture);
     let path = write(dir.path(), "stamps.h264", whole_units(&capture));
@@ -354,19 +373,31 @@ fn sigterm_while_streaming_to_a_fifo_exits_within_a_second() {
     assert_capture_ok(dir.path(), "streaming.h264", &capture);
 }
 
+/// A stalled reader costs a stop at most the writer's stop timeout (700 ms, for the access unit
+/// being written), over the same stop with a reader that reads, measured first on this machine as it
+/// is now (on a quiet one the stalled stop is well under 1 s; a busy one slows both alike).
 #[test]
 fn sigterm_with_a_stalled_fifo_reader_exits_within_a_second() {
     let dir = tempdir();
-    let fifo = dir.path().join("agent.h264");
-    let args = ["--output", &format!("fifo:{}", fifo.display()), "--bitrate", "8000"];
-    let mut producer = Producer::start(dir.path(), &args);
-    producer.wait_for_log("created (mode 0600)", Duration::from_secs(10));
-    let cat = Cat::start(&fifo);
-    producer.wait_for_log("first bytes to the reader", Duration::from_secs(10));
-    cat.signal("STOP");
-    std::thread::sleep(Duration::from_secs(2));
-    let took = producer.terminate();
-    assert!(took < Duration::from_secs(1), "SIGTERM with a stalled reader took {took:?}");
-    cat.signal("CONT");
-    cat.finish();
+    let stop = |stall: bool| {
+        let fifo = dir.path().join(format!("agent-{stall}.h264"));
+        let args = ["--output", &format!("fifo:{}", fifo.display()), "--bitrate", "8000"];
+        let mut producer = Producer::start(dir.path(), &args);
+        producer.wait_for_log("created (mode 0600)", Duration::from_secs(10));
+        let cat = Cat::start(&fifo);
+        producer.wait_for_log("first bytes to the reader", Duration::from_secs(10));
+        if stall {
+            cat.signal("STOP");
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        let took = producer.terminate();
+        cat.signal("CONT");
+        cat.finish();
+        took
+    };
+    let reading = stop(false);
+    let stalled = stop(true);
+    eprintln!("SIGTERM -> exit: {reading:?} with a reader that reads, {stalled:?} with a stalled one");
+    let bound = reading + Duration::from_millis(700 + 300);
+    assert!(stalled < bound, "SIGTERM with a stalled reader took {stalled:?} (with a reading one {reading:?})");
 }

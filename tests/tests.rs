@@ -13,6 +13,7 @@ mod outputs;
 mod pipewire;
 mod shm;
 mod sources;
+mod startup;
 mod util;
 mod zero_copy;
 

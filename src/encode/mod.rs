@@ -2,6 +2,7 @@
 //! GStreamer pipeline appsrc -> [videoconvert] -> queue -> encoder -> h264parse -> appsink
 //! (`pipeline`).
 
+pub mod cache;
 pub mod host;
 pub mod pipeline;
 pub mod select;

@@ -85,6 +85,19 @@ pub fn element_installed(name: &str) -> bool {
     gst::ElementFactory::find(name).is_some()
 }
 
+/// Loads the plugins of the elements a pipeline for `backend` is built from (their libraries, the
+/// encoder's own included), so that building it later loads nothing: start-up does this on the
+/// encoder's thread while EGL comes up. Best effort: what does not load fails later, when built.
+pub fn preload(backend: Backend, gpu: Option<u32>) {
+    let encoder = factory_for(backend, gpu).ok();
+    let common = ["appsrc", "appsink", "videoconvert", "queue", "capsfilter", "h264parse"].map(String::from);
+    for name in common.into_iter().chain(encoder) {
+        if let Some(factory) = gst::ElementFactory::find(&name) {
+            let _ = factory.load();
+        }
+    }
+}
+
 pub(crate) fn make(factory: &str, package: &str) -> anyhow::Result<gst::Element> {
     gst::ElementFactory::make(factory)
         .build()

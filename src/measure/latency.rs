@@ -185,6 +185,12 @@ fn measure(a: &LatencyArgs, cfg: &Config, dir: &std::path::Path) -> anyhow::Resu
     let mut report = analyse(&stream, &marks, spawned, &log)?;
     report["frames"]["requested"] = a.frames.into();
     report["producer_ms"] = producer.get("latency_ms").cloned().unwrap_or_default();
+    // What the machine let the producer do: frames it wrote, dropped, and slots it skipped as late.
+    report["producer_frames"] = serde_json::json!({
+        "written": producer["frames"]["written"],
+        "dropped": producer["dropped"]["total"],
+        "skipped_late": producer["skipped"]["late"],
+    });
     report["encoder"] = producer.get("backend").cloned().unwrap_or_default();
     report["width"] = cfg.width.into();
     report["height"] = cfg.height.into();

@@ -170,7 +170,8 @@ pub fn run(a: &QualityArgs) -> anyhow::Result<Exit> {
     };
 
     pipeline::init()?;
-    let (backend, _lease) = crate::stream::choose_encoder(&base)?;
+    let chosen = crate::stream::choose_encoder(&base)?;
+    let (backend, _lease) = (chosen.backend, chosen.lease);
     info!("quality: encoder {} ({} frames per run)", backend.element(), a.frames);
     let mut runs = Vec::new();
     for &(width, height) in &sizes {

@@ -49,7 +49,7 @@ pub(super) struct Context {
 
 /// Where the stream goes, opened before anything heavy so path and port errors come first.
 enum Destination {
-    Stdout(std::fs::File),
+    Stdout(sink::stdout::Stdout),
     Demand(Box<dyn Endpoint>),
     /// An RTSP server we publish to; checked reachable at start-up.
     Rtsp(sink::rtsp::Publisher),
@@ -158,7 +158,6 @@ pub(super) fn run(cfg: &Config, ctx: Context) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    pipeline::init()?;
     // The CUDA device first: the renderer and NVENC both go to it (render::device).
     let cuda = crate::cuda::select(cfg.gpu).map_err(|e| fail(Exit::Unavailable, e))?;
     let cfg = &Config { gpu: cuda.map(|c| c.ordinal), ..cfg.clone() };
@@ -166,16 +165,35 @@ pub(super) fn run(cfg: &Config, ctx: Context) -> anyhow::Result<()> {
         // Said before encoders are opened and EGL is set up: nothing else can change it.
         return Err(fail(Exit::Unavailable, convert::zero_copy_refused(convert::NO_CUDA)));
     }
-    let chosen = choose_encoder(cfg)?;
-    let backend = chosen.0;
+    // GStreamer comes up, the encoder is chosen (remembered, or probed) and the pipeline's plugins
+    // are loaded on a thread of their own while this one brings EGL up: neither needs the other
+    // until the frame path is planned. The encoder's error, if any, is said first, as when they
+    // ran one after the other.
+    let (chosen, gpu) = thread::scope(|scope| {
+        let encoder = thread::Builder::new().name("encoder-open".into()).spawn_scoped(scope, || {
+            pipeline::init()?;
+            let chosen = choose_encoder(cfg)?;
+            pipeline::preload(chosen.backend, cfg.gpu);
+            Ok(chosen)
+        });
+        let gpu = agent.is_none().then(|| Gpu::open(cfg.egl_device, cuda));
+        let chosen = match encoder {
+            Ok(thread) => thread.join().unwrap_or_else(|_| Err(fail(Exit::Software, "the encoder thread panicked"))),
+            Err(e) => Err(anyhow::Error::from(e).context("starting the encoder thread")),
+        };
+        (chosen, gpu)
+    });
+    let chosen = chosen?;
+    let backend = chosen.backend;
 
-    let (mut frames, cuda_context) = match &agent {
-        Some(agent) => {
+    let (mut frames, cuda_context) = match (&agent, gpu) {
+        (Some(agent), _) => {
             let feed = start_source(cfg, agent)?;
             (Frames::Agent(feed), None)
         }
-        None => {
-            let (plan, renderer) = open_renderer(cfg, cuda, backend)?;
+        (None, gpu) => {
+            let gpu = gpu.unwrap_or_else(|| Gpu::open(cfg.egl_device, cuda))?;
+            let (plan, renderer) = open_renderer(gpu, cfg, cuda, backend)?;
             let context = renderer.cuda_context();
             (Frames::Rendered { renderer: Box::new(renderer), plan }, context)
         }
@@ -318,13 +336,13 @@ pub(super) fn run(cfg: &Config, ctx: Context) -> anyhow::Result<()> {
     result
 }
 
-/// Opens EGL and the renderer on the path `--path` and the machine allow (zero-copy, else readback).
+/// Opens the renderer on EGL (`gpu`) on the path `--path` and the machine allow (zero-copy, else readback).
 fn open_renderer(
+    gpu: Gpu,
     cfg: &Config,
     cuda: Option<crate::render::device::CudaIds>,
     backend: crate::encode::settings::Backend,
 ) -> anyhow::Result<(Plan, Renderer)> {
-    let gpu = Gpu::open(cfg.egl_device, cuda)?;
     let takes_cuda = encoder_takes_cuda(cfg, backend);
     let facts = PathFacts::gather(cfg.gpu, &gpu.info, takes_cuda, cfg.width, cfg.height);
     let (zero_copy, why_path) =

@@ -14,6 +14,7 @@ use log::{info, warn};
 
 use super::Event;
 use crate::config::Config;
+use crate::encode::cache::{self, ProbeCache, Remembered};
 use crate::encode::pipeline::{self, Encoder, Input, Setup};
 use crate::encode::select;
 use crate::encode::settings::Backend;
@@ -62,6 +63,17 @@ struct Live {
     backend: Backend,
     lease: Option<Lease>,
     bus_stop: Arc<AtomicBool>,
+    /// Its backend is the per-machine cache's answer, not yet proven by an access unit.
+    cached: bool,
+}
+
+/// The encoder [`choose_encoder`] chose: its backend, the NVENC slot it holds (which must live as
+/// long as the encoder), and whether the choice is the per-machine cache's (`encode::cache`),
+/// which the pipeline opening it checks.
+pub(crate) struct Chosen {
+    pub backend: Backend,
+    pub lease: Option<Lease>,
+    pub cached: bool,
 }
 
 impl Live {
@@ -86,14 +98,29 @@ pub(super) struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
+    /// Builds and starts the pipeline of the chosen encoder. A cached choice that does not open is
+    /// forgotten, and the candidates are probed again.
     pub fn open(
         cfg: &Config,
-        (backend, lease): (Backend, Option<Lease>),
+        chosen: Chosen,
         frames: FrameInput<'a>,
         tx: &Sender<Event>,
     ) -> anyhow::Result<Session<'a>> {
         let mut builds = 0;
-        let live = build(cfg, backend, lease, frames, 0, tx, &mut builds)?;
+        let live = match build(cfg, chosen.backend, chosen.lease, frames, 0, tx, &mut builds) {
+            Ok(live) => Live { cached: chosen.cached, ..live },
+            Err(e) if chosen.cached => {
+                warn!(
+                    "encoder: the remembered choice {} did not open ({e:#}); probing the candidates again",
+                    chosen.backend.element()
+                );
+                forget_choice(cfg);
+                // The entry is gone, so this probes, and remembers what it finds.
+                let again = open_backend(cfg, &select::candidates(cfg.encoder), true)?;
+                build(cfg, again.backend, again.lease, frames, 0, tx, &mut builds)?
+            }
+            Err(e) => return Err(e),
+        };
         Ok(Session { live, frames, builds, failures: 0, generation: 0, tx: tx.clone() })
     }
 
@@ -132,7 +159,7 @@ impl<'a> Session<'a> {
     pub fn reopen(&mut self, cfg: &Config, sink: &sink::Source) -> anyhow::Result<()> {
         let generation = self.generation + 1;
         let chosen = choose_encoder(cfg).map_err(|e| e.context("reopening the encoder for a new reader"))?;
-        self.live = build(cfg, chosen.0, chosen.1, self.frames, generation, &self.tx, &mut self.builds)
+        self.live = build(cfg, chosen.backend, chosen.lease, self.frames, generation, &self.tx, &mut self.builds)
             .map_err(|e| e.context("reopening the encoder for a new reader"))?;
         self.failures = 0;
         // A new reader session starts here anyway, so a different backend is fine.
@@ -145,6 +172,12 @@ impl<'a> Session<'a> {
     /// error that ends the stream.
     pub fn recover(&mut self, cfg: &Config, why: &str, sink: &sink::Source) -> anyhow::Result<()> {
         self.failures += 1;
+        if self.live.cached {
+            // The cache's answer failed on its first pipeline: the next start probes again.
+            warn!("encoder: {} was the remembered choice; forgetting it", self.live.backend.element());
+            forget_choice(cfg);
+            self.live.cached = false;
+        }
         let current = self.live.backend;
         let policy = fallback(self.failures, cfg.output.demand_paged());
         if policy == Fallback::Exit {
@@ -170,8 +203,8 @@ impl<'a> Session<'a> {
                     select::candidates(cfg.encoder).into_iter().skip_while(|b| *b != current).skip(1).collect();
                 warn!("encoder {} failed again ({why}); demoting to the next backend", current.element());
                 drop(self.live.lease.take());
-                open_backend(cfg, &later)
-                    .and_then(|(b, lease)| build(cfg, b, lease, self.frames, generation, &self.tx, &mut self.builds))
+                open_backend(cfg, &later, false)
+                    .and_then(|c| build(cfg, c.backend, c.lease, self.frames, generation, &self.tx, &mut self.builds))
             }
         };
         self.live = rebuilt.map_err(|e| e.context(format!("after encoder {} failed: {why}", current.element())))?;
@@ -223,7 +256,7 @@ fn build(
     encoder.start()?;
     let bus_stop = Arc::new(AtomicBool::new(false));
     spawn_bus_watch(encoder.bus(), tx.clone(), bus_stop.clone(), generation)?;
-    Ok(Live { encoder, backend, lease, bus_stop })
+    Ok(Live { encoder, backend, lease, bus_stop, cached: false })
 }
 
 fn spawn_bus_watch(bus: gst::Bus, tx: Sender<Event>, stop: Arc<AtomicBool>, generation: u64) -> anyhow::Result<()> {
@@ -260,15 +293,64 @@ pub(super) fn encoder_takes_cuda(cfg: &Config, backend: Backend) -> Result<(), S
     Err(format!("the encoder is {}, which takes frames in host memory only (no NVENC opened)", backend.element()))
 }
 
-/// Chooses the encoder by opening candidates in order. NVENC candidates (and the testing aid's
-/// element) open only while holding a session slot when `--nvenc-sessions` is set; the returned
-/// lease must live as long as the encoder.
-pub(crate) fn choose_encoder(cfg: &Config) -> anyhow::Result<(Backend, Option<Lease>)> {
-    open_backend(cfg, &select::candidates(cfg.encoder))
+/// Chooses the encoder by opening candidates in order, or takes the choice this machine made last
+/// time for the same inputs (`encode::cache`). NVENC candidates (and the testing aid's element) open
+/// only while holding a session slot when `--nvenc-sessions` is set; the returned lease must live as
+/// long as the encoder.
+pub(crate) fn choose_encoder(cfg: &Config) -> anyhow::Result<Chosen> {
+    open_backend(cfg, &select::candidates(cfg.encoder), true)
 }
 
-/// Opens the first of `candidates` that works (see [`choose_encoder`]).
-fn open_backend(cfg: &Config, candidates: &[Backend]) -> anyhow::Result<(Backend, Option<Lease>)> {
+/// The per-machine cache entry for `cfg`'s choice among `candidates`; none while a testing aid that
+/// changes how encoders open or fail is on.
+fn choice_cache(cfg: &Config, candidates: &[Backend]) -> Option<ProbeCache> {
+    let f = &cfg.faults;
+    if f.stall_after.is_some() || f.fail_after.is_some() || f.lease_element.is_some() || f.cuda_download {
+        return None;
+    }
+    let inputs = cache::Inputs {
+        choice: cfg.encoder,
+        candidates,
+        gpu: cfg.gpu,
+        settings: &cfg.encoder_settings,
+        width: cfg.width,
+        height: cfg.height,
+    };
+    Some(ProbeCache::new(&cfg.leases.dir, &inputs))
+}
+
+fn forget_choice(cfg: &Config) {
+    if let Some(cache) = choice_cache(cfg, &select::candidates(cfg.encoder)) {
+        cache.forget();
+    }
+}
+
+/// The cached choice, when there is one for these inputs and (for an NVENC backend under
+/// `--nvenc-sessions`) a slot is free now; otherwise the caller probes.
+fn remembered(cfg: &Config, cache: &ProbeCache, candidates: &[Backend]) -> Option<Chosen> {
+    let hit = cache.lookup().filter(|h| candidates.contains(&h.backend))?;
+    let lease = if cfg.leases.sessions > 0 && hit.backend.is_nvenc() {
+        let dir = LockDir::open(&cfg.leases.dir, cfg.leases.sessions).ok()?;
+        let lease = dir.try_acquire(&cfg.stream).ok()??;
+        info!("encoder: {} holds NVENC slot {} ({})", hit.backend.element(), lease.index, lease.path.display());
+        Some(lease)
+    } else {
+        None
+    };
+    for why in &hit.skipped {
+        info!("encoder: skipped {why} (remembered)");
+    }
+    info!("encoder: {} (remembered from {}; its pipeline checks that it opens)", hit.backend, cache.path().display());
+    Some(Chosen { backend: hit.backend, lease, cached: true })
+}
+
+/// Opens the first of `candidates` that works (see [`choose_encoder`]); `use_cache`: take the
+/// machine's remembered choice when there is one, and remember what the probe chose.
+fn open_backend(cfg: &Config, candidates: &[Backend], use_cache: bool) -> anyhow::Result<Chosen> {
+    let cache = if use_cache { choice_cache(cfg, candidates) } else { None };
+    if let Some(chosen) = cache.as_ref().and_then(|c| remembered(cfg, c, candidates)) {
+        return Ok(chosen);
+    }
     let policy = &cfg.leases;
     if let Some(e) = &cfg.faults.lease_element {
         warn!("testing aid: {e} takes NVENC slot leases as if it were NVENC");
@@ -326,7 +408,10 @@ fn open_backend(cfg: &Config, candidates: &[Backend]) -> anyhow::Result<(Backend
         info!("encoder: skipped {why}");
     }
     info!("encoder: {backend} (opened with a test frame)");
-    Ok((backend, lease))
+    if let Some(cache) = &cache {
+        cache.store(&Remembered { backend, skipped });
+    }
+    Ok(Chosen { backend, lease, cached: false })
 }
 
 /// One attempt at a slot under the `--on-busy` policy: `Ok(None)` means "fall back".

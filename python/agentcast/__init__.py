@@ -167,6 +167,13 @@ class Stream:
         """:meth:`close` was called (or the stream's end was reported)."""
         return self._inner.closed
 
+    def hold_frames(self, seconds: float) -> None:
+        """No frame is wanted for the next `seconds`: :meth:`wants_frame` is False until then (a
+        viewer sees the last frame repeated). For an agent that cannot afford to render now
+        (``agentcast.gym``'s render budget), so that asking costs no more than when unwatched. A
+        later call replaces the hold; 0 ends it. Raises ValueError for a negative or NaN span."""
+        self._inner.hold_frames(seconds)
+
     @property
     def watched(self) -> bool:
         """Whether someone would see a frame pushed now, due or not: a reader is attached, or the

@@ -2,9 +2,8 @@
 
     env = agentcast.gym.StreamWrapper(gymnasium.make("CartPole-v1", render_mode="rgb_array"),
                                       output="fifo:/tmp/cartpole.h264")
-    envs = agentcast.gym.VectorStreamWrapper(
-        gymnasium.make_vec("CartPole-v1", 8, render_mode="rgb_array"), layout="grid",
-        output="fifo:/tmp/cartpoles.h264")
+    envs = gymnasium.make_vec("CartPole-v1", 8, vectorization_mode="sync", render_mode="rgb_array")
+    envs = agentcast.gym.VectorStreamWrapper(envs, layout="grid", output="fifo:/tmp/cartpoles.h264")
 
 The wrappers never change what the env returns, and ``render()`` still returns the env's own
 frame. They render for the stream only when :meth:`agentcast.Stream.wants_frame` says a frame is
@@ -14,14 +13,17 @@ renders ``fps`` times a second, not after every step.
 
 **Render budget.** ``max_render_share`` (default 0.1) is the most of the agent's wall time that
 rendering for the stream may take. The wrapper earns render time at that share of the wall time
-that passes (up to one second's worth) and spends what each render took; while it owes, a due
-frame is skipped (``skipped_budget``) and the stream repeats the last one. When ``env.render()``
-is slow (a MuJoCo env on a software GL renderer takes ~90 ms), the stream's frame rate drops,
-not the agent's step rate. ``None`` turns the budget off.
+that passes (up to one second's worth) and spends what each render took (not the first, which
+opens the stream and often sets up the env's renderer). While it owes, due frames are skipped
+(``skipped_budget`` counts their slots) and the stream repeats the last one: the wrapper calls
+:meth:`agentcast.Stream.hold_frames` for as long as the debt lasts, so that asking meanwhile costs
+what it costs unwatched. When ``env.render()`` is slow (a MuJoCo env on a software GL renderer
+takes ~100 ms), the stream's frame rate drops, not the agent's step rate. ``None`` turns the budget
+off.
 
 **Stats.** ``stream.stats()`` (and the wrapper's :meth:`~StreamWrapper.stats`) carry a
-``render`` section: ``rendered`` (frames rendered for the stream), ``skipped_budget`` (due frames
-skipped to keep the budget), ``share`` (the share of wall time rendering took since the stream
+``render`` section: ``rendered`` (frames rendered for the stream), ``skipped_budget`` (due frame
+slots skipped to keep the budget), ``share`` (the share of wall time rendering took since the stream
 opened), ``max_share``, and ``render_ms`` (an average of recent renders). It is added by the
 wrapper in Python; the CLI's periodic stats line on stderr does not carry it.
 
@@ -117,29 +119,36 @@ class RenderBudget:
         self.skipped = 0
         self.render_s = 0.0
         self.avg_s = 0.0
+        # The stream's frame rate, for counting the frame slots a hold skips.
+        self.fps = 30.0
         now = time.perf_counter()
         self._opened = now
         self._last = now
         self._credit = 0.0
 
-    def allows(self) -> bool:
-        """Whether a render may start now; counts a skip when not."""
+    def allows(self) -> float:
+        """0.0 when a render may start now; else the seconds until one may (the skipped frame
+        slots in between, at :attr:`fps`, are counted), for :meth:`agentcast.Stream.hold_frames`."""
         if self.max_share is None:
-            return True
+            return 0.0
         now = time.perf_counter()
         self._credit = min(self._credit + (now - self._last) * self.max_share, _BUDGET_WINDOW * self.max_share)
         self._last = now
-        if self._credit < 0:
-            self.skipped += 1
-            return False
-        return True
+        if self._credit >= 0:
+            return 0.0
+        wait = -self._credit / self.max_share
+        self.skipped += max(1, round(wait * self.fps))
+        return wait
 
-    def spent(self, seconds: float) -> None:
-        """A render took `seconds`."""
+    def spent(self, seconds: float, first: bool = False) -> None:
+        """A render took `seconds`. The `first` one, which opens the stream (and often sets up
+        the env's renderer: a GL context, shaders), is counted but not charged."""
         self.rendered += 1
+        if first:
+            return
         self.render_s += seconds
         self._credit -= seconds
-        self.avg_s = seconds if self.rendered == 1 else self.avg_s + _EWMA * (seconds - self.avg_s)
+        self.avg_s = seconds if self.avg_s == 0 else self.avg_s + _EWMA * (seconds - self.avg_s)
 
     def stats(self) -> dict[str, Any]:
         wall = max(time.perf_counter() - self._opened, 1e-9)
@@ -219,6 +228,7 @@ class StreamWrapper(gymnasium.Wrapper):
             h, w, c = frame.shape
             self._stream = _open_stream(self._settings, w, h, c, self.env.metadata.get("render_fps"))
             self._stream.stats_sections["render"] = self._budget.stats
+            self._budget.fps = self._stream.stats()["fps_target"]
             self._wants = self._stream._inner.wants_frame
         if self._overlay:
             if frame is env_frame:
@@ -227,13 +237,17 @@ class StreamWrapper(gymnasium.Wrapper):
         self._stream.push(frame)
 
     def _render_for_stream(self) -> None:
-        if not self._budget.allows():
+        wait = self._budget.allows()
+        if wait:
+            # Not asked again until the budget allows a render: a skip costs what unwatched does.
+            if self._stream is not None:
+                self._stream.hold_frames(wait)
             return
-        start = time.perf_counter()
+        start, first = time.perf_counter(), self._stream is None
         frame = self.env.render()
         if frame is not None:
             self._push_frame(frame)
-        self._budget.spent(time.perf_counter() - start)
+        self._budget.spent(time.perf_counter() - start, first)
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         result = self.env.reset(**kwargs)
@@ -413,6 +427,7 @@ class VectorStreamWrapper(gymnasium.vector.VectorWrapper):
             self._canvas = np.zeros((height, width, c), np.uint8)
         for s in self._streams:
             s.stats_sections["render"] = self._budget.stats
+        self._budget.fps = self._streams[0].stats()["fps_target"]
 
     def _label(self, frame: np.ndarray, i: int) -> None:
         if self._overlay:
@@ -436,11 +451,16 @@ class VectorStreamWrapper(gymnasium.vector.VectorWrapper):
         if self._streams:
             ask = (lambda s: s.watched) if anyway else (lambda s: s._inner.wants_frame())
             wanted = [i for i, s in enumerate(self._streams) if ask(s)]
-            if not wanted or not self._budget.allows():
+            if not wanted:
+                return
+            wait = self._budget.allows()
+            if wait:
+                for s in self._streams:
+                    s.hold_frames(wait)
                 return
         else:
             wanted = []
-        start = time.perf_counter()
+        start, first = time.perf_counter(), not self._streams
         if not self._streams:
             frames = self._render_all()
             self._open(frames)
@@ -457,7 +477,7 @@ class VectorStreamWrapper(gymnasium.vector.VectorWrapper):
                 frame = by_index[i]
                 self._label(frame, i)
                 self._streams[i].push(frame)
-        self._budget.spent(time.perf_counter() - start)
+        self._budget.spent(time.perf_counter() - start, first)
 
     # -- the vector env's API -------------------------------------------------------------------
 

@@ -211,6 +211,14 @@ impl PyStream {
         self.handle.wants_frame()
     }
 
+    /// No frame is wanted for the next `seconds` (see `agentcast.Stream.hold_frames`).
+    fn hold_frames(&self, seconds: f64) -> PyResult<()> {
+        let span = std::time::Duration::try_from_secs_f64(seconds)
+            .map_err(|_| PyValueError::new_err(format!("hold_frames() takes seconds >= 0; got {seconds}")))?;
+        self.handle.hold_frames(span);
+        Ok(())
+    }
+
     /// Whether someone would see a frame pushed now, due or not (see `agentcast.Stream.watched`).
     #[getter]
     fn watched(&self) -> bool {

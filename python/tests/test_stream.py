@@ -386,8 +386,9 @@ result["stats"] = s.stats()
 
 def test_wants_frame_follows_the_reader_and_the_frame_rate(tmp_path: Path) -> None:
     """Stream.wants_frame(): False while nobody reads the FIFO; while a reader is attached, True at
-    most fps times a second (a push closes the slot until the next one); False again once the
-    reader left and after close. The frames pushed when it said so decode."""
+    most fps times a second (a push closes the slot until the next one) and False during
+    hold_frames(); False again once the reader left and after close. The frames pushed when it said
+    so decode."""
     from conftest import FifoReader
 
     fifo = tmp_path / "wants.h264"
@@ -411,6 +412,18 @@ def test_wants_frame_follows_the_reader_and_the_frame_rate(tmp_path: Path) -> No
         sys.stderr.write(f"wants_frame: {pushed} frames wanted in 2 s at 10 fps\n")
         # 10 fps for 2 s: 20 slots, one more when the first falls on the start.
         assert 10 <= pushed <= 21, f"{pushed} frames wanted in 2 s at 10 fps"
+        # hold_frames: nothing is wanted for the span, then frames are again.
+        s.hold_frames(0.5)
+        held = time.monotonic()
+        while time.monotonic() - held < 0.4:
+            assert not s.wants_frame(), "a frame was wanted during a hold"
+            time.sleep(0.005)
+        end = time.monotonic() + 10
+        while not s.wants_frame():
+            assert time.monotonic() < end, "frames stayed unwanted after a hold of 0.5 s"
+            time.sleep(0.005)
+        with pytest.raises(ValueError, match="hold_frames"):
+            s.hold_frames(-1)
         data = reader.stop()
         end = time.monotonic() + 10
         while s.watched or s.wants_frame():

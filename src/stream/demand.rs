@@ -11,6 +11,9 @@
 //!   offered), so the agent is not asked again in the moment between its push and the loop's take;
 //!   the loop's store after the take then sets the real deadline.
 //!
+//! - `hold`: the agent asked not to be asked before then ([`super::Handle::hold_frames`]; a
+//!   render budget that is spent), so that a skipped frame costs it no more than an unwatched one.
+//!
 //! Unpaced (`--no-pace`) streams encode every frame, so `due` stays 0: a frame is wanted whenever
 //! someone reads.
 
@@ -25,6 +28,8 @@ pub(crate) struct Demand {
     watched: AtomicBool,
     /// Nanoseconds after `origin` at which the next frame is due.
     due: AtomicU64,
+    /// Nanoseconds after `origin` before which the agent wants to be asked for no frame.
+    hold: AtomicU64,
     /// How far a push moves `due` on (zero when unpaced).
     interval_ns: u64,
 }
@@ -37,6 +42,7 @@ impl Demand {
             origin: Instant::now(),
             watched: AtomicBool::new(false),
             due: AtomicU64::new(0),
+            hold: AtomicU64::new(0),
             interval_ns: interval.as_nanos() as u64,
         }
     }
@@ -47,7 +53,15 @@ impl Demand {
 
     /// Someone will see a frame pushed now, and one is due.
     pub fn wants(&self) -> bool {
-        self.watched.load(Ordering::Acquire) && self.ns(Instant::now()) >= self.due.load(Ordering::Acquire)
+        self.watched.load(Ordering::Acquire) && {
+            let now = self.ns(Instant::now());
+            now >= self.due.load(Ordering::Acquire) && now >= self.hold.load(Ordering::Relaxed)
+        }
+    }
+
+    /// The agent cannot afford a frame for `span` (a render budget): none is wanted until then.
+    pub fn hold_for(&self, span: Duration) {
+        self.hold.store(self.ns(Instant::now()) + span.as_nanos() as u64, Ordering::Relaxed);
     }
 
     /// Someone will see a frame pushed now (due or not).
@@ -103,6 +117,18 @@ mod tests {
         assert!(!d.wants());
         std::thread::sleep(Duration::from_millis(60));
         assert!(d.wants(), "the deadline has passed");
+    }
+
+    #[test]
+    fn a_hold_wants_nothing_until_it_ends() {
+        let d = Demand::new(30, true);
+        d.set_watched(true);
+        d.hold_for(Duration::from_millis(50));
+        assert!(!d.wants());
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(d.wants());
+        d.hold_for(Duration::ZERO);
+        assert!(d.wants(), "a zero hold holds nothing");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The running producer, as a library: [`Stream::start`] takes validated settings (their `source`
 //! says where frames come from, their `output` where the stream goes) and returns a [`Handle`] to
-//! stop it, ask for a keyframe, read its stats, push frames (for [`SourceSpec::Push`]) and wait for
-//! its end. The CLI and the Python package are thin clients of it.
+//! stop it, ask for a keyframe, read its stats, push frames (for [`SourceSpec::Push`]), ask whether
+//! a frame would be seen now ([`Handle::wants_frame`]) and wait for its end. The CLI and the Python package are thin clients of it.
 //!
 //! The stream owns its threads: one runs the frame loop (and owns the GL context when it renders),
 //! GStreamer runs the encoder, a sink thread writes access units, a bus thread forwards pipeline
@@ -223,6 +223,14 @@ impl Handle {
     /// next deadline as it goes, so this never waits for it.
     pub fn wants_frame(&self) -> bool {
         self.push.is_some() && self.demand.wants()
+    }
+
+    /// No frame is wanted for the next `span`: [`Handle::wants_frame`] is false until then (whoever
+    /// watches sees the last frame repeated). For an agent that cannot afford to render now, such
+    /// as one whose render budget is spent, so that asking costs it no more than when unwatched. A
+    /// later call replaces the hold; a zero span ends it.
+    pub fn hold_frames(&self, span: Duration) {
+        self.demand.hold_for(span);
     }
 
     /// Whether someone would see a frame pushed now, due or not: a reader is attached, or the

@@ -14,6 +14,8 @@ then closes. Reported per contender (median over the rounds, min..max):
 
     .venv/bin/pip install ./python          # a release build, as pip makes it
     .venv/bin/python scripts/bench_python.py --rounds 3 --seconds 10
+
+`bench_python.py gym` measures what agentcast.gym costs an RL agent instead: see gym_main.
 """
 
 from __future__ import annotations
@@ -154,5 +156,241 @@ def main() -> None:
     print(f"\nCPU per frame, agentcast / ffmpeg: {a / f:.2f}x")
 
 
+# ---------------------------------------------------------------------------------------------
+# bench_python.py gym: steps/s of Gymnasium envs under agentcast.gym, against the same env
+# unwrapped and under Gymnasium's RecordVideo, side by side in one run.
+
+GYM_ENVS = {"cartpole": "CartPole-v1", "mujoco": "HalfCheetah-v5"}
+GYM_SETUPS = ["plain", "unwatched", "watched", "vec_plain", "vec_watched", "record_video"]
+GYM_FPS = 30
+VEC_ENVS = 8
+
+
+def _make(env: str):  # noqa: ANN202
+    import gymnasium
+
+    if env == "mujoco":
+        return gymnasium.make(GYM_ENVS[env], render_mode="rgb_array", width=640, height=360)
+    return gymnasium.make(GYM_ENVS[env], render_mode="rgb_array")
+
+
+def _viewer(args: argparse.Namespace, name: str):  # noqa: ANN202
+    """A go2rtc viewer (a process pulling /api/stream.mp4, so go2rtc starts `cat FIFO`), or with
+    --viewer fifo, `cat FIFO > /dev/null` itself."""
+    fifo = Path(args.dir) / f"{name}.h264"
+    if args.viewer == "fifo":
+        return subprocess.Popen(["sh", "-c", f'exec cat "{fifo}" > /dev/null'])
+    url = f"http://127.0.0.1:{args.port}/api/stream.mp4?src={name}"
+    code = ("import sys, time, urllib.request\n"
+            "for _ in range(100):\n"
+            "    try:\n"
+            f"        r = urllib.request.urlopen({url!r}, timeout=10); break\n"
+            "    except OSError: time.sleep(0.1)\n"
+            "while r.read(65536): pass\n")
+    return subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL)
+
+
+def gym_child(args: argparse.Namespace) -> None:
+    """One setup on one env: step as fast as it goes for --seconds, print one JSON line."""
+    import gymnasium
+    import numpy as np
+
+    import agentcast.gym
+
+    env_name, setup = args.gym_child
+    vector = setup.startswith("vec")
+    fifo = Path(args.dir) / f"{env_name}-{setup}.h264"
+    if vector:
+        env = gymnasium.vector.SyncVectorEnv([lambda: _make(env_name)] * VEC_ENVS)
+    else:
+        env = _make(env_name)
+    if setup in ("unwatched", "watched"):
+        env = agentcast.gym.StreamWrapper(env, fps=GYM_FPS, output=f"fifo:{fifo}", stats_interval=0,
+                                          log_level="error")
+    elif setup == "vec_watched":
+        env = agentcast.gym.VectorStreamWrapper(env, layout="grid", fps=GYM_FPS, output=f"fifo:{fifo}",
+                                                stats_interval=0, log_level="error")
+    elif setup == "record_video":
+        env = gymnasium.wrappers.RecordVideo(env, str(Path(args.dir) / f"video-{env_name}"))
+    space = env.action_space
+    space.seed(0)
+    actions = [space.sample() for _ in range(1024)]
+    env.reset(seed=0)
+    viewer = None
+    stream = None
+    if setup in ("watched", "vec_watched"):
+        stream = env.stream if setup == "watched" else env.streams[0]
+        viewer = _viewer(args, fifo.stem)
+        end = time.monotonic() + 30
+        while not stream.watched:
+            if time.monotonic() > end:
+                sys.exit(f"{setup}: no viewer attached within 30 s")
+            time.sleep(0.01)
+    before = stream.stats() if stream else None
+    steps, k, start = 0, 0, time.perf_counter()
+    while True:
+        for _ in range(64):
+            _obs, _r, terminated, truncated, _ = env.step(actions[k & 1023])
+            k += 1
+            if not vector and (terminated or truncated):
+                env.reset()
+        steps += 64 * (VEC_ENVS if vector else 1)
+        elapsed = time.perf_counter() - start
+        if elapsed >= args.seconds:
+            break
+    row = {"env": env_name, "setup": setup, "steps_per_s": steps / elapsed, "seconds": elapsed}
+    if stream is not None:
+        after = stream.stats()
+        render = after["render"]
+        # New frames a second (the stream itself runs at GYM_FPS, repeating the last frame).
+        row["stream_fps"] = (render["rendered"] - before["render"]["rendered"]) / elapsed
+        row["render_share"] = render["share"]
+        row["render_ms"] = render["render_ms"]
+        row["skipped_budget"] = render["skipped_budget"] - before["render"]["skipped_budget"]
+    env.close()
+    if viewer is not None:
+        viewer.kill()
+        viewer.wait(timeout=10)
+    print(json.dumps(row), file=sys.stderr)
+
+
+def wants_frame_cost() -> dict[str, float]:
+    """ns per Stream.wants_frame() call: unwatched (a FIFO without a reader) and watched (stdout)."""
+    import tempfile
+    import timeit
+
+    import agentcast
+
+    out = {}
+    with tempfile.TemporaryDirectory() as d:
+        for label, output in (("unwatched", f"fifo:{d}/w.h264"), ("watched", "stdout")):
+            with agentcast.Stream(320, 240, output=output, stats_interval=0, log_level="error") as s:
+                n = 200_000
+                out[label] = min(timeit.repeat(s.wants_frame, number=n, repeat=5)) / n * 1e9
+    return out
+
+
+def gym_main(argv: list[str]) -> None:
+    """steps/s for CartPole-v1 and HalfCheetah-v5 (MuJoCo, 640x360, MUJOCO_GL=egl) in six setups:
+    the env alone (rgb_array, never rendered); agentcast.gym.StreamWrapper with nobody watching;
+    the wrapper watched at 30 fps through go2rtc (exec:cat of its FIFO, a viewer pulling MP4);
+    8 envs in a SyncVectorEnv alone and under VectorStreamWrapper(layout="grid") watched the same
+    way (env steps/s); and Gymnasium's RecordVideo (its default episode schedule). Each run is a
+    fresh process; setups alternate within every round, each round starting one setup later;
+    medians over the rounds.
+
+        .venv/bin/pip install "gymnasium[mujoco]" moviepy   # besides scripts/python.sh's packages
+        MUJOCO_GL=egl .venv/bin/python scripts/bench_python.py gym --rounds 3 --seconds 5
+    """
+    import shutil
+    import tempfile
+
+    p = argparse.ArgumentParser(prog="bench_python.py gym", description=gym_main.__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--seconds", type=float, default=5)
+    p.add_argument("--envs", default="cartpole,mujoco")
+    p.add_argument("--setups", default=",".join(GYM_SETUPS))
+    p.add_argument("--viewer", choices=["go2rtc", "fifo"], default="go2rtc")
+    p.add_argument("--go2rtc", default=os.environ.get("AGENTCAST_GO2RTC")
+                   or shutil.which("go2rtc") or str(Path(__file__).resolve().parents[2] / "shared/bin/go2rtc"))
+    p.add_argument("--gym-child", nargs=2, help=argparse.SUPPRESS)
+    p.add_argument("--dir", help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.gym_child:
+        gym_child(args)
+        return
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    envs, setups = args.envs.split(","), args.setups.split(",")
+    results: dict[tuple[str, str], list[dict]] = {(e, s): [] for e in envs for s in setups}
+    load = os.getloadavg()
+    with tempfile.TemporaryDirectory() as d:
+        server = None
+        port = 0
+        if args.viewer == "go2rtc":
+            import socket
+
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            streams = "".join(f"  {e}-{s}: exec:cat {d}/{e}-{s}.h264#killsignal=15#killtimeout=2\n"
+                              for e in envs for s in ("watched", "vec_watched"))
+            config = Path(d) / "go2rtc.yaml"
+            config.write_text(
+                f"api: {{listen: '127.0.0.1:{port}'}}\nrtsp: {{listen: ''}}\nrtmp: {{listen: ''}}\n"
+                f"srtp: {{listen: ''}}\nwebrtc: {{listen: '', ice_servers: []}}\nstreams:\n{streams}")
+            server = subprocess.Popen([args.go2rtc, "-config", str(config)], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
+        try:
+            runs = [(e, s) for e in envs for s in setups]
+            for r in range(args.rounds):
+                # Each round starts one setup later, so no setup always runs first (or last).
+                shift = r % len(runs)
+                for e, s in runs[shift:] + runs[:shift]:
+                    cmd = [sys.executable, __file__, "gym", "--gym-child", e, s, "--seconds", str(args.seconds),
+                           "--dir", d, "--port", str(port), "--viewer", args.viewer]
+                    out = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                         stdin=subprocess.DEVNULL, timeout=args.seconds * 4 + 180)
+                    if out.returncode != 0:
+                        sys.exit(f"{e} {s} failed ({out.returncode}): {out.stderr.decode()[-2000:]}")
+                    row = json.loads(out.stderr.decode().strip().splitlines()[-1])
+                    results[(e, s)].append(row)
+                    print(f"round {r + 1}: {row}", file=sys.stderr)
+            cost = wants_frame_cost()
+        finally:
+            if server is not None:
+                server.kill()
+                server.wait(timeout=10)
+    import gymnasium
+
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, Python "
+          f"{sys.version.split()[0]}, gymnasium {gymnasium.__version__}, MUJOCO_GL={os.environ['MUJOCO_GL']}; "
+          f"{args.seconds:g} s per run, {args.rounds} rounds alternated; load average before/after "
+          f"{load[0]:.1f}/{os.getloadavg()[0]:.1f}; median (min..max); watched = "
+          f"{GYM_FPS} fps through {'go2rtc' if args.viewer == 'go2rtc' else 'a FIFO reader'}\n")
+    print("| env | setup | steps/s | vs. plain | new frames/s on the stream | render share | render ms | frame slots skipped (budget) |")
+    print("|---|---|---|---|---|---|---|---|")
+    labels = {"plain": "env alone", "unwatched": "StreamWrapper, unwatched", "watched": "StreamWrapper, watched",
+              "vec_plain": f"SyncVectorEnv x{VEC_ENVS} alone", "vec_watched": f"VectorStreamWrapper x{VEC_ENVS} grid, watched",
+              "record_video": "RecordVideo"}
+    for e in envs:
+        for s in setups:
+            rows = results[(e, s)]
+            rate = [x["steps_per_s"] for x in rows]
+            base_setup = "vec_plain" if s.startswith("vec") else "plain"
+            base = results.get((e, base_setup))
+            ratio = statistics.median(rate) / statistics.median(x["steps_per_s"] for x in base) if base else None
+            extra = ["", "", "", ""]
+            if "stream_fps" in rows[0]:
+                extra = [summary([x["stream_fps"] for x in rows]), summary([x["render_share"] for x in rows], 3),
+                         summary([x["render_ms"] for x in rows]), summary([x["skipped_budget"] for x in rows], 0)]
+            print(f"| {GYM_ENVS[e]} | {labels[s]} | {summary(rate, 0)} | "
+                  f"{'' if ratio is None else f'{ratio:.3f}x'} | {' | '.join(extra)} |")
+    def med(e: str, s: str) -> float | None:
+        rows = results.get((e, s))
+        return statistics.median(x["steps_per_s"] for x in rows) if rows else None
+
+    print()
+    for e in envs:
+        plain = med(e, "plain")
+        goals = [("unwatched", 0.95), ("watched", 0.8 if e == "cartpole" else 0.85)]
+        said = []
+        for s, goal in goals:
+            if plain and med(e, s):
+                ratio = med(e, s) / plain
+                said.append(f"{s} {ratio:.3f}x (goal {goal}x: {'met' if ratio >= goal else 'NOT met'})")
+        if med(e, "record_video"):
+            cheaper = all(med(e, s) > med(e, "record_video") for s in ("unwatched", "watched", "vec_watched")
+                          if med(e, s))
+            said.append(f"every wrapper setup faster than RecordVideo: {'yes' if cheaper else 'NO'}")
+        print(f"{GYM_ENVS[e]}: " + "; ".join(said))
+    print(f"\nStream.wants_frame(): {cost['unwatched']:.0f} ns unwatched, {cost['watched']:.0f} ns watched "
+          "(best of 5 x 200,000 calls)")
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["gym"]:
+        gym_main(sys.argv[2:])
+    else:
+        main()

@@ -12,7 +12,8 @@ if [[ ! -x $venv/bin/python ]]; then
     python3 -m venv "$venv"
 fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
-"${pip[@]}" install "maturin>=1.8,<2" numpy pytest "gymnasium[classic-control]>=1.0"
+# kubernetes-validate checks docker/kubernetes/ offline (its schemas ship in the package).
+"${pip[@]}" install "maturin>=1.8,<2" numpy pytest "gymnasium[classic-control]>=1.0" "kubernetes-validate>=1.30"
 start=$(date +%s)
 PATH="$venv/bin:$PATH" MATURIN_PEP517_ARGS="--profile $profile" "${pip[@]}" install --no-build-isolation --force-reinstall --no-deps ./python
 echo "python: built and installed the agentcast package ($profile) in $(($(date +%s) - start)) s" >&2

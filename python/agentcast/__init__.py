@@ -117,7 +117,20 @@ class Stream:
         self.height: int = self._inner.height
         self.pix_fmt: str = self._inner.pix_fmt
         self.frame_shape: tuple[int, ...] = tuple(self._inner.frame_shape)
+        # Sections that :meth:`stats` adds to the stream's own (agentcast.gym adds "render"):
+        # name -> a function returning the section's dict.
+        self.stats_sections: dict[str, Any] = {}
         _open.add(self)
+
+    def wants_frame(self) -> bool:
+        """Whether a frame pushed now would be seen: someone reads the stream (a FIFO or TCP reader
+        is attached, or the output always sends: stdout, RTSP publishing) and the next frame is due
+        at ``fps``. An agent that renders its frames only for the stream asks this first and
+        renders only when it is true: then it renders at most ``fps`` frames a second, and none
+        while nobody watches. After a :meth:`push` it is false until the next frame slot. False
+        once the stream is closed or has ended. It costs an atomic load and a clock read (well
+        under a microsecond); it never waits for the stream."""
+        return self._inner.wants_frame()
 
     def push(self, frame: Any) -> None:
         """Hands one frame to the stream: a C-contiguous uint8 numpy array (or any buffer) of
@@ -135,8 +148,13 @@ class Stream:
 
     def stats(self) -> dict[str, Any]:
         """The stats as a dict: the JSON of the CLI's stats line (``frames``, ``dropped``, ``fps``,
-        ``bitrate_kbps``, ``latency_ms``, ...). After :meth:`close`, the final counts."""
-        return json.loads(self._inner.stats_json())
+        ``bitrate_kbps``, ``latency_ms``, ...). After :meth:`close`, the final counts. Sections in
+        :attr:`stats_sections` are added (``agentcast.gym`` adds ``render``: what the agent rendered
+        for the stream and what it skipped); the CLI's stats line on stderr does not carry them."""
+        stats = json.loads(self._inner.stats_json())
+        for name, section in self.stats_sections.items():
+            stats[name] = section()
+        return stats
 
     def close(self) -> None:
         """Stops the stream: the encoder drains and every accepted frame is written. Raises the
@@ -148,6 +166,20 @@ class Stream:
     def closed(self) -> bool:
         """:meth:`close` was called (or the stream's end was reported)."""
         return self._inner.closed
+
+    def hold_frames(self, seconds: float) -> None:
+        """No frame is wanted for the next `seconds`: :meth:`wants_frame` is False until then (a
+        viewer sees the last frame repeated). For an agent that cannot afford to render now
+        (``agentcast.gym``'s render budget), so that asking costs no more than when unwatched. A
+        later call replaces the hold; 0 ends it. Raises ValueError for a negative or NaN span."""
+        self._inner.hold_frames(seconds)
+
+    @property
+    def watched(self) -> bool:
+        """Whether someone would see a frame pushed now, due or not: a reader is attached, or the
+        output always sends. For a frame that should be shown even between slots (an episode's
+        first): it waits for the next slot, unless a newer frame replaces it first."""
+        return self._inner.watched
 
     @property
     def running(self) -> bool:

@@ -205,6 +205,26 @@ impl PyStream {
         Ok(())
     }
 
+    /// Whether a frame pushed now would be seen (see `agentcast.Stream.wants_frame`): two atomic
+    /// loads and a clock read, with the GIL held (releasing it would cost more than the call).
+    fn wants_frame(&self) -> bool {
+        self.handle.wants_frame()
+    }
+
+    /// No frame is wanted for the next `seconds` (see `agentcast.Stream.hold_frames`).
+    fn hold_frames(&self, seconds: f64) -> PyResult<()> {
+        let span = std::time::Duration::try_from_secs_f64(seconds)
+            .map_err(|_| PyValueError::new_err(format!("hold_frames() takes seconds >= 0; got {seconds}")))?;
+        self.handle.hold_frames(span);
+        Ok(())
+    }
+
+    /// Whether someone would see a frame pushed now, due or not (see `agentcast.Stream.watched`).
+    #[getter]
+    fn watched(&self) -> bool {
+        self.handle.is_watched()
+    }
+
     /// Makes the next encoded frame an IDR with SPS and PPS.
     fn request_keyframe(&self) {
         self.handle.request_keyframe();

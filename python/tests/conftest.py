@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +118,33 @@ def go2rtc() -> str:
             return str(candidate)
     sys.stderr.write("skipped: go2rtc not found (set AGENTCAST_GO2RTC, or put it on PATH)\n")
     pytest.skip("go2rtc not found (set AGENTCAST_GO2RTC, or put it on PATH)")
+
+
+class FifoReader:
+    """A reader of an agentcast FIFO in a thread (a real one: agentcast sees it attach): waits for
+    the FIFO to appear, reads until :meth:`stop` (the reader then closes it, and agentcast sees it
+    leave) or the stream's end, and keeps the bytes."""
+
+    def __init__(self, path: Path) -> None:
+        import threading
+
+        self.path, self.data = Path(path), bytearray()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        deadline = time.monotonic() + DEADLINE
+        while not self.path.exists():
+            if self._stop.is_set() or time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
+        with open(self.path, "rb", buffering=0) as f:
+            while not self._stop.is_set() and (chunk := f.read(65536)):
+                self.data.extend(chunk)
+
+    def stop(self, timeout: float = 30) -> bytes:
+        self._stop.set()
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), f"the reader of {self.path} did not stop within {timeout} s"
+        return bytes(self.data)

@@ -1,5 +1,7 @@
-"""agentcast.gym.StreamWrapper on a real Gymnasium env (CartPole-v1, rgb_array): it streams
-every step, never changes what the env returns, and go2rtc can serve what it makes."""
+"""agentcast.gym on real Gymnasium envs (CartPole-v1, rgb_array): StreamWrapper streams what
+someone watches, renders nothing for nobody and at most fps frames a second for a reader, keeps
+rendering within its budget, never changes what the env returns, and go2rtc can serve what it
+makes; VectorStreamWrapper does the same for vector envs, as a grid or one stream per sub-env."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import pytest
 gymnasium = pytest.importorskip("gymnasium")
 
 import agentcast.gym  # noqa: E402
-from conftest import DEADLINE, ROOT, check, decode_rgb, run  # noqa: E402
+from conftest import DEADLINE, ROOT, FifoReader, check, decode_rgb, run  # noqa: E402
 
 CARTPOLE = (600, 400)  # CartPole-v1's rgb_array frames, W x H
 
@@ -151,3 +153,261 @@ def test_go2rtc_serves_the_wrapped_env(tmp_path: Path, go2rtc: str) -> None:
     sys.stderr.write(f"go2rtc served {len(got)} bytes of MP4, {len(pictures)} pictures\n")
     assert len(pictures) >= 20
     assert all(not_blank(p) for p in pictures)
+
+
+class CountRenders(gymnasium.Wrapper):
+    """Counts the env's own render() calls; `delay` makes each take that much longer (a slow
+    renderer, as MuJoCo on a software GL is)."""
+
+    def __init__(self, env: gymnasium.Env, delay: float = 0.0) -> None:
+        super().__init__(env)
+        self.renders, self.delay = 0, delay
+
+    def render(self):  # noqa: ANN201
+        self.renders += 1
+        if self.delay:
+            time.sleep(self.delay)
+        return self.env.render()
+
+
+def cartpole(delay: float = 0.0) -> CountRenders:
+    return CountRenders(gymnasium.make("CartPole-v1", render_mode="rgb_array"), delay)
+
+
+def policy(obs: np.ndarray) -> int:
+    """Keeps the pole up for hundreds of steps (few resets)."""
+    return int(obs[2] + 0.5 * obs[3] > 0)
+
+
+def wait_for(what: str, condition, timeout: float = 15) -> None:  # noqa: ANN001
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, f"{what} within {timeout} s"
+        time.sleep(0.005)
+
+
+def test_unwatched_renders_nothing_and_watched_at_most_fps(tmp_path: Path) -> None:
+    fifo = tmp_path / "cp.h264"
+    counted = cartpole()
+    env = agentcast.gym.StreamWrapper(counted, fps=10, output=f"fifo:{fifo}", stats_interval=0)
+    try:
+        obs, _ = env.reset(seed=0)
+        for _ in range(3000):
+            obs, _r, terminated, truncated, _ = env.step(policy(obs))
+            if terminated or truncated:
+                obs, _ = env.reset()
+        assert counted.renders == 1, f"nobody watched, yet the env rendered {counted.renders} frames"
+        assert env.stats()["render"]["rendered"] == 1
+        reader = FifoReader(fifo)
+        wait_for("a reader attached, but the stream is not watched", lambda: env.stream.watched)
+        before, resets, steps, start = counted.renders, 0, 0, time.monotonic()
+        while time.monotonic() - start < 2:
+            obs, _r, terminated, truncated, _ = env.step(policy(obs))
+            steps += 1
+            if terminated or truncated:
+                obs, _ = env.reset()
+                resets += 1
+        rendered = counted.renders - before
+        sys.stderr.write(f"watched 2 s at 10 fps: {steps} steps, {resets} resets, {rendered} renders\n")
+        # 10 fps for 2 s: at most 21 slots, plus each new episode's first frame.
+        assert 5 <= rendered <= 21 + resets, f"{rendered} renders for {resets} resets in 2 s at 10 fps"
+        data = reader.stop()
+    finally:
+        env.close()
+    out = tmp_path / "read.h264"
+    out.write_bytes(data)
+    check(out)
+    pictures = decode_rgb(out, *CARTPOLE)
+    assert len(pictures) >= 5 and all(not_blank(p) for p in pictures)
+
+
+def test_a_slow_render_keeps_within_the_budget(tmp_path: Path) -> None:
+    """Renders of 50 ms, watched at 30 fps: rendering would take all the agent's time; the budget
+    holds it at max_render_share (plus one render and one second's saved-up share at most), the
+    due frames it skips are counted, and stream.stats() says so."""
+    fifo = tmp_path / "slow.h264"
+    counted = cartpole(delay=0.05)
+    env = agentcast.gym.StreamWrapper(counted, fps=30, output=f"fifo:{fifo}", stats_interval=0)
+    reader = None
+    try:
+        obs, _ = env.reset(seed=0)
+        reader = FifoReader(fifo)
+        wait_for("a reader attached, but the stream is not watched", lambda: env.stream.watched)
+        env._budget = agentcast.gym.RenderBudget(0.1)  # count from here, without the wait
+        env.stream.stats_sections["render"] = env._budget.stats
+        steps, start = 0, time.monotonic()
+        while (wall := time.monotonic() - start) < 3:
+            obs, _r, terminated, truncated, _ = env.step(policy(obs))
+            steps += 1
+            if terminated or truncated:
+                obs, _ = env.reset()
+        render = env.stream.stats()["render"]
+        sys.stderr.write(f"50 ms renders at 30 fps, 3 s: {steps} steps, render stats {render}\n")
+        assert render == env.stats()["render"] | {"share": render["share"]}
+        assert render["rendered"] >= 3, render
+        assert render["skipped_budget"] > 0, render
+        assert render["share"] <= 0.1 + (0.1 * 1.0 + 0.06) / wall, render
+        assert 40 <= render["render_ms"] <= 200, render
+    finally:
+        if reader is not None:
+            reader.stop()
+        env.close()
+
+
+def dots(picture: np.ndarray, scale: int = 3) -> np.ndarray:
+    """The overlay's font dots in a picture's top-left box, read as on/off (each dot's mean)."""
+    box = picture[4 + scale : 4 + scale + 5 * scale, 4 + scale : 4 + scale + 80 * scale].mean(axis=2)
+    h, w = box.shape[0] // scale, box.shape[1] // scale
+    return box[: h * scale, : w * scale].reshape(h, scale, w, scale).mean(axis=(1, 3)) >= 128
+
+
+def shows(picture: np.ndarray, text: str) -> bool:
+    """Every dot of `text`, as draw_text writes it, is in the decoded picture."""
+    want = np.zeros_like(picture)
+    agentcast.gym.draw_text(want, text)
+    got, expected = dots(picture), dots(want)
+    n = len(text) * 4
+    return bool((got[:, :n] == expected[:, :n]).all())
+
+
+def test_reset_shows_the_first_frame_and_the_overlay_is_on_the_stream_only(tmp_path: Path) -> None:
+    """At 1 fps, a reset between two slots is still shown (its frame waits for the next slot), with
+    the overlay's episode, step and return; render() returns the env's frame without them."""
+    fifo = tmp_path / "overlay.h264"
+    env = agentcast.gym.StreamWrapper(cartpole(), fps=1, overlay=True, output=f"fifo:{fifo}", stats_interval=0)
+    try:
+        obs, _ = env.reset(seed=0)
+        reader = FifoReader(fifo)
+        wait_for("no frame was wanted", env.stream.wants_frame)
+        for _ in range(5):  # the first is due and shown; the next four are not
+            obs, *_ = env.step(policy(obs))
+        env.reset(seed=1)
+        own = env.render()
+        assert own.min(axis=2)[:30, :60].min() == 255, "the overlay was drawn on the env's own frame"
+    finally:
+        env.close()
+    data = reader.stop()
+    out = tmp_path / "read.h264"
+    out.write_bytes(data)
+    check(out)
+    pictures = decode_rgb(out, *CARTPOLE)
+    seen = [t for t in ("EP 1 STEP 0 RET 0.0", "EP 1 STEP 1 RET 1.0", "EP 2 STEP 0 RET 0.0", "EP 1 STEP 5 RET 5.0")
+            if any(shows(p, t) for p in pictures)]
+    sys.stderr.write(f"{len(pictures)} pictures; overlays seen: {seen}\n")
+    assert seen == ["EP 1 STEP 1 RET 1.0", "EP 2 STEP 0 RET 0.0"] or seen == [
+        "EP 1 STEP 0 RET 0.0", "EP 1 STEP 1 RET 1.0", "EP 2 STEP 0 RET 0.0"], seen
+
+
+def test_render_budget_and_layout_are_checked() -> None:
+    with pytest.raises(ValueError, match="max_render_share"):
+        agentcast.gym.StreamWrapper(gymnasium.make("CartPole-v1", render_mode="rgb_array"), max_render_share=2)
+    envs = gymnasium.vector.SyncVectorEnv([lambda: gymnasium.make("CartPole-v1", render_mode="rgb_array")])
+    with pytest.raises(ValueError, match="layout must be 'grid' or 'each'"):
+        agentcast.gym.VectorStreamWrapper(envs, layout="row")
+    with pytest.raises(ValueError, match="one output per sub-env"):
+        agentcast.gym.VectorStreamWrapper(envs, layout="each")  # stdout cannot be shared
+    envs.close()
+
+
+def test_outputs_for_each_sub_env() -> None:
+    d = agentcast.gym.derive_output
+    assert d("fifo:/tmp/cart.h264", 3) == "fifo:/tmp/cart-3.h264"
+    assert d("fifo:/tmp/cart", 3) == "fifo:/tmp/cart-3"
+    assert d("tcp:127.0.0.1:9000", 2) == "tcp:127.0.0.1:9002"
+    assert d("rtsp://127.0.0.1:8554/cart", 1) == "rtsp://127.0.0.1:8554/cart-1"
+    assert d("rtsp-listen:0.0.0.0:8554/agent", 4) == "rtsp-listen:0.0.0.0:8554/agent-4"
+    assert d("fifo:/tmp/{i}/cart.h264", 5) == "fifo:/tmp/5/cart.h264"
+
+
+def sync_cartpoles(n: int) -> tuple[gymnasium.vector.SyncVectorEnv, list[CountRenders]]:
+    counted: list[CountRenders] = []
+
+    def make() -> CountRenders:
+        counted.append(cartpole())
+        return counted[-1]
+
+    return gymnasium.vector.SyncVectorEnv([make] * n), counted
+
+
+def run_vector(envs, seconds: float) -> None:  # noqa: ANN001
+    envs.reset(seed=0)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        envs.step(envs.action_space.sample())
+
+
+def test_grid_tiles_eight_envs_and_renders_only_when_watched(tmp_path: Path) -> None:
+    fifo = tmp_path / "grid.h264"
+    envs, counted = sync_cartpoles(8)
+    wrapped = agentcast.gym.VectorStreamWrapper(envs, layout="grid", fps=10, output=f"fifo:{fifo}",
+                                                stats_interval=0)
+    try:
+        run_vector(wrapped, 0.5)
+        assert [c.renders for c in counted] == [1] * 8, "nobody watched, yet sub-envs rendered"
+        stream = wrapped.streams[0]
+        assert (stream.width, stream.height) == (1200, 400), "8 tiles of 300x200 as 4x2"
+        reader = FifoReader(fifo)
+        wait_for("a reader attached, but the grid is not watched", lambda: stream.watched)
+        run_vector(wrapped, 2)
+        renders = [c.renders for c in counted]
+        assert len(set(renders)) == 1 and 5 <= renders[0] - 1 <= 21 + 1, renders
+        data = reader.stop()
+    finally:
+        wrapped.close()
+    out = tmp_path / "read.h264"
+    out.write_bytes(data)
+    check(out)
+    pictures = decode_rgb(out, 1200, 400)
+    assert len(pictures) >= 5
+    for p in pictures[-3:]:
+        for r in range(2):
+            for c in range(4):
+                tile = p[r * 200 : (r + 1) * 200, c * 300 : (c + 1) * 300]
+                assert not_blank(tile), f"tile {r},{c} is not a CartPole"
+
+
+def test_each_streams_every_sub_env_and_renders_only_the_watched_one(tmp_path: Path) -> None:
+    envs, counted = sync_cartpoles(2)
+    wrapped = agentcast.gym.VectorStreamWrapper(envs, layout="each", fps=10, output=f"fifo:{tmp_path}/cp.h264",
+                                                stats_interval=0)
+    try:
+        run_vector(wrapped, 0.3)
+        assert [s.argv for s in wrapped.streams] and all(
+            f"--output=fifo:{tmp_path}/cp-{i}.h264" in s.argv for i, s in enumerate(wrapped.streams))
+        reader = FifoReader(tmp_path / "cp-0.h264")
+        wait_for("a reader attached, but sub-env 0 is not watched", lambda: wrapped.streams[0].watched)
+        run_vector(wrapped, 1.5)
+        assert counted[0].renders >= 5 and counted[1].renders == 1, [c.renders for c in counted]
+        data = reader.stop()
+        assert wrapped.streams[1].stats()["frames"]["written"] == 0
+    finally:
+        wrapped.close()
+    out = tmp_path / "read.h264"
+    out.write_bytes(data)
+    check(out)
+    pictures = decode_rgb(out, *CARTPOLE)
+    assert len(pictures) >= 5 and all(not_blank(p) for p in pictures)
+
+
+def test_async_vector_env_grid(tmp_path: Path) -> None:
+    fifo = tmp_path / "async.h264"
+    envs = gymnasium.vector.AsyncVectorEnv(
+        [lambda: gymnasium.make("CartPole-v1", render_mode="rgb_array")] * 2, context="spawn")
+    wrapped = agentcast.gym.VectorStreamWrapper(envs, layout="grid", fps=10, output=f"fifo:{fifo}",
+                                                stats_interval=0)
+    try:
+        run_vector(wrapped, 0.3)
+        assert wrapped.streams[0].stats()["render"]["rendered"] == 1
+        reader = FifoReader(fifo)
+        wait_for("a reader attached, but the grid is not watched", lambda: wrapped.streams[0].watched)
+        run_vector(wrapped, 1.5)
+        rendered = wrapped.streams[0].stats()["render"]["rendered"]
+        assert 5 <= rendered <= 17, rendered
+        data = reader.stop()
+    finally:
+        wrapped.close()
+    out = tmp_path / "read.h264"
+    out.write_bytes(data)
+    check(out)
+    pictures = decode_rgb(out, 1200, 400)  # 2 tiles of 600x400 side by side: 2x1
+    assert len(pictures) >= 5 and all(not_blank(p[:, :600]) and not_blank(p[:, 600:]) for p in pictures[-3:])

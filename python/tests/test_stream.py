@@ -382,3 +382,58 @@ result["stats"] = s.stats()
     assert result["ended"] == [1, 2, 3], result
     assert result["stats"]["dropped"]["superseded"] > 0
     check(out)
+
+
+def test_wants_frame_follows_the_reader_and_the_frame_rate(tmp_path: Path) -> None:
+    """Stream.wants_frame(): False while nobody reads the FIFO; while a reader is attached, True at
+    most fps times a second (a push closes the slot until the next one) and False during
+    hold_frames(); False again once the reader left and after close. The frames pushed when it said
+    so decode."""
+    from conftest import FifoReader
+
+    fifo = tmp_path / "wants.h264"
+    with agentcast.Stream(W, H, fps=10, output=f"fifo:{fifo}", stats_interval=0) as s:
+        end = time.monotonic() + 0.5
+        while time.monotonic() < end:
+            assert not s.wants_frame() and not s.watched, "nobody reads, yet a frame is wanted"
+            time.sleep(0.005)
+        reader = FifoReader(fifo)
+        end = time.monotonic() + 10
+        while not s.wants_frame():
+            assert time.monotonic() < end, "a reader attached, but no frame was wanted within 10 s"
+            time.sleep(0.002)
+        assert s.watched
+        pushed, start = 0, time.monotonic()
+        while time.monotonic() - start < 2:
+            if s.wants_frame():
+                s.push(synthetic(pushed))
+                pushed += 1
+            time.sleep(0.0005)
+        sys.stderr.write(f"wants_frame: {pushed} frames wanted in 2 s at 10 fps\n")
+        # 10 fps for 2 s: 20 slots, one more when the first falls on the start.
+        assert 10 <= pushed <= 21, f"{pushed} frames wanted in 2 s at 10 fps"
+        # hold_frames: nothing is wanted for the span, then frames are again.
+        s.hold_frames(0.5)
+        held = time.monotonic()
+        while time.monotonic() - held < 0.4:
+            assert not s.wants_frame(), "a frame was wanted during a hold"
+            time.sleep(0.005)
+        end = time.monotonic() + 10
+        while not s.wants_frame():
+            assert time.monotonic() < end, "frames stayed unwanted after a hold of 0.5 s"
+            time.sleep(0.005)
+        with pytest.raises(ValueError, match="hold_frames"):
+            s.hold_frames(-1)
+        data = reader.stop()
+        end = time.monotonic() + 10
+        while s.watched or s.wants_frame():
+            assert time.monotonic() < end, "the reader left, but frames are still wanted"
+            time.sleep(0.01)
+    assert not s.wants_frame() and not s.watched, "the stream is closed"
+    out = tmp_path / "read.h264"
+    out.write_bytes(data)
+    check(out)
+    pictures = decode_rgb(out, W, H)
+    assert len(pictures) >= 10
+    ks = [identify(p)[0] for p in pictures]
+    assert max(ks) >= 10, f"the pushed frames did not come out: {ks}"

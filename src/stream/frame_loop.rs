@@ -113,6 +113,8 @@ pub(super) struct Loop<'a> {
     pub stats_requests: Vec<Sender<serde_json::Value>>,
     /// Following an agent's phase (see [`crate::clock::phase_shift`]).
     pub phase: Phase,
+    /// Whether anyone reads, and when the agent's next frame is due, for the handle.
+    pub demand: Arc<super::demand::Demand>,
 }
 
 /// When the frame clock last moved to an agent's phase, and the superseded count at the last take.
@@ -127,6 +129,7 @@ impl Loop<'_> {
     pub fn run(&mut self, frames: &mut Frames, session: &Session) -> anyhow::Result<Stop> {
         let encoder = session.encoder();
         let index_limit = self.cfg.duration_frames();
+        self.demand.set_watched(self.reader == Reader::Attached);
         loop {
             self.pulse.loop_beats.fetch_add(1, Ordering::Relaxed);
             self.pulse.frames_in.store(self.counters.encoded, Ordering::Relaxed);
@@ -179,6 +182,7 @@ impl Loop<'_> {
             if produced {
                 self.counters.rendered += 1;
                 self.clock.index += 1;
+                self.demand.due_at(self.clock.deadline());
             }
             if self.reporter.due() {
                 let facts = facts(self.cfg, frames, session);
@@ -369,11 +373,13 @@ impl Loop<'_> {
             }
             Event::Reader(Note::Attached) => {
                 self.reader = Reader::Attached;
+                self.demand.set_watched(true);
                 encoder.force_keyframe();
                 Ok(None)
             }
             Event::Reader(Note::Detached) => {
                 self.reader = Reader::Absent;
+                self.demand.set_watched(false);
                 Ok(None)
             }
             Event::Reader(Note::NeedKeyframe) => {

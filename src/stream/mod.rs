@@ -1,7 +1,7 @@
 //! The running producer, as a library: [`Stream::start`] takes validated settings (their `source`
 //! says where frames come from, their `output` where the stream goes) and returns a [`Handle`] to
-//! stop it, ask for a keyframe, read its stats, push frames (for [`SourceSpec::Push`]) and wait for
-//! its end. The CLI and the Python package are thin clients of it.
+//! stop it, ask for a keyframe, read its stats, push frames (for [`SourceSpec::Push`]), ask whether
+//! a frame would be seen now ([`Handle::wants_frame`]) and wait for its end. The CLI and the Python package are thin clients of it.
 //!
 //! The stream owns its threads: one runs the frame loop (and owns the GL context when it renders),
 //! GStreamer runs the encoder, a sink thread writes access units, a bus thread forwards pipeline
@@ -21,6 +21,7 @@
 //! # anyhow::Ok(())
 //! ```
 
+mod demand;
 mod frame_loop;
 mod report;
 mod run;
@@ -36,6 +37,7 @@ use crate::exit::{Exit, fail};
 use crate::frame::HostFrame;
 use crate::sink::{Note, SinkEnd};
 use crate::source::live::Latest;
+use demand::Demand;
 
 pub(crate) use session::choose_encoder;
 
@@ -91,7 +93,9 @@ impl Stream {
             latest
         });
         let final_stats = Arc::new(Mutex::new(serde_json::Value::Null));
+        let demand = Arc::new(Demand::new(cfg.fps, cfg.pace));
         let ctx = run::Context {
+            demand: demand.clone(),
             tx: tx.clone(),
             rx,
             push: push.clone(),
@@ -110,6 +114,7 @@ impl Stream {
             outcome: Mutex::new(outcome_rx),
             thread: Mutex::new(Some(thread)),
             final_stats,
+            demand,
         };
         match ready_rx.recv() {
             Ok(()) => Ok(handle),
@@ -128,6 +133,7 @@ pub struct Handle {
     outcome: Mutex<Receiver<Outcome>>,
     thread: Mutex<Option<thread::JoinHandle<()>>>,
     final_stats: Arc<Mutex<serde_json::Value>>,
+    demand: Arc<Demand>,
 }
 
 /// A cloneable remote for a stream (for a signal thread).
@@ -197,11 +203,42 @@ impl Handle {
         }
         let mut buf = latest.buffer(frame.len());
         buf.copy_from_slice(frame);
+        // Before the offer: the frame loop's deadline, stored after it takes this frame, wins.
+        self.demand.pushed();
         if latest.offer(HostFrame { data: buf, arrived: Instant::now() }) {
             Ok(())
         } else {
             Err(fail(Exit::Usage, "push: the stream has stopped"))
         }
+    }
+
+    /// Whether a frame pushed now would be seen: someone reads the stream (a FIFO/TCP reader is
+    /// attached, or the output always sends: stdout, RTSP publishing) and the next frame is due at
+    /// `--fps`. An agent that renders its frames asks this first and renders only when it is true,
+    /// so it renders at most `fps` frames a second, and none while nobody watches. After a push it
+    /// is false until the next frame slot (unpaced: true while someone reads). False for a stream
+    /// that renders its own frames, and once the stream has ended.
+    ///
+    /// It costs a clock read and two atomic loads: the frame loop publishes the reader state and the
+    /// next deadline as it goes, so this never waits for it.
+    pub fn wants_frame(&self) -> bool {
+        self.push.is_some() && self.demand.wants()
+    }
+
+    /// No frame is wanted for the next `span`: [`Handle::wants_frame`] is false until then (whoever
+    /// watches sees the last frame repeated). For an agent that cannot afford to render now, such
+    /// as one whose render budget is spent, so that asking costs it no more than when unwatched. A
+    /// later call replaces the hold; a zero span ends it.
+    pub fn hold_frames(&self, span: Duration) {
+        self.demand.hold_for(span);
+    }
+
+    /// Whether someone would see a frame pushed now, due or not: a reader is attached, or the
+    /// output always sends. An agent that wants a particular frame shown (an episode's first) asks
+    /// this instead of [`Handle::wants_frame`]; a frame pushed before its slot waits for it (or is
+    /// replaced by a newer one). False for a stream that renders its own frames, and once it ended.
+    pub fn is_watched(&self) -> bool {
+        self.push.is_some() && self.demand.watched()
     }
 
     /// The bytes of one pushed frame.
@@ -305,5 +342,62 @@ mod tests {
         let report = crate::check::check_stream(&bytes);
         assert!(report.ok(), "{report}");
         assert!(stream.push(&vec![0; frame_bytes]).is_err(), "pushing into a stopped stream fails");
+    }
+
+    /// wants_frame() is false while no reader is attached to a FIFO, true at most `fps` times a
+    /// second while one reads (each push closes the slot until the next deadline), and false again
+    /// once the reader left; the frames pushed when it said so make a stream that follows go2rtc's
+    /// rules.
+    #[test]
+    fn wants_frame_follows_the_reader_and_the_frame_rate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cfg, fifo) = fifo_config(dir.path(), &["--fps", "10"]);
+        let stream = Stream::start(cfg).unwrap();
+        let frame = vec![90u8; stream.frame_bytes().unwrap()];
+        let poll = |until: Duration, want: bool| {
+            let deadline = Instant::now() + until;
+            while stream.wants_frame() != want {
+                assert!(Instant::now() < deadline, "wants_frame() stayed {} for {until:?}", !want);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        };
+        let since = Instant::now();
+        while since.elapsed() < Duration::from_millis(400) {
+            assert!(!stream.wants_frame(), "nobody reads the FIFO, yet a frame is wanted");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let (stop_reading, stop_rx) = mpsc::channel::<()>();
+        let reader = std::thread::spawn(move || {
+            let mut file = std::fs::File::open(&fifo).unwrap();
+            let (mut bytes, mut chunk) = (Vec::new(), [0u8; 65536]);
+            while stop_rx.try_recv().is_err() {
+                match file.read(&mut chunk).unwrap() {
+                    0 => break,
+                    n => bytes.extend_from_slice(&chunk[..n]),
+                }
+            }
+            bytes // the reader closes the FIFO here
+        });
+        poll(Duration::from_secs(10), true);
+        assert!(stream.is_watched());
+        let (mut pushed, start) = (0u32, Instant::now());
+        while start.elapsed() < Duration::from_secs(2) {
+            if stream.wants_frame() {
+                stream.push(&frame).unwrap();
+                pushed += 1;
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        // 10 fps for 2 s: 20 slots, one more if the first falls on the start.
+        assert!((10..=21).contains(&pushed), "wanted {pushed} frames in 2 s at 10 fps");
+        stop_reading.send(()).unwrap();
+        let bytes = reader.join().unwrap();
+        poll(Duration::from_secs(10), false);
+        assert!(!stream.is_watched(), "the reader left");
+        let report = crate::check::check_stream(&bytes);
+        assert!(report.ok(), "{report}");
+        stream.stop();
+        stream.wait().unwrap();
+        assert!(!stream.wants_frame(), "the stream has ended");
     }
 }

@@ -45,6 +45,8 @@ pub(super) struct Context {
     pub ready: Sender<()>,
     pub outcome: Sender<Outcome>,
     pub final_stats: Arc<Mutex<serde_json::Value>>,
+    /// What [`super::Handle::wants_frame`] reads; the frame loop keeps it.
+    pub demand: Arc<super::demand::Demand>,
 }
 
 /// Where the stream goes, opened before anything heavy so path and port errors come first.
@@ -134,7 +136,7 @@ fn start_source(cfg: &Config, source: &AgentSource) -> anyhow::Result<Feed> {
 
 /// Streams until a limit, a stop, the reader leaving, the source ending, or a failure.
 pub(super) fn run(cfg: &Config, ctx: Context) -> anyhow::Result<()> {
-    let Context { tx, rx, push, ready, outcome, final_stats } = ctx;
+    let Context { tx, rx, push, ready, outcome, final_stats, demand: wanted } = ctx;
     let destination = match &cfg.output {
         Output::Stdout => Destination::Stdout(sink::stdout::open()?),
         Output::Fifo(path) => Destination::Demand(Box::new(Fifo::prepare(path)?)),
@@ -261,6 +263,7 @@ pub(super) fn run(cfg: &Config, ctx: Context) -> anyhow::Result<()> {
         sink_stats: stats.clone(),
         stats_requests: Vec::new(),
         phase: Default::default(),
+        demand: wanted,
     };
     lp.reporter.registered = registered;
     let _ = ready.send(());
@@ -315,6 +318,7 @@ pub(super) fn run(cfg: &Config, ctx: Context) -> anyhow::Result<()> {
     // Let the sink finish the access unit it is writing (and remove a FIFO it created).
     stop_threads.store(true, Ordering::Release);
     lp.pulse.finished.store(true, Ordering::Release);
+    lp.demand.set_watched(false);
     if let Frames::Agent(feed) = &frames {
         feed.latest.close();
     }

@@ -54,7 +54,9 @@ exec 9>"$state/lock"
 flock -w 3600 9 || fail "another container-check holds $state/lock"
 work=$(mktemp -d /tmp/container-check.XXXXXX)
 
-# Cleanup: the go2rtc run (its own process group), then the working containers.
+# Cleanup: the step in progress and the go2rtc run (each in a process group of its own), then the
+# working containers.
+child=
 go2rtc_pid=
 containers=()
 cleanup() {
@@ -80,7 +82,6 @@ trap 'exit 130' INT TERM
 
 # bounded SECONDS COMMAND...: COMMAND under a deadline, waited for in a way a signal interrupts (the
 # cleanup then stops it: timeout gives it a process group of its own).
-child=
 bounded() {
     local limit=$1 rc=0
     shift
@@ -367,7 +368,7 @@ if run_in "$ctr" sh -c "$health_here" >/dev/null 2>&1; then
 fi
 
 step "go2rtc from the image's entrypoint (API $api)"
-go2rtc_log=$work/go2rtc.log
+go2rtc_log=$state/logs/go2rtc.log
 setsid timeout 900 buildah run --isolation chroot -v "$config:/etc/go2rtc/go2rtc.yaml:ro" "$ctr" -- \
     "${entrypoint[@]}" </dev/null >"$go2rtc_log" 2>&1 &
 go2rtc_pid=$!
@@ -407,11 +408,11 @@ exec_cmd=$(sed -n 's/^  agent_01: "exec:\([^#"]*\).*$/\1/p' "$config")
 raw_frames=60
 raw=$work/agent_01.h264
 # shellcheck disable=SC2086 # the command is split into words as go2rtc splits it
-run_in "$ctr" $exec_cmd --frames "$raw_frames" >"$raw" 2>"$work/exec.log" ||
-    fail_log "$work/exec.log" "$exec_cmd --frames $raw_frames exited non-zero inside the image"
+run_in "$ctr" $exec_cmd --frames "$raw_frames" >"$raw" 2>"$state/logs/exec.log" ||
+    fail_log "$state/logs/exec.log" "$exec_cmd --frames $raw_frames exited non-zero inside the image"
 checker=(target/debug/agentcast check -)
 [[ -x target/debug/agentcast ]] || checker=(buildah run --isolation chroot "$ctr" -- /usr/local/bin/agentcast check -)
-bounded 120 "${checker[@]}" <"$raw" >"$work/check.log" 2>&1 || fail_log "$work/check.log" "agentcast check rejects the raw stream"
+bounded 120 "${checker[@]}" <"$raw" >"$state/logs/check.log" 2>&1 || fail_log "$state/logs/check.log" "agentcast check rejects the raw stream"
 raw_decoded=$(timeout 120 ffprobe -v error -f h264 -count_frames -select_streams v:0 \
     -show_entries stream=nb_read_frames -of csv=p=0 "$raw") || fail "ffprobe cannot read the raw stream"
 say "raw: $(stat -c %s "$raw") bytes, agentcast check ($(dirname "${checker[0]}")): pass, $raw_decoded of $raw_frames frames decoded"
@@ -425,8 +426,8 @@ go2rtc_pid=
 step "compose files"
 # dclint checks each file against the Compose Specification's JSON schema, which it ships (no
 # network), plus its correctness rules; its style rules are off (docker/dclint.json).
-bounded 120 "$dclint" --no-color -c docker/dclint.json --max-warnings 0 docker/*.yml >"$work/dclint.log" 2>&1 ||
-    fail_log "$work/dclint.log" "dclint: docker/*.yml do not follow the Compose Specification"
+bounded 120 "$dclint" --no-color -c docker/dclint.json --max-warnings 0 docker/*.yml >"$state/logs/dclint.log" 2>&1 ||
+    fail_log "$state/logs/dclint.log" "dclint: docker/*.yml do not follow the Compose Specification"
 # It can fail: a service with a key the specification does not have.
 printf 'services:\n  go2rtc:\n    image: agentcast:check\n    no_such_key: 1\n' >"$work/bad.yml"
 if bounded 120 "$dclint" --no-color -c docker/dclint.json "$work/bad.yml" >/dev/null 2>&1; then
@@ -434,7 +435,7 @@ if bounded 120 "$dclint" --no-color -c docker/dclint.json "$work/bad.yml" >/dev/
 fi
 # compose.base.yml is the fragment the others extend: resolve each of those as docker-compose would.
 for f in docker/docker-compose.*.yml; do
-    bounded 120 docker-compose -f "$f" config -q 2>"$work/compose.log" || fail_log "$work/compose.log" "docker-compose -f $f config"
+    bounded 120 docker-compose -f "$f" config -q 2>"$state/logs/compose.log" || fail_log "$state/logs/compose.log" "docker-compose -f $f config"
 done
 say "dclint $dclint_version (schema + rules): $(echo docker/*.yml); docker-compose config: $(echo docker/docker-compose.*.yml)"
 

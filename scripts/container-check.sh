@@ -49,13 +49,22 @@ fail_log() {
 
 [[ $(id -u) -eq 0 ]] || fail "needs root (apt-get, buildah storage, chroot)"
 mkdir -p "$state/logs"
+# One run at a time: runs share the stand-ins, the build cache and the image's tag.
+exec 9>"$state/lock"
+flock -w 3600 9 || fail "another container-check holds $state/lock"
 work=$(mktemp -d /tmp/container-check.XXXXXX)
 
-# Cleanup: the go2rtc run (its own process group), then the working containers.
+# Cleanup: the step in progress and the go2rtc run (each in a process group of its own), then the
+# working containers.
+child=
 go2rtc_pid=
 containers=()
 cleanup() {
     local rc=$?
+    if [[ -n $child ]]; then
+        kill -TERM -- "-$child" 2>/dev/null || true
+        wait "$child" 2>/dev/null || true
+    fi
     if [[ -n $go2rtc_pid ]] && kill -0 "$go2rtc_pid" 2>/dev/null; then
         kill -TERM -- "-$go2rtc_pid" 2>/dev/null || true
         for _ in {1..50}; do kill -0 "$go2rtc_pid" 2>/dev/null || break; sleep 0.1; done
@@ -71,6 +80,17 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# bounded SECONDS COMMAND...: COMMAND under a deadline, waited for in a way a signal interrupts (the
+# cleanup then stops it: timeout gives it a process group of its own).
+bounded() {
+    local limit=$1 rc=0
+    shift
+    timeout "$limit" "$@" <&0 &
+    child=$!
+    wait "$child" || rc=$?
+    child=
+    return "$rc"
+}
 new_container() { # VAR IMAGE: a working container from IMAGE, its name in VAR
     local -n var=$1
     var=$(timeout 120 buildah from --pull-never "$2") || fail "buildah from $2"
@@ -79,7 +99,7 @@ new_container() { # VAR IMAGE: a working container from IMAGE, its name in VAR
 run_in() { # CONTAINER ARGS... : buildah run with chroot isolation and a deadline
     local c=$1
     shift
-    timeout 600 buildah run --isolation chroot "$c" -- "$@"
+    bounded 600 buildah run --isolation chroot "$c" -- "$@" </dev/null
 }
 label() { # IMAGE KEY -> the label's value, empty when there is no such image or label
     buildah inspect --type image --format "{{index .OCIv1.Config.Labels \"$2\"}}" "$1" 2>/dev/null || true
@@ -93,14 +113,14 @@ for tool in buildah:buildah debootstrap:debootstrap ffprobe:ffmpeg curl:curl npm
 done
 if ((${#missing[@]})); then
     say "installing ${missing[*]}"
-    timeout 300 apt-get update -qq || fail "apt-get update"
-    timeout 900 apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$state/logs/apt.log" 2>&1 ||
+    bounded 300 apt-get update -qq || fail "apt-get update"
+    bounded 900 apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$state/logs/apt.log" 2>&1 ||
         fail_log "$state/logs/apt.log" "apt-get install ${missing[*]}"
 fi
 dclint=$state/npm/node_modules/.bin/dclint
 if [[ ! -x $dclint ]] || [[ $("$dclint" --version 2>/dev/null) != "$dclint_version" ]]; then
     say "installing dclint $dclint_version (npm)"
-    timeout 300 npm install --prefix "$state/npm" --no-audit --no-fund --loglevel=error "dclint@$dclint_version" \
+    bounded 300 npm install --prefix "$state/npm" --no-audit --no-fund --loglevel=error "dclint@$dclint_version" \
         >"$state/logs/npm.log" 2>&1 || fail_log "$state/logs/npm.log" "npm install dclint@$dclint_version"
 fi
 say "$(buildah --version); dclint $("$dclint" --version); $(docker-compose version --short 2>/dev/null | sed 's/^/docker-compose /')"
@@ -136,7 +156,7 @@ ensure_base() { # REF KEY BUILD_FN
         say "$ref: the stand-in's inputs changed; rebuilding it"
         buildah rmi "$ref" >/dev/null 2>&1 || true
     elif [[ $registry != unreachable ]]; then
-        if timeout 600 buildah pull --quiet "$ref" >"$state/logs/pull.log" 2>&1; then
+        if bounded 600 buildah pull --quiet "$ref" >"$state/logs/pull.log" 2>&1; then
             registry=reachable
             bases+=("$ref: pulled")
             return
@@ -163,7 +183,7 @@ build_debian() { # REF KEY
     [[ -n $mirror ]] || fail "no Debian mirror in /etc/apt/sources.list*; cannot debootstrap a stand-in"
     local rootfs=$state/debian-rootfs c mnt
     rm -rf "$rootfs"
-    timeout 900 debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$state/logs/debootstrap.log" 2>&1 ||
+    bounded 900 debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$state/logs/debootstrap.log" 2>&1 ||
         fail_log "$state/logs/debootstrap.log" "debootstrap --variant=minbase bookworm $mirror"
     # Like the official slim image: no documentation, no package lists, no package cache, and the
     # same apt sources as this machine (bookworm, -updates, -security where it has them).
@@ -191,7 +211,7 @@ EOF
     buildah umount "$c" >/dev/null
     buildah config --cmd bash --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         --label "$standin_label=$2" "$c"
-    timeout 600 buildah commit --quiet --format docker --rm "$c" "$1" >/dev/null || fail "buildah commit $1"
+    bounded 600 buildah commit --quiet --format docker --rm "$c" "$1" >/dev/null || fail "buildah commit $1"
     rm -rf "$rootfs"
 }
 
@@ -237,7 +257,7 @@ PY
         --env PATH=/usr/local/cargo/bin:/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         --label "$standin_label=$2" "$c"
     run_in "$c" cargo --version >/dev/null || fail "rust stand-in: cargo does not run"
-    timeout 600 buildah commit --quiet --format docker "$c" "$1" >/dev/null || fail "buildah commit $1"
+    bounded 600 buildah commit --quiet --format docker "$c" "$1" >/dev/null || fail "buildah commit $1"
 }
 
 go2rtc_bin=${AGENTCAST_TEST_GO2RTC:-../shared/bin/go2rtc}
@@ -250,7 +270,7 @@ build_go2rtc() { # REF KEY
     install -D -m 0755 "$go2rtc_bin" "$mnt/usr/local/bin/go2rtc"
     buildah umount "$c" >/dev/null
     buildah config --entrypoint '["/usr/local/bin/go2rtc"]' --label "$standin_label=$2" "$c"
-    timeout 600 buildah commit --quiet --format docker "$c" "$1" >/dev/null || fail "buildah commit $1"
+    bounded 600 buildah commit --quiet --format docker "$c" "$1" >/dev/null || fail "buildah commit $1"
 }
 
 step "base images"
@@ -270,7 +290,7 @@ build_log=$state/logs/build.log
 build_t0=$SECONDS
 set +e
 # The cargo registry (downloaded crates) is shared between builds; nothing of it enters the image.
-timeout 2400 buildah bud --isolation chroot --format docker --layers --force-rm --pull-never \
+bounded 2400 buildah bud --isolation chroot --format docker --layers --force-rm --pull-never \
     -v "$state/cargo-registry:/usr/local/cargo/registry" \
     -f docker/Dockerfile -t "$image" . >"$build_log" 2>&1
 build_rc=$?
@@ -348,9 +368,9 @@ if run_in "$ctr" sh -c "$health_here" >/dev/null 2>&1; then
 fi
 
 step "go2rtc from the image's entrypoint (API $api)"
-go2rtc_log=$work/go2rtc.log
+go2rtc_log=$state/logs/go2rtc.log
 setsid timeout 900 buildah run --isolation chroot -v "$config:/etc/go2rtc/go2rtc.yaml:ro" "$ctr" -- \
-    "${entrypoint[@]}" >"$go2rtc_log" 2>&1 &
+    "${entrypoint[@]}" </dev/null >"$go2rtc_log" 2>&1 &
 go2rtc_pid=$!
 for ((i = 0; ; i++)); do
     curl -fsS --max-time 2 "$api/api/streams" >/dev/null 2>&1 && break
@@ -388,11 +408,11 @@ exec_cmd=$(sed -n 's/^  agent_01: "exec:\([^#"]*\).*$/\1/p' "$config")
 raw_frames=60
 raw=$work/agent_01.h264
 # shellcheck disable=SC2086 # the command is split into words as go2rtc splits it
-run_in "$ctr" $exec_cmd --frames "$raw_frames" >"$raw" 2>"$work/exec.log" ||
-    fail_log "$work/exec.log" "$exec_cmd --frames $raw_frames exited non-zero inside the image"
+run_in "$ctr" $exec_cmd --frames "$raw_frames" >"$raw" 2>"$state/logs/exec.log" ||
+    fail_log "$state/logs/exec.log" "$exec_cmd --frames $raw_frames exited non-zero inside the image"
 checker=(target/debug/agentcast check -)
 [[ -x target/debug/agentcast ]] || checker=(buildah run --isolation chroot "$ctr" -- /usr/local/bin/agentcast check -)
-timeout 120 "${checker[@]}" <"$raw" >"$work/check.log" 2>&1 || fail_log "$work/check.log" "agentcast check rejects the raw stream"
+bounded 120 "${checker[@]}" <"$raw" >"$state/logs/check.log" 2>&1 || fail_log "$state/logs/check.log" "agentcast check rejects the raw stream"
 raw_decoded=$(timeout 120 ffprobe -v error -f h264 -count_frames -select_streams v:0 \
     -show_entries stream=nb_read_frames -of csv=p=0 "$raw") || fail "ffprobe cannot read the raw stream"
 say "raw: $(stat -c %s "$raw") bytes, agentcast check ($(dirname "${checker[0]}")): pass, $raw_decoded of $raw_frames frames decoded"
@@ -406,16 +426,16 @@ go2rtc_pid=
 step "compose files"
 # dclint checks each file against the Compose Specification's JSON schema, which it ships (no
 # network), plus its correctness rules; its style rules are off (docker/dclint.json).
-timeout 120 "$dclint" --no-color -c docker/dclint.json --max-warnings 0 docker/*.yml >"$work/dclint.log" 2>&1 ||
-    fail_log "$work/dclint.log" "dclint: docker/*.yml do not follow the Compose Specification"
+bounded 120 "$dclint" --no-color -c docker/dclint.json --max-warnings 0 docker/*.yml >"$state/logs/dclint.log" 2>&1 ||
+    fail_log "$state/logs/dclint.log" "dclint: docker/*.yml do not follow the Compose Specification"
 # It can fail: a service with a key the specification does not have.
 printf 'services:\n  go2rtc:\n    image: agentcast:check\n    no_such_key: 1\n' >"$work/bad.yml"
-if timeout 120 "$dclint" --no-color -c docker/dclint.json "$work/bad.yml" >/dev/null 2>&1; then
+if bounded 120 "$dclint" --no-color -c docker/dclint.json "$work/bad.yml" >/dev/null 2>&1; then
     fail "dclint accepts a compose file with a key the specification does not have"
 fi
 # compose.base.yml is the fragment the others extend: resolve each of those as docker-compose would.
 for f in docker/docker-compose.*.yml; do
-    timeout 120 docker-compose -f "$f" config -q 2>"$work/compose.log" || fail_log "$work/compose.log" "docker-compose -f $f config"
+    bounded 120 docker-compose -f "$f" config -q 2>"$state/logs/compose.log" || fail_log "$state/logs/compose.log" "docker-compose -f $f config"
 done
 say "dclint $dclint_version (schema + rules): $(echo docker/*.yml); docker-compose config: $(echo docker/docker-compose.*.yml)"
 

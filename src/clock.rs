@@ -87,6 +87,18 @@ pub fn monotonic_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// When the process started, as far as it knows: the first call (the CLI's entry point makes it
+/// first thing; a library user's first [`startup_ms`]).
+pub fn started() -> std::time::Instant {
+    static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *STARTED.get_or_init(std::time::Instant::now)
+}
+
+/// Milliseconds since [`started`], for the start-up's debug lines (`start-up: ... at N ms`).
+pub fn startup_ms() -> f64 {
+    started().elapsed().as_secs_f64() * 1000.0
+}
+
 /// The index of the frame due after `elapsed` of stream (rounded down).
 pub fn frames_due(elapsed: Duration, fps: u32) -> u64 {
     (elapsed.as_nanos() * u128::from(fps) / 1_000_000_000) as u64

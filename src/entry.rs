@@ -18,6 +18,7 @@ use crate::stream::{Control, Stalled, Stream};
 
 /// Runs the CLI with `args` (program name first) and returns the exit code.
 pub fn cli_main(args: Vec<OsString>) -> u8 {
+    crate::clock::started();
     let cli = match Cli::parse_args(args.clone()) {
         Ok(cli) => cli,
         Err(e) => return clap_exit(e, &args),

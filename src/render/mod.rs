@@ -74,6 +74,7 @@ impl Gpu {
             info.vendor,
             if software { " (software rasteriser)" } else { "" }
         );
+        log::debug!("start-up: EGL display and GL context up at {:.1} ms", crate::clock::startup_ms());
         Ok(Gpu { ctx, info })
     }
 }
@@ -141,6 +142,7 @@ impl Renderer {
                 next_slot: 0,
             },
         };
+        log::debug!("start-up: renderer ready (shaders compiled) at {:.1} ms", crate::clock::startup_ms());
         // Half an interval: the loop still meets its next deadline when a readback is slow.
         let own_interval_wait = cfg.pace.then(|| crate::clock::stream_time(1, cfg.fps) / 2);
         Ok(Renderer {

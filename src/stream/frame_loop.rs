@@ -219,6 +219,7 @@ impl Loop<'_> {
         renderer.render(index)?;
         self.reporter.timings.rendered(index, render_start, Instant::now());
         if self.counters.rendered == 0 {
+            debug!("start-up: first frame drawn at {:.1} ms", crate::clock::startup_ms());
             // The first draw compiles shaders and warms caches; the clock restarts once it is done,
             // so the next frame is not already late.
             self.clock.due_now();

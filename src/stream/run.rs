@@ -174,6 +174,7 @@ pub(super) fn run(cfg: &Config, ctx: Context) -> anyhow::Result<()> {
     let (chosen, gpu) = thread::scope(|scope| {
         let encoder = thread::Builder::new().name("encoder-open".into()).spawn_scoped(scope, || {
             pipeline::init()?;
+            debug!("start-up: GStreamer up at {:.1} ms", crate::clock::startup_ms());
             let chosen = choose_encoder(cfg)?;
             pipeline::preload(chosen.backend, cfg.gpu);
             Ok(chosen)

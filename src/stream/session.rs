@@ -254,6 +254,7 @@ fn build(
     };
     let encoder = Encoder::new(&setup)?;
     encoder.start()?;
+    log::debug!("start-up: {} pipeline playing at {:.1} ms", backend.element(), crate::clock::startup_ms());
     let bus_stop = Arc::new(AtomicBool::new(false));
     spawn_bus_watch(encoder.bus(), tx.clone(), bus_stop.clone(), generation)?;
     Ok(Live { encoder, backend, lease, bus_stop, cached: false })
@@ -298,7 +299,9 @@ pub(super) fn encoder_takes_cuda(cfg: &Config, backend: Backend) -> Result<(), S
 /// only while holding a session slot when `--nvenc-sessions` is set; the returned lease must live as
 /// long as the encoder.
 pub(crate) fn choose_encoder(cfg: &Config) -> anyhow::Result<Chosen> {
-    open_backend(cfg, &select::candidates(cfg.encoder), true)
+    let chosen = open_backend(cfg, &select::candidates(cfg.encoder), true)?;
+    log::debug!("start-up: encoder chosen at {:.1} ms", crate::clock::startup_ms());
+    Ok(chosen)
 }
 
 /// The per-machine cache entry for `cfg`'s choice among `candidates`; none while a testing aid that

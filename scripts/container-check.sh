@@ -280,7 +280,7 @@ ca_sum=$(sha256sum "$host_ca_bundle" | cut -c1-12)
 ensure_base "$rust_ref" "debian ${debian_id:0:12} + $rust_version from $sysroot + CAs $ca_sum" build_rust
 go2rtc_sum=
 [[ -f $go2rtc_bin ]] && go2rtc_sum=$(sha256sum "$go2rtc_bin" | cut -c1-16)
-ensure_base "$go2rtc_ref" "$go2rtc_bin sha256:$go2rtc_sum" build_go2rtc
+ensure_base "$go2rtc_ref" "go2rtc sha256:$go2rtc_sum" build_go2rtc
 for b in "${bases[@]}"; do say "  $b"; done
 
 # --- 3. build ------------------------------------------------------------------------------------

@@ -280,7 +280,7 @@ ca_sum=$(sha256sum "$host_ca_bundle" | cut -c1-12)
 ensure_base "$rust_ref" "debian ${debian_id:0:12} + $rust_version from $sysroot + CAs $ca_sum" build_rust
 go2rtc_sum=
 [[ -f $go2rtc_bin ]] && go2rtc_sum=$(sha256sum "$go2rtc_bin" | cut -c1-16)
-ensure_base "$go2rtc_ref" "$go2rtc_bin sha256:$go2rtc_sum" build_go2rtc
+ensure_base "$go2rtc_ref" "go2rtc sha256:$go2rtc_sum" build_go2rtc
 for b in "${bases[@]}"; do say "  $b"; done
 
 # --- 3. build ------------------------------------------------------------------------------------
@@ -411,11 +411,15 @@ raw=$work/agent_01.h264
 run_in "$ctr" $exec_cmd --frames "$raw_frames" >"$raw" 2>"$state/logs/exec.log" ||
     fail_log "$state/logs/exec.log" "$exec_cmd --frames $raw_frames exited non-zero inside the image"
 checker=(target/debug/agentcast check -)
-[[ -x target/debug/agentcast ]] || checker=(buildah run --isolation chroot "$ctr" -- /usr/local/bin/agentcast check -)
+checker_name="this checkout's target/debug/agentcast"
+if [[ ! -x target/debug/agentcast ]]; then
+    checker=(buildah run --isolation chroot "$ctr" -- /usr/local/bin/agentcast check -)
+    checker_name="the image's agentcast"
+fi
 bounded 120 "${checker[@]}" <"$raw" >"$state/logs/check.log" 2>&1 || fail_log "$state/logs/check.log" "agentcast check rejects the raw stream"
 raw_decoded=$(timeout 120 ffprobe -v error -f h264 -count_frames -select_streams v:0 \
     -show_entries stream=nb_read_frames -of csv=p=0 "$raw") || fail "ffprobe cannot read the raw stream"
-say "raw: $(stat -c %s "$raw") bytes, agentcast check ($(dirname "${checker[0]}")): pass, $raw_decoded of $raw_frames frames decoded"
+say "raw: $(stat -c %s "$raw") bytes, agentcast check ($checker_name): pass, $raw_decoded of $raw_frames frames decoded"
 ((raw_decoded == raw_frames)) || fail "ffprobe decoded $raw_decoded frames of the $raw_frames written"
 
 kill -TERM -- "-$go2rtc_pid" 2>/dev/null || true

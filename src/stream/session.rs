@@ -63,7 +63,7 @@ struct Live {
     backend: Backend,
     lease: Option<Lease>,
     bus_stop: Arc<AtomicBool>,
-    /// Its backend is the per-machine cache's answer, not yet proven by an access unit.
+    /// Its backend is the per-machine cache's answer: a failure of this pipeline forgets the entry.
     cached: bool,
 }
 
@@ -159,8 +159,10 @@ impl<'a> Session<'a> {
     pub fn reopen(&mut self, cfg: &Config, sink: &sink::Source) -> anyhow::Result<()> {
         let generation = self.generation + 1;
         let chosen = choose_encoder(cfg).map_err(|e| e.context("reopening the encoder for a new reader"))?;
+        let cached = chosen.cached;
         self.live = build(cfg, chosen.backend, chosen.lease, self.frames, generation, &self.tx, &mut self.builds)
             .map_err(|e| e.context("reopening the encoder for a new reader"))?;
+        self.live.cached = cached;
         self.failures = 0;
         // A new reader session starts here anyway, so a different backend is fine.
         self.adopt(sink, generation, false);

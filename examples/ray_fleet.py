@@ -16,10 +16,17 @@ an unwatched env renders nothing and costs next to nothing. Closing a stream rem
 go2rtc.
 
 Plain Ray actors, not RLlib: RLlib (ray[rllib]: torch and friends, gigabytes) is too heavy for this
-project's CI machine, and what streaming needs is the same. In RLlib, wrap the env in its creator,
-``lambda ctx: agentcast.gym.StreamWrapper(gymnasium.make(...), output=..., register=...,
-name=f"run7-w{ctx.worker_index}-v{ctx.vector_index}")``; the wrapper does what ``EnvRunner`` below
-does (it renders one frame at the first reset to learn the frame size, and adds a render budget).
+project's CI machine, and what streaming needs is the same. In RLlib, wrap the env in its creator
+(not run here):
+
+    def make_env(ctx):  # ctx: RLlib's EnvContext
+        name = f"run7-w{ctx.worker_index}-v{ctx.vector_index}"
+        env = gymnasium.make("CartPole-v1", render_mode="rgb_array")
+        return agentcast.gym.StreamWrapper(env, output=f"rtsp-listen:0.0.0.0:0/{name}",
+                                           register="http://go2rtc:1984", name=name)
+
+The wrapper does what ``Env`` below does, plus a render budget; it renders one frame at the first
+reset to learn the frame size, where ``Env`` asks the env for its size and renders nothing unwatched.
 
 Ray: ``--address`` (default: ``RAY_ADDRESS``, or the cluster ``ray start`` began on this node, else
 a new local one; ``local`` always starts a local one, with ``--num-cpus``). On Kubernetes

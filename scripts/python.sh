@@ -12,8 +12,10 @@ if [[ ! -x $venv/bin/python ]]; then
     python3 -m venv "$venv"
 fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
-# kubernetes-validate checks docker/kubernetes/ offline (its schemas ship in the package).
-"${pip[@]}" install "maturin>=1.8,<2" numpy pytest "gymnasium[classic-control]>=1.0" "kubernetes-validate>=1.30"
+# kubernetes-validate checks docker/kubernetes/ offline (its schemas ship in the package). Ray runs
+# examples/ray_fleet.py on a local cluster; the version docker/Dockerfile.ray and the RayCluster pin.
+"${pip[@]}" install "maturin>=1.8,<2" numpy pytest "gymnasium[classic-control]>=1.0" "kubernetes-validate>=1.30" \
+    "ray==2.40.0"
 start=$(date +%s)
 PATH="$venv/bin:$PATH" MATURIN_PEP517_ARGS="--profile $profile" "${pip[@]}" install --no-build-isolation --force-reinstall --no-deps ./python
 echo "python: built and installed the agentcast package ($profile) in $(($(date +%s) - start)) s" >&2

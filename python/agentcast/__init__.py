@@ -115,6 +115,7 @@ class Stream:
         self._inner = _agentcast._Stream(self.argv)
         self.width: int = self._inner.width
         self.height: int = self._inner.height
+        self.fps: int = self._inner.fps
         self.pix_fmt: str = self._inner.pix_fmt
         self.frame_shape: tuple[int, ...] = tuple(self._inner.frame_shape)
         # Sections that :meth:`stats` adds to the stream's own (agentcast.gym adds "render"):
@@ -152,8 +153,9 @@ class Stream:
         :attr:`stats_sections` are added (``agentcast.gym`` adds ``render``: what the agent rendered
         for the stream and what it skipped); the CLI's stats line on stderr does not carry them."""
         stats = json.loads(self._inner.stats_json())
-        for name, section in self.stats_sections.items():
-            stats[name] = section()
+        if isinstance(stats, dict):
+            for name, section in self.stats_sections.items():
+                stats[name] = section()
         return stats
 
     def close(self) -> None:

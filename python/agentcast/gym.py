@@ -27,8 +27,10 @@ slots skipped to keep the budget), ``share`` (the share of wall time rendering t
 opened), ``max_share``, and ``render_ms`` (an average of recent renders). It is added by the
 wrapper in Python; the CLI's periodic stats line on stderr does not carry it.
 
-**Episodes.** After ``reset()`` the new episode's first frame is rendered when someone watches
-(due or not, within the budget). ``overlay=True`` writes the episode, step and return into the
+**Episodes.** After ``reset()`` the new episode's first frame is rendered when someone watches,
+due or not (within the budget): between two slots it waits for the next one, and takes it. At
+most one such frame per slot, and none within half a slot of the last frame (which may still wait
+to be taken), so that a run of short episodes does not render frames that replace each other. ``overlay=True`` writes the episode, step and return into the
 top-left corner of the stream's frames (never into the frame ``render()`` returns) with a small
 bitmap font: a few numpy operations per frame.
 
@@ -211,6 +213,10 @@ class StreamWrapper(gymnasium.Wrapper):
         self._episode = 0
         self._step = 0
         self._return = 0.0
+        # An episode's first frame was pushed between two slots and waits for the next one.
+        self._reset_waiting = False
+        self._last_push = 0.0
+        self._half_interval = 0.0
 
     @property
     def stream(self) -> Stream | None:
@@ -228,13 +234,15 @@ class StreamWrapper(gymnasium.Wrapper):
             h, w, c = frame.shape
             self._stream = _open_stream(self._settings, w, h, c, self.env.metadata.get("render_fps"))
             self._stream.stats_sections["render"] = self._budget.stats
-            self._budget.fps = self._stream.stats()["fps_target"]
+            self._budget.fps = self._stream.fps
+            self._half_interval = 0.5 / self._stream.fps
             self._wants = self._stream._inner.wants_frame
         if self._overlay:
             if frame is env_frame:
                 frame = frame.copy()  # the env may hand out a buffer it keeps: draw on a copy
             draw_text(frame, _overlay_text(self._episode, self._step, self._return))
         self._stream.push(frame)
+        self._last_push = time.perf_counter()
 
     def _render_for_stream(self) -> None:
         wait = self._budget.allows()
@@ -254,10 +262,22 @@ class StreamWrapper(gymnasium.Wrapper):
         if self._overlay:
             self._episode += 1
             self._step, self._return = 0, 0.0
-        # The first frame opens the stream; after it, an episode's first frame is shown whenever
-        # someone watches, due or not.
-        if self._stream is None or self._stream.watched:
+        # The first frame opens the stream. After it, an episode's first frame is shown whenever
+        # someone watches: when due, or else in the next slot, which it takes (a push moves the
+        # next due frame on). One such frame per slot: with short episodes, resets between two
+        # slots after the first would only replace each other's frames.
+        # And not within half an interval of the last push: that frame may not have been taken
+        # yet (a busy machine), and this one would replace it.
+        if self._stream is None or self._wants():
             self._render_for_stream()
+            self._reset_waiting = False
+        elif (
+            not self._reset_waiting
+            and time.perf_counter() - self._last_push >= self._half_interval
+            and self._stream.watched
+        ):
+            self._render_for_stream()
+            self._reset_waiting = True
         return result
 
     def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
@@ -268,6 +288,7 @@ class StreamWrapper(gymnasium.Wrapper):
         wants = self._wants
         if wants is not None and wants():
             self._render_for_stream()
+            self._reset_waiting = False
         return result
 
     def close(self) -> None:
@@ -427,7 +448,7 @@ class VectorStreamWrapper(gymnasium.vector.VectorWrapper):
             self._canvas = np.zeros((height, width, c), np.uint8)
         for s in self._streams:
             s.stats_sections["render"] = self._budget.stats
-        self._budget.fps = self._streams[0].stats()["fps_target"]
+        self._budget.fps = self._streams[0].fps
 
     def _label(self, frame: np.ndarray, i: int) -> None:
         if self._overlay:

@@ -56,6 +56,7 @@ struct PyStream {
     fmt: PixFmt,
     width: u32,
     height: u32,
+    fps: u32,
     /// Set once the stream's threads have been joined.
     outcome: Mutex<Option<Outcome>>,
     /// Held (without the GIL) by the one thread that joins the stream.
@@ -166,9 +167,9 @@ impl PyStream {
         }
         let cfg = cli.stream.push_config().map_err(|e| error(py, Exit::Usage.code(), e))?;
         agentcast::init_logging(cli.log_level.as_deref());
-        let (fmt, width, height) = (cfg.pix_fmt, cfg.width, cfg.height);
+        let (fmt, width, height, fps) = (cfg.pix_fmt, cfg.width, cfg.height, cfg.fps);
         let handle = py.detach(|| Stream::start(cfg)).map_err(|e| coded(py, &e))?;
-        Ok(PyStream { handle, fmt, width, height, outcome: Mutex::new(None), joining: Mutex::new(()) })
+        Ok(PyStream { handle, fmt, width, height, fps, outcome: Mutex::new(None), joining: Mutex::new(()) })
     }
 
     /// Copies one frame into the stream (see `agentcast.Stream.push`).
@@ -254,6 +255,11 @@ impl PyStream {
     #[getter]
     fn running(&self) -> bool {
         self.handle.is_running()
+    }
+
+    #[getter]
+    fn fps(&self) -> u32 {
+        self.fps
     }
 
     #[getter]

@@ -209,8 +209,10 @@ def test_unwatched_renders_nothing_and_watched_at_most_fps(tmp_path: Path) -> No
                 resets += 1
         rendered = counted.renders - before
         sys.stderr.write(f"watched 2 s at 10 fps: {steps} steps, {resets} resets, {rendered} renders\n")
-        # 10 fps for 2 s: at most 21 slots, plus each new episode's first frame.
-        assert 5 <= rendered <= 21 + resets, f"{rendered} renders for {resets} resets in 2 s at 10 fps"
+        # 10 fps for 2 s: 20 slots, one more at each end, and up to one a second when the frame
+        # clock moves to the agent's phase (a new episode's first frame takes a slot too). At least
+        # a few, on a loaded machine too. Without wants_frame(), every step and reset renders.
+        assert 2 <= rendered <= 24, f"{rendered} renders for {resets} resets in 2 s at 10 fps"
         data = reader.stop()
     finally:
         env.close()
@@ -218,7 +220,7 @@ def test_unwatched_renders_nothing_and_watched_at_most_fps(tmp_path: Path) -> No
     out.write_bytes(data)
     check(out)
     pictures = decode_rgb(out, *CARTPOLE)
-    assert len(pictures) >= 5 and all(not_blank(p) for p in pictures)
+    assert len(pictures) >= 2 and all(not_blank(p) for p in pictures)
 
 
 def test_a_slow_render_keeps_within_the_budget(tmp_path: Path) -> None:
@@ -272,7 +274,8 @@ def shows(picture: np.ndarray, text: str) -> bool:
 
 def test_reset_shows_the_first_frame_and_the_overlay_is_on_the_stream_only(tmp_path: Path) -> None:
     """At 1 fps, a reset between two slots is still shown (its frame waits for the next slot), with
-    the overlay's episode, step and return; render() returns the env's frame without them."""
+    the overlay's episode, step and return, while the steps between slots are not; render()
+    returns the env's frame without them."""
     fifo = tmp_path / "overlay.h264"
     env = agentcast.gym.StreamWrapper(cartpole(), fps=1, overlay=True, output=f"fifo:{fifo}", stats_interval=0)
     try:
@@ -281,6 +284,8 @@ def test_reset_shows_the_first_frame_and_the_overlay_is_on_the_stream_only(tmp_p
         wait_for("no frame was wanted", env.stream.wants_frame)
         for _ in range(5):  # the first is due and shown; the next four are not
             obs, *_ = env.step(policy(obs))
+        time.sleep(0.6)  # past half a slot since that frame, before the next slot
+        assert not env.stream.wants_frame()
         env.reset(seed=1)
         own = env.render()
         assert own.min(axis=2)[:30, :60].min() == 255, "the overlay was drawn on the env's own frame"
@@ -350,7 +355,7 @@ def test_grid_tiles_eight_envs_and_renders_only_when_watched(tmp_path: Path) -> 
         wait_for("a reader attached, but the grid is not watched", lambda: stream.watched)
         run_vector(wrapped, 2)
         renders = [c.renders for c in counted]
-        assert len(set(renders)) == 1 and 5 <= renders[0] - 1 <= 21 + 1, renders
+        assert len(set(renders)) == 1 and 2 <= renders[0] - 1 <= 24, renders  # as above
         data = reader.stop()
     finally:
         wrapped.close()
@@ -358,8 +363,8 @@ def test_grid_tiles_eight_envs_and_renders_only_when_watched(tmp_path: Path) -> 
     out.write_bytes(data)
     check(out)
     pictures = decode_rgb(out, 1200, 400)
-    assert len(pictures) >= 5
-    for p in pictures[-3:]:
+    assert len(pictures) >= 2
+    for p in pictures[-2:]:
         for r in range(2):
             for c in range(4):
                 tile = p[r * 200 : (r + 1) * 200, c * 300 : (c + 1) * 300]
@@ -377,7 +382,7 @@ def test_each_streams_every_sub_env_and_renders_only_the_watched_one(tmp_path: P
         reader = FifoReader(tmp_path / "cp-0.h264")
         wait_for("a reader attached, but sub-env 0 is not watched", lambda: wrapped.streams[0].watched)
         run_vector(wrapped, 1.5)
-        assert counted[0].renders >= 5 and counted[1].renders == 1, [c.renders for c in counted]
+        assert counted[0].renders >= 3 and counted[1].renders == 1, [c.renders for c in counted]
         data = reader.stop()
         assert wrapped.streams[1].stats()["frames"]["written"] == 0
     finally:
@@ -386,7 +391,7 @@ def test_each_streams_every_sub_env_and_renders_only_the_watched_one(tmp_path: P
     out.write_bytes(data)
     check(out)
     pictures = decode_rgb(out, *CARTPOLE)
-    assert len(pictures) >= 5 and all(not_blank(p) for p in pictures)
+    assert len(pictures) >= 2 and all(not_blank(p) for p in pictures)
 
 
 def test_async_vector_env_grid(tmp_path: Path) -> None:
@@ -402,7 +407,7 @@ def test_async_vector_env_grid(tmp_path: Path) -> None:
         wait_for("a reader attached, but the grid is not watched", lambda: wrapped.streams[0].watched)
         run_vector(wrapped, 1.5)
         rendered = wrapped.streams[0].stats()["render"]["rendered"]
-        assert 5 <= rendered <= 17, rendered
+        assert 2 <= rendered <= 19, rendered  # 1.5 s at 10 fps, as above
         data = reader.stop()
     finally:
         wrapped.close()
@@ -410,4 +415,4 @@ def test_async_vector_env_grid(tmp_path: Path) -> None:
     out.write_bytes(data)
     check(out)
     pictures = decode_rgb(out, 1200, 400)  # 2 tiles of 600x400 side by side: 2x1
-    assert len(pictures) >= 5 and all(not_blank(p[:, :600]) and not_blank(p[:, 600:]) for p in pictures[-3:])
+    assert len(pictures) >= 2 and all(not_blank(p[:, :600]) and not_blank(p[:, 600:]) for p in pictures[-2:])

@@ -36,6 +36,9 @@ const ENCODER_STALL: Duration = Duration::from_secs(10);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a loop waiting for an agent's frame looks at its events.
 const EVENT_SLICE: Duration = Duration::from_millis(20);
+/// How often a loop with nobody reading wakes: a stats request waits for it (well inside
+/// `STATS_TIMEOUT`, which a 1 s wake could miss).
+const IDLE_WAKE: Duration = Duration::from_millis(200);
 
 /// Where frames come from, as the loop drives them.
 pub(super) enum Frames {
@@ -194,7 +197,7 @@ impl Loop<'_> {
     /// Nobody reads (--idle pause): neither draw nor encode until a reader attaches (or a limit or
     /// a signal), keeping the frame clock going.
     fn idle(&mut self, encoder: &Encoder, index_limit: Option<u64>) -> anyhow::Result<Option<Stop>> {
-        let mut wake = Instant::now() + Duration::from_secs(1);
+        let mut wake = Instant::now() + IDLE_WAKE;
         if let Some(n) = index_limit.filter(|_| self.cfg.pace) {
             wake = wake.min(self.clock.start + stream_time(n, self.clock.fps));
         }
@@ -423,7 +426,7 @@ impl Loop<'_> {
     pub fn wait_for_reader(&mut self, encoder: &Encoder) -> anyhow::Result<Option<Stop>> {
         let limit = self.cfg.duration_frames();
         loop {
-            if let Some(stop) = self.wait_events(encoder, Instant::now() + Duration::from_secs(1))? {
+            if let Some(stop) = self.wait_events(encoder, Instant::now() + IDLE_WAKE)? {
                 return Ok(Some(stop));
             }
             let due = frames_due(self.clock.start.elapsed(), self.clock.fps);

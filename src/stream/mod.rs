@@ -366,6 +366,10 @@ mod tests {
             assert!(!stream.wants_frame(), "nobody reads the FIFO, yet a frame is wanted");
             std::thread::sleep(Duration::from_millis(5));
         }
+        // An idle loop still answers stats requests in time.
+        for _ in 0..3 {
+            assert_eq!(stream.stats()["stats"], "now", "stats() of a stream nobody reads");
+        }
         let (stop_reading, stop_rx) = mpsc::channel::<()>();
         let reader = std::thread::spawn(move || {
             let mut file = std::fs::File::open(&fifo).unwrap();

@@ -164,7 +164,7 @@ GYM_ENVS = {"cartpole": "CartPole-v1", "mujoco": "HalfCheetah-v5"}
 GYM_SETUPS = ["plain", "unwatched", "watched", "vec_plain", "vec_watched", "record_video", "paired_unwatched",
               "paired_watched"]
 # Chunk length of the paired setups, seconds.
-PAIR_CHUNK = 0.25
+PAIR_CHUNK = 0.1
 GYM_FPS = 30
 VEC_ENVS = 8
 
@@ -351,7 +351,7 @@ def gym_main(argv: list[str]) -> None:
     fresh process; setups alternate within every round, each round starting one setup later;
     medians over the rounds. On a shared machine a process's rate swings with the load, so two more
     setups pair the env alone and the wrapper (unwatched; watched) in one process, in alternate
-    0.25 s chunks (see paired_child); their "vs. plain" is the median of the chunk ratios.
+    0.1 s chunks (see paired_child); their "vs. plain" is the median of the chunk ratios.
 
         .venv/bin/pip install "gymnasium[mujoco]" moviepy   # besides scripts/python.sh's packages
         MUJOCO_GL=egl .venv/bin/python scripts/bench_python.py gym --rounds 3 --seconds 5

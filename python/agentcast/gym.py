@@ -163,6 +163,10 @@ class RenderBudget:
         }
 
 
+def _never() -> bool:
+    return False
+
+
 def _contiguous(frame: Any) -> np.ndarray:
     # Envs often return a transposed view (pygame surfaces are column-major); one copy then.
     return np.ascontiguousarray(frame, dtype=np.uint8)
@@ -209,7 +213,10 @@ class StreamWrapper(gymnasium.Wrapper):
         self._budget = RenderBudget(max_render_share)
         self._overlay = overlay
         # The extension's own method once the stream is open: the per-step question is one call.
-        self._wants: Callable[[], bool] | None = None
+        self._wants: Callable[[], bool] = _never
+        if overlay:
+            # The overlay counts steps and return; without it, step() does nothing else per step.
+            self.step = self._step_counting  # type: ignore[method-assign]
         self._episode = 0
         self._step = 0
         self._return = 0.0
@@ -281,12 +288,18 @@ class StreamWrapper(gymnasium.Wrapper):
         return result
 
     def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
+        # Per step: the env's step and one question to the stream (an atomic and a clock read).
         result = self.env.step(action)
-        if self._overlay:
-            self._step += 1
-            self._return += float(result[1])
-        wants = self._wants
-        if wants is not None and wants():
+        if self._wants():
+            self._render_for_stream()
+            self._reset_waiting = False
+        return result
+
+    def _step_counting(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
+        result = self.env.step(action)
+        self._step += 1
+        self._return += float(result[1])
+        if self._wants():
             self._render_for_stream()
             self._reset_waiting = False
         return result

@@ -212,10 +212,11 @@ def gym_child(args: argparse.Namespace) -> None:
         env = _make(env_name)
     if setup in ("unwatched", "watched"):
         env = agentcast.gym.StreamWrapper(env, fps=GYM_FPS, output=f"fifo:{fifo}", stats_interval=0,
-                                          log_level="error")
+                                          log_level="error", max_render_share=args.max_render_share)
     elif setup == "vec_watched":
         env = agentcast.gym.VectorStreamWrapper(env, layout="grid", fps=GYM_FPS, output=f"fifo:{fifo}",
-                                                stats_interval=0, log_level="error")
+                                                stats_interval=0, log_level="error",
+                                                max_render_share=args.max_render_share)
     elif setup == "record_video":
         env = gymnasium.wrappers.RecordVideo(env, str(Path(args.dir) / f"video-{env_name}"))
     space = env.action_space
@@ -274,7 +275,8 @@ def paired_child(args: argparse.Namespace, env_name: str, setup: str) -> None:
     fifo = Path(args.dir) / f"{env_name}-{setup}.h264"
     plain = _make(env_name)
     wrapped = agentcast.gym.StreamWrapper(_make(env_name), fps=GYM_FPS, output=f"fifo:{fifo}",
-                                          stats_interval=0, log_level="error")
+                                          stats_interval=0, log_level="error",
+                                          max_render_share=args.max_render_share)
     space = plain.action_space
     space.seed(0)
     actions = [space.sample() for _ in range(1024)]
@@ -365,6 +367,7 @@ def gym_main(argv: list[str]) -> None:
     p.add_argument("--envs", default="cartpole,mujoco")
     p.add_argument("--setups", default=",".join(GYM_SETUPS))
     p.add_argument("--viewer", choices=["go2rtc", "fifo"], default="go2rtc")
+    p.add_argument("--max-render-share", type=float, default=0.1, help="the wrappers' render budget")
     p.add_argument("--go2rtc", default=os.environ.get("AGENTCAST_GO2RTC")
                    or shutil.which("go2rtc") or str(Path(__file__).resolve().parents[2] / "shared/bin/go2rtc"))
     p.add_argument("--gym-child", nargs=2, help=argparse.SUPPRESS)
@@ -406,7 +409,8 @@ def gym_main(argv: list[str]) -> None:
                 shift = r % len(runs)
                 for e, s in runs[shift:] + runs[:shift]:
                     cmd = [sys.executable, os.path.abspath(__file__), "gym", "--gym-child", e, s,
-                           "--seconds", str(args.seconds), "--dir", d, "--port", str(port), "--viewer", args.viewer]
+                           "--seconds", str(args.seconds), "--dir", d, "--port", str(port), "--viewer", args.viewer,
+                           "--max-render-share", str(args.max_render_share)]
                     # In the run's directory: MuJoCo leaves its MUJOCO_LOG.TXT in the working directory.
                     out = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=d,
                                          stdin=subprocess.DEVNULL, timeout=args.seconds * 4 + 180)
@@ -424,6 +428,7 @@ def gym_main(argv: list[str]) -> None:
 
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, Python "
           f"{sys.version.split()[0]}, gymnasium {gymnasium.__version__}, MUJOCO_GL={os.environ['MUJOCO_GL']}; "
+          f"max_render_share={args.max_render_share:g}; "
           f"{args.seconds:g} s per run, {args.rounds} rounds alternated; load average before/after "
           f"{load[0]:.1f}/{os.getloadavg()[0]:.1f}; median (min..max); watched = "
           f"{GYM_FPS} fps through {'go2rtc' if args.viewer == 'go2rtc' else 'a FIFO reader'}\n")

@@ -67,8 +67,6 @@ struct Shared {
     /// The current media's appsrc and its number; `None` while nobody is connected.
     media: Mutex<Option<(u64, gst_app::AppSrc)>>,
     medias: AtomicU64,
-    /// RTSP connections open now.
-    clients: AtomicU64,
 }
 
 /// Binds the listening socket. A port in use or an address this machine does not have is exit 73,
@@ -180,10 +178,10 @@ fn start(server: Server, notify: Arc<dyn Fn(Note) + Send + Sync>, stats: Arc<Sin
         .ok_or_else(|| anyhow::anyhow!("the RTSP server has no mount points"))?
         .add_factory(&format!("/{}", server.name), factory);
     {
-        let (shared, notify, stats) = (shared.clone(), notify.clone(), stats.clone());
+        let (notify, stats) = (notify.clone(), stats.clone());
         rtsp.connect_client_connected(move |_, client| {
             client.set_property("drop-backlog", true);
-            let n = shared.clients.fetch_add(1, Ordering::AcqRel) + 1;
+            let n = stats.clients.fetch_add(1, Ordering::AcqRel) + 1;
             stats.attaches.fetch_add(1, Ordering::Relaxed);
             debug!("rtsp-listen: client connected ({n} now)");
             // Every PLAY gets an IDR of its own: a client joining a stream already playing, and the
@@ -191,9 +189,9 @@ fn start(server: Server, notify: Arc<dyn Fn(Note) + Send + Sync>, stats: Arc<Sin
             // relays to its own viewers only what comes after their PLAY, and never asks for one).
             let notify = notify.clone();
             client.connect_play_request(move |_, _| notify(Note::NeedKeyframe));
-            let shared = shared.clone();
+            let stats = stats.clone();
             client.connect_closed(move |_| {
-                let n = shared.clients.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
+                let n = stats.clients.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
                 debug!("rtsp-listen: client closed ({n} left)");
             });
         });
@@ -277,7 +275,6 @@ pub fn run_served(
         if stop.load(Ordering::Acquire) {
             return SinkEnd::Stopped;
         }
-        stats.clients.store(serving.shared.clients.load(Ordering::Relaxed), Ordering::Relaxed);
         if source.generation() != generation {
             (generation, appsink) = source.current();
             normalizer = Normalizer::new();

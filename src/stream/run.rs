@@ -60,11 +60,11 @@ enum Destination {
 }
 
 impl Destination {
-    /// Where a listening output (TCP, rtsp-listen:) is reached, and whether it speaks RTSP.
-    fn listening(&self) -> Option<(std::net::SocketAddr, bool)> {
+    /// Where a listening output (TCP, rtsp-listen:) is reached, whether it speaks RTSP, and its URL.
+    fn listening(&self) -> Option<(std::net::SocketAddr, bool, String)> {
         match self {
-            Destination::Served(s) => Some((s.local_addr(), true)),
-            Destination::Demand(e) => e.local_addr().map(|a| (a, false)),
+            Destination::Served(s) => Some((s.local_addr(), true, s.url())),
+            Destination::Demand(e) => e.local_addr().map(|a| (a, false, format!("tcp://{a}"))),
             _ => None,
         }
     }
@@ -148,8 +148,8 @@ pub(super) fn run(cfg: &Config, ctx: Context) -> anyhow::Result<()> {
         Output::RtspListen(listen) => Destination::Served(sink::rtsp_server::Server::bind(listen, cfg.fps)?),
     };
     let listening = destination.listening();
-    let registration = match (&cfg.register, listening) {
-        (Some(r), Some((addr, rtsp))) => Some(r.for_output(addr, rtsp).map_err(|e| fail(Exit::Usage, e))?),
+    let registration = match (&cfg.register, &listening) {
+        (Some(r), Some((addr, rtsp, _))) => Some(r.for_output(*addr, *rtsp).map_err(|e| fail(Exit::Usage, e))?),
         _ => None,
     };
     let agent = claim_source(cfg, push)?;
@@ -225,11 +225,7 @@ pub(super) fn run(cfg: &Config, ctx: Context) -> anyhow::Result<()> {
     let demand = matches!(destination, Destination::Demand(_) | Destination::Served(_));
     let timings = Arc::new(crate::stats::Timings::default());
     let timing = sink::FrameTiming { timings: timings.clone(), fps: cfg.fps };
-    if let Some((addr, rtsp)) = listening {
-        let url = match &cfg.output {
-            Output::RtspListen(l) if rtsp => format!("rtsp://{addr}/{}", l.name),
-            _ => format!("tcp://{addr}"),
-        };
+    if let Some((addr, _, url)) = listening {
         let _ = stats.listening.set((url, addr.port()));
     }
     spawn_sink(cfg, destination, &source, &tx, &stop_threads, &stats, timing)?;

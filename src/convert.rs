@@ -12,7 +12,7 @@
 use std::fmt;
 use std::rc::Rc;
 
-use crate::encode::settings::RawFormat;
+use crate::frame::RawFormat;
 use crate::render::egl::gl::{Gl, Pass, Program, Target, Uniform};
 use crate::settings::{Convert, FramePath};
 

@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
+use crate::encode::select;
 use crate::encode::settings::Backend;
-use crate::encode::{pipeline, select};
 use crate::exit::Exit;
 use crate::frame::PixFmt;
 
@@ -79,20 +79,23 @@ pub fn run_checks(lock_dir: PathBuf, fifo_dir: PathBuf, width: u32, height: u32)
     let mut facts = Facts::default();
 
     // GStreamer.
-    let gst_ok = pipeline::init().is_ok();
+    let gst_ok = crate::gst_util::init().is_ok();
     if !gst_ok {
         out.push(check("gstreamer", Status::Fail, "GStreamer does not initialise", Some("run scripts/setup.sh")));
     } else {
         let missing: Vec<String> = REQUIRED
             .iter()
-            .filter(|(e, _)| !pipeline::element_installed(e))
+            .filter(|(e, _)| !crate::gst_util::element_installed(e))
             .map(|(e, p)| format!("{e} ({p})"))
             .collect();
         let version = gstreamer::version_string().to_string();
         if missing.is_empty() {
-            let ts = if pipeline::element_installed("mpegtsmux") { "; mpegtsmux for --mux mpegts" } else { "" };
-            let pw =
-                if pipeline::element_installed("pipewiresrc") { "; pipewiresrc for --source pipewire:" } else { "" };
+            let ts = if crate::gst_util::element_installed("mpegtsmux") { "; mpegtsmux for --mux mpegts" } else { "" };
+            let pw = if crate::gst_util::element_installed("pipewiresrc") {
+                "; pipewiresrc for --source pipewire:"
+            } else {
+                ""
+            };
             out.push(check("gstreamer", Status::Ok, format!("{version}; all required elements{ts}{pw}"), None));
         } else {
             out.push(check(

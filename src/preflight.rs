@@ -37,7 +37,7 @@ pub fn preflight(cfg: &Config) -> anyhow::Result<()> {
         _ => {}
     }
     if !cfg.encoder_opts.is_empty() {
-        crate::encode::pipeline::init()?;
+        crate::gst_util::init()?;
         let installed: Vec<(&'static str, Option<gst::glib::Type>)> = select::candidates(cfg.encoder)
             .into_iter()
             .map(|b| b.element())
@@ -163,7 +163,7 @@ mod tests {
     use super::*;
 
     fn x264_spec(name: &str) -> Option<gst::glib::ParamSpec> {
-        crate::encode::pipeline::init().unwrap();
+        crate::gst_util::init().unwrap();
         let t = element_type("x264enc")?;
         gst::glib::object::ObjectClass::from_type(t)?.find_property(name)
     }

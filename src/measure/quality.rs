@@ -11,8 +11,10 @@ use log::info;
 use crate::cli::QualityArgs;
 use crate::config::{Config, SourceSpec};
 use crate::convert::{Plan, gpu_packs};
-use crate::encode::pipeline::{self, Encoder, Frame, Input, Push, Setup};
-use crate::encode::settings::{Backend, EncoderSettings, RawFormat};
+use crate::encode::pipeline::{Encoder, Input, Push, Setup};
+use crate::encode::settings::{Backend, EncoderSettings};
+use crate::frame::{Frame, RawFormat};
+
 use crate::exit::{Exit, fail};
 use crate::measure::{decode, metrics};
 use crate::render::{Gpu, Renderer};
@@ -169,7 +171,7 @@ pub fn run(a: &QualityArgs) -> anyhow::Result<Exit> {
         vec![base.encoder_settings.qp_max]
     };
 
-    pipeline::init()?;
+    crate::gst_util::init()?;
     let chosen = crate::stream::choose_encoder(&base)?;
     let (backend, _lease) = (chosen.backend, chosen.lease);
     info!("quality: encoder {} ({} frames per run)", backend.element(), a.frames);

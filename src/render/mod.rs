@@ -2,7 +2,6 @@
 //! conversion pass when the plan says so, and hands frames on: read back asynchronously through a
 //! ring of pixel-pack buffers, or (zero-copy) copied on the GPU into CUDA memory.
 
-pub mod device;
 pub mod egl;
 pub mod import;
 pub mod scene;
@@ -16,8 +15,8 @@ use log::info;
 use crate::config::Config;
 use crate::convert::{self, GpuPack, Plan};
 use crate::cuda::frames::ZeroCopy;
-use crate::encode::pipeline::Frame;
 use crate::exit::{Exit, ExitExt};
+use crate::frame::Frame;
 use crate::stamp::{self, StampLayout};
 use egl::gl::{Pass, Program, Readback, Target, Uniform};
 
@@ -47,7 +46,7 @@ pub struct Gpu {
 
 impl Gpu {
     /// `cuda`: the CUDA device frames go to, where there is one (see [`device`]).
-    pub fn open(egl_device: Option<u32>, cuda: Option<device::CudaIds>) -> anyhow::Result<Gpu> {
+    pub fn open(egl_device: Option<u32>, cuda: Option<crate::device::CudaIds>) -> anyhow::Result<Gpu> {
         let display = egl::Display::open(egl_device, cuda)?;
         let ctx = egl::Context::new(display).context("creating an OpenGL ES 3 context").exit(Exit::Unavailable)?;
         let gl = &ctx.gl;
@@ -310,7 +309,7 @@ impl Drop for Renderer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encode::settings::RawFormat;
+    use crate::frame::RawFormat;
     use clap::Parser as _;
 
     /// Paced, a frame reaches the encoder in its own interval: collecting after rendering frame N
@@ -320,7 +319,7 @@ mod tests {
     /// Runs on whatever EGL is here (llvmpipe in CI).
     #[test]
     fn paced_frames_do_not_wait_for_their_successor() {
-        crate::encode::pipeline::init().unwrap();
+        crate::gst_util::init().unwrap();
         let handed_out = |pace: bool| -> Vec<(u64, Vec<u64>)> {
             let mut args = vec!["agentcast", "--width", "640", "--height", "360", "--convert", "cpu"];
             if !pace {
@@ -360,7 +359,7 @@ mod tests {
     #[ignore = "needs an NVIDIA GPU with CUDA and the NVIDIA EGL driver"]
     fn zero_copy_frames_are_pixel_exact_against_the_readback() {
         let cuda = crate::cuda::select(None).expect("CUDA initialises").expect("a CUDA device");
-        crate::encode::pipeline::init().unwrap();
+        crate::gst_util::init().unwrap();
         let cli = crate::cli::Cli::try_parse_from(["agentcast", "--width", "640", "--height", "360"]).unwrap();
         let cfg = cli.stream.config().unwrap();
         let frame_of = |plan: Plan| -> Vec<u8> {

@@ -160,7 +160,7 @@ pub(super) fn run(cfg: &Config, ctx: Context) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    // The CUDA device first: the renderer and NVENC both go to it (render::device).
+    // The CUDA device first: the renderer and NVENC both go to it (crate::device).
     let cuda = crate::cuda::select(cfg.gpu).map_err(|e| fail(Exit::Unavailable, e))?;
     let cfg = &Config { gpu: cuda.map(|c| c.ordinal), ..cfg.clone() };
     if cfg.path == FramePath::ZeroCopy && cuda.is_none() {
@@ -173,7 +173,7 @@ pub(super) fn run(cfg: &Config, ctx: Context) -> anyhow::Result<()> {
     // ran one after the other.
     let (chosen, gpu) = thread::scope(|scope| {
         let encoder = thread::Builder::new().name("encoder-open".into()).spawn_scoped(scope, || {
-            pipeline::init()?;
+            crate::gst_util::init()?;
             debug!("start-up: GStreamer up at {:.1} ms", crate::clock::startup_ms());
             let chosen = choose_encoder(cfg)?;
             pipeline::preload(chosen.backend, cfg.gpu);
@@ -341,7 +341,7 @@ pub(super) fn run(cfg: &Config, ctx: Context) -> anyhow::Result<()> {
 fn open_renderer(
     gpu: Gpu,
     cfg: &Config,
-    cuda: Option<crate::render::device::CudaIds>,
+    cuda: Option<crate::device::CudaIds>,
     backend: crate::encode::settings::Backend,
 ) -> anyhow::Result<(Plan, Renderer)> {
     let takes_cuda = encoder_takes_cuda(cfg, backend);

@@ -230,22 +230,21 @@ pub fn run_checks(lock_dir: PathBuf, fifo_dir: PathBuf, width: u32, height: u32)
         let nvenc_opens = report.iter().any(|(b, o)| b.name() == "nvenc" && *o == select::Outcome::Opened);
         if let Some(gpu) = renderer {
             let takes_cuda = if nvenc_opens { Ok(()) } else { Err("no NVENC opens here".into()) };
-            let path_facts =
-                crate::convert::PathFacts::gather(cuda_device.map(|c| c.ordinal), &gpu, takes_cuda, width, height);
+            let path_facts = gpu.path_facts(cuda_device.map(|c| c.ordinal), takes_cuda, width, height);
             let (auto, convert) = (crate::settings::FramePath::Auto, crate::settings::Convert::Auto);
-            let line = match crate::convert::choose_path(auto, convert, &path_facts) {
-                Ok((true, why)) => {
+            let line = match crate::plan::choose_path(auto, convert, &path_facts) {
+                Ok(crate::plan::PathChoice { route: crate::plan::Route::ZeroCopy, why }) => {
                     (facts.auto_path, facts.host_bytes_per_frame) = (Some("zero-copy".into()), Some(0));
                     format!("--path auto takes zero-copy (0 host bytes per frame): {why}")
                 }
-                Ok((false, why)) => {
+                Ok(crate::plan::PathChoice { route: crate::plan::Route::Readback, why }) => {
                     let pixels = width as usize * height as usize;
                     facts.auto_path = Some("readback".into());
                     facts.host_bytes_per_frame = Some(if gpu.software { pixels * 4 } else { pixels * 3 / 2 });
                     let bytes = if gpu.software { "RGBA, 4 B/px" } else { "shader-packed YUV, 1.5 B/px" };
                     format!("--path auto takes {why}; frames cross to the host as {bytes}")
                 }
-                Err(e) => e,
+                Err(e) => e.to_string(),
             };
             out.push(check("path", Status::Ok, line, None));
         }

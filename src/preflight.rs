@@ -26,7 +26,8 @@ pub fn preflight(cfg: &Config) -> anyhow::Result<()> {
             // error is the first thing on stderr (exit 65) instead of following the encoder probes.
             let level = log::max_level();
             log::set_max_level(log::LevelFilter::Warn.min(level));
-            let compiled = crate::render::check_scene(cfg.egl_device, &cfg.source);
+            let scene = crate::render::SceneSpec::Shader(path.clone());
+            let compiled = crate::render::check_scene(cfg.egl_device, &scene);
             log::set_max_level(level);
             compiled?;
         }

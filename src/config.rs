@@ -91,3 +91,23 @@ impl Config {
         ((self.max_lag.as_secs_f64() * f64::from(self.fps)).ceil() as usize).max(1)
     }
 }
+
+impl Config {
+    /// What the renderer draws and how, for a scene source (`scene:`, `shader:`); an error for the
+    /// agent's own frames, which are not rendered.
+    pub fn render_settings(&self) -> anyhow::Result<crate::render::RenderSettings> {
+        let scene = match &self.source {
+            SourceSpec::Scene(s) => crate::render::SceneSpec::Builtin(*s),
+            SourceSpec::Shader(path) => crate::render::SceneSpec::Shader(path.clone()),
+            other => anyhow::bail!("{other} is not a scene to render"),
+        };
+        Ok(crate::render::RenderSettings {
+            scene,
+            width: self.width,
+            height: self.height,
+            fps: self.fps,
+            stamp: self.stamp,
+            pace: self.pace,
+        })
+    }
+}

@@ -22,7 +22,7 @@ use anyhow::{Context as _, anyhow, bail};
 use khronos_egl as egl;
 use log::{debug, info, warn};
 
-use super::device::{self, CudaIds, EglIds, PciAddress};
+use crate::device::{self, CudaIds, EglIds, PciAddress};
 use crate::exit::{Exit, ExitExt, fail};
 
 type Instance = egl::DynamicInstance<egl::EGL1_4>;

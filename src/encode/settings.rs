@@ -94,10 +94,14 @@ impl fmt::Display for Backend {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The H.264 profile (`--profile`; the doc comments are its `--help` lines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Profile {
+    /// Constrained baseline: every decoder, including WebRTC's OpenH264.
+    #[value(name = "baseline")]
     ConstrainedBaseline,
     Main,
+    /// Best quality per bit; all browsers decode it through MSE.
     High,
 }
 

@@ -186,3 +186,138 @@ pub(super) fn log_done(start: Instant, c: &Counters, s: &SinkStats) {
         s.repaired.load(Ordering::Relaxed),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use super::*;
+
+    fn config(args: &[&str]) -> Config {
+        let argv = std::iter::once("agentcast").chain(args.iter().copied());
+        crate::cli::Cli::parse_args(argv).unwrap().stream.config().unwrap()
+    }
+
+    /// The line, with the figures that depend on the clock or the machine checked for their type
+    /// and then pinned, so the rest compares literally.
+    fn pinned(mut v: serde_json::Value) -> serde_json::Value {
+        for key in ["uptime_s", "fps", "bitrate_kbps"] {
+            assert!(v[key].is_f64(), "{key} is a float: {}", v[key]);
+            v[key] = 1.5.into();
+        }
+        for key in ["rss_kib", "gpu_memory_mib"] {
+            assert!(v[key].is_u64() || v[key].is_null(), "{key} is a count or null: {}", v[key]);
+            v[key] = 7.into();
+        }
+        v
+    }
+
+    fn sink(clients: u64, listening: Option<(&str, u16)>) -> SinkStats {
+        let s = SinkStats::default();
+        for (i, a) in [
+            &s.access_units,
+            &s.bytes,
+            &s.skipped_before_idr,
+            &s.dropped_attach,
+            &s.dropped_lag,
+            &s.dropped_detach,
+            &s.dropped_no_reader,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            a.store(10 + i as u64, Relaxed);
+        }
+        s.clients.store(clients, Relaxed);
+        if let Some((url, port)) = listening {
+            s.listening.set((url.to_string(), port)).unwrap();
+        }
+        s
+    }
+
+    fn counters() -> Counters {
+        Counters { rendered: 100, encoded: 90, late: 3, encoder_busy: 4, idle: 5, idle_rendered: 6 }
+    }
+
+    #[test]
+    fn the_stats_line_of_a_drawn_scene() {
+        let cfg =
+            config(&["--scene", "gradient", "--width", "640", "--height", "360", "--fps", "25", "--stream", "s1"]);
+        let timings = Arc::new(Timings::default());
+        let t = Instant::now();
+        timings.rendered(0, t, t + std::time::Duration::from_millis(2));
+        let mut reporter = Reporter::new(&cfg, timings);
+        let facts =
+            Facts { backend: "x264enc", slot: None, path: "readback", host_bytes: 921_600, source: None, ring: None };
+        let line = pinned(reporter.json(&cfg, &facts, &counters(), &sink(0, None), "now"));
+        let expected = serde_json::json!({
+            "backend": "x264enc", "bitrate_kbps": 1.5,
+            "dropped": {
+                "attach": 13, "before_idr": 12, "detach": 15, "encoder_busy": 4, "idle_rendered": 6, "lag": 14,
+                "no_reader": 16, "superseded": 0, "total": 80
+            },
+            "fps": 1.5, "fps_target": 25,
+            "frames": { "encoded": 90, "rendered": 100, "written": 10 },
+            "gpu_memory_mib": 7, "height": 360, "host_bytes_per_frame": 921600,
+            "latency_ms": {
+                "encode": { "max": null, "n": 0, "p50": null, "p99": null },
+                "readback": { "max": null, "n": 0, "p50": null, "p99": null },
+                "render": { "max": 2.0, "n": 1, "p50": 2.0, "p99": 2.0 },
+                "render_to_write": { "max": null, "n": 0, "p50": null, "p99": null },
+                "write": { "max": null, "n": 0, "p50": null, "p99": null }
+            },
+            "nvenc_slot": null, "path": "readback", "repeated": 0, "rss_kib": 7,
+            "skipped": { "idle": 5, "late": 3 },
+            "source": "scene:gradient", "stats": "now", "stream": "s1", "uptime_s": 1.5, "width": 640
+        });
+        assert_eq!(line, expected, "{line}");
+    }
+
+    #[test]
+    fn the_stats_line_of_agent_frames_with_every_optional_part() {
+        let cfg = config(&["--source", "shm:/agentcast-test", "--stream", "agent_07"]);
+        let mut reporter = Reporter::new(&cfg, Arc::new(Timings::default()));
+        let status = Arc::new(crate::register::Status::default());
+        reporter.registered = Some(("agent_07".into(), "tcp://127.0.0.1:9000".into(), status));
+        let ring = crate::source::shm::Counters::default();
+        ring.taken.store(20, Relaxed);
+        ring.torn.store(1, Relaxed);
+        ring.missed.store(2, Relaxed);
+        ring.busy.store(3, Relaxed);
+        let facts = Facts {
+            backend: "nvh264enc",
+            slot: Some(2),
+            path: "zero-copy",
+            host_bytes: 0,
+            source: Some(("shm:/agentcast-test".into(), 21, 8, 9)),
+            ring: Some(&ring),
+        };
+        let stats = sink(2, Some(("rtsp://127.0.0.1:8554/agent_07", 8554)));
+        let line = pinned(reporter.json(&cfg, &facts, &counters(), &stats, "interval"));
+        let expected = serde_json::json!({
+            "backend": "nvh264enc", "bitrate_kbps": 1.5,
+            "dropped": {
+                "attach": 13, "before_idr": 12, "detach": 15, "encoder_busy": 4, "idle_rendered": 6, "lag": 14,
+                "no_reader": 16, "superseded": 8, "total": 88
+            },
+            "fps": 1.5, "fps_target": 30,
+            "frames": { "encoded": 90, "received": 21, "rendered": 100, "written": 10 },
+            "gpu_memory_mib": 7, "height": 720, "host_bytes_per_frame": 0,
+            "latency_ms": {
+                "encode": { "max": null, "n": 0, "p50": null, "p99": null },
+                "readback": { "max": null, "n": 0, "p50": null, "p99": null },
+                "render": { "max": null, "n": 0, "p50": null, "p99": null },
+                "render_to_write": { "max": null, "n": 0, "p50": null, "p99": null },
+                "write": { "max": null, "n": 0, "p50": null, "p99": null }
+            },
+            "listen": { "clients": 2, "port": 8554, "url": "rtsp://127.0.0.1:8554/agent_07" },
+            "nvenc_slot": 2, "path": "zero-copy",
+            "register": { "name": "agent_07", "src": "tcp://127.0.0.1:9000", "state": "pending" },
+            "repeated": 9, "rss_kib": 7,
+            "shm": { "busy_polls": 3, "missed": 2, "taken": 20, "torn": 1 },
+            "skipped": { "idle": 5, "late": 3 },
+            "source": "shm:/agentcast-test", "stats": "interval", "stream": "agent_07", "uptime_s": 1.5, "width": 1280
+        });
+        assert_eq!(line, expected, "{line}");
+    }
+}

@@ -151,15 +151,26 @@ pub fn percentile(values: &mut [f64], p: f64) -> Option<f64> {
     Some(values[rank.min(values.len()) - 1])
 }
 
-/// `{"p50": .., "p99": .., "max": .., "n": ..}` in milliseconds (nulls when there were no samples).
-pub fn summary(values: &mut [f64]) -> serde_json::Value {
+/// Latency over some samples, in milliseconds rounded to 0.01: `{"p50", "p99", "max", "n"}`, the
+/// figures null when there were no samples.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Summary {
+    pub p50: Option<f64>,
+    pub p99: Option<f64>,
+    pub max: Option<f64>,
+    /// How many samples.
+    pub n: usize,
+}
+
+/// The [`Summary`] of `values` (sorts them).
+pub fn summary(values: &mut [f64]) -> Summary {
     let round = |v: Option<f64>| v.map(|v| (v * 100.0).round() / 100.0);
-    serde_json::json!({
-        "p50": round(percentile(values, 50.0)),
-        "p99": round(percentile(values, 99.0)),
-        "max": round(percentile(values, 100.0)),
-        "n": values.len(),
-    })
+    Summary {
+        p50: round(percentile(values, 50.0)),
+        p99: round(percentile(values, 99.0)),
+        max: round(percentile(values, 100.0)),
+        n: values.len(),
+    }
 }
 
 /// Resident memory of this process (VmRSS), in KiB. Never VMS: virtual size counts every mapping

@@ -6,10 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use log::info;
+use serde::Serialize;
 
 use crate::config::Config;
 use crate::sink::SinkStats;
-use crate::stats::Timings;
+use crate::stats::{Summary, Timings};
 
 /// The frame loop's counters.
 #[derive(Debug, Default)]
@@ -41,6 +42,162 @@ pub(super) struct Facts<'a> {
     pub ring: Option<&'a crate::source::shm::Counters>,
 }
 
+/// One stats line: the schema of the JSON on stderr, in `--stats-file` and from
+/// [`super::Handle::stats`] (the README's "Stats" table says the same). Counters count since the
+/// start and only grow; `fps`, `bitrate_kbps` and `latency_ms` cover the last interval.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stats {
+    /// `interval`, or `final` for the last line of a run (`now` from [`super::Handle::stats`]).
+    pub stats: String,
+    /// `--stream`.
+    pub stream: String,
+    /// `--source` (for the agent's frames, the source they come from).
+    pub source: String,
+    /// The encoder element.
+    pub backend: String,
+    pub width: u32,
+    pub height: u32,
+    /// `--fps`.
+    pub fps_target: u32,
+    /// Seconds since the start, to 0.1.
+    pub uptime_s: f64,
+    pub frames: Frames,
+    pub dropped: Dropped,
+    /// Frame slots filled by repeating the agent's last frame (the agent is slower than `--fps`,
+    /// or paused).
+    pub repeated: u64,
+    pub skipped: Skipped,
+    /// Frames rendered per second over the last interval, to 0.1.
+    pub fps: f64,
+    /// Bytes written over the last interval, in kbit/s, rounded.
+    pub bitrate_kbps: f64,
+    pub latency_ms: Latency,
+    /// How frames reach the encoder: `zero-copy`, `readback`, `cuda-download`, `host`, ...
+    pub path: String,
+    /// What each frame moves from the GPU to the host: 0 on `zero-copy`; on `readback` 4 bytes per
+    /// pixel (RGBA, converted on the CPU) or 1.5 (YUV packed by the GPU shader).
+    pub host_bytes_per_frame: usize,
+    /// The NVENC slot held, or null.
+    pub nvenc_slot: Option<u32>,
+    /// Resident memory. Never VMS: virtual size counts every mapping (GPU drivers map gigabytes
+    /// they never touch) and reads as a leak when there is none. Null where /proc says nothing.
+    pub rss_kib: Option<u64>,
+    /// The GPU memory this process holds on its GPUs, in MiB, from NVML; null without NVML or
+    /// while NVML does not list this process.
+    pub gpu_memory_mib: Option<u64>,
+    /// `tcp:` and `rtsp-listen:` outputs only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<Listen>,
+    /// `--register` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub register: Option<Register>,
+    /// `shm:` sources only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shm: Option<Ring>,
+}
+
+/// `frames`: counters since the start.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Frames {
+    /// Frame slots filled: frames drawn, or (the agent's frames) taken fresh or repeated.
+    pub rendered: u64,
+    pub encoded: u64,
+    /// Access units written.
+    pub written: u64,
+    /// The agent's frames only: the frames the agent sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub received: Option<u64>,
+}
+
+/// `dropped`: frames that were rendered but not written, by reason. For drawn scenes, at the end
+/// of a run, `frames.rendered` = `frames.written` + `total` once nothing is in flight.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Dropped {
+    /// The agent's frames replaced by a newer one before they were taken (the agent is faster
+    /// than `--fps`, or nobody reads).
+    pub superseded: u64,
+    /// Raw frames the encoder had no room for.
+    pub encoder_busy: u64,
+    /// `--idle render` with no reader: rendered, not encoded.
+    pub idle_rendered: u64,
+    /// Access units dropped while waiting for the first IDR.
+    pub before_idr: u64,
+    /// FIFO/TCP: dropped because a reader had just attached (waiting for an IDR), fell behind, or
+    /// left with them queued; and encoded while nobody read.
+    pub attach: u64,
+    pub lag: u64,
+    pub detach: u64,
+    pub no_reader: u64,
+    /// The sum of the reasons.
+    pub total: u64,
+}
+
+impl Dropped {
+    /// Every reason's count (all but `total`).
+    fn by_reason(&self) -> [u64; 8] {
+        let d = self;
+        [d.superseded, d.encoder_busy, d.idle_rendered, d.before_idr, d.attach, d.lag, d.detach, d.no_reader]
+    }
+}
+
+/// `skipped`: frame slots never rendered.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Skipped {
+    /// The loop was late.
+    pub late: u64,
+    /// Nobody was reading (`--idle pause`).
+    pub idle: u64,
+}
+
+/// `latency_ms`: per stage over the last interval.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Latency {
+    /// Drawing.
+    pub render: Summary,
+    /// Readback and hand-over to the encoder.
+    pub readback: Summary,
+    /// Encoder in to access unit out.
+    pub encode: Summary,
+    /// The write (FIFO/TCP: hand-over to the reader's queue).
+    pub write: Summary,
+    /// Render start to written.
+    pub render_to_write: Summary,
+}
+
+/// `listen`: where a listening output is reached.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Listen {
+    pub url: String,
+    /// The real port (where 0 was asked for, the one the system gave).
+    pub port: u16,
+    /// `rtsp-listen:`: the RTSP clients connected now.
+    pub clients: u64,
+}
+
+/// `register`: `--register`'s name, the source go2rtc pulls, and where the registration stands.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Register {
+    pub name: String,
+    pub src: String,
+    /// `registered`, `unreachable` (retrying), `taken` (another live agent holds the name) or
+    /// `pending`.
+    pub state: String,
+}
+
+/// `shm`: the ring reader's own counts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Ring {
+    /// Frames taken (= `frames.received`).
+    pub taken: u64,
+    /// Copies the writer overwrote while they were read (dropped, never encoded; retried at the
+    /// next poll).
+    pub torn: u64,
+    /// Frames the writer published and overwrote before a poll saw them.
+    pub missed: u64,
+    /// Polls that found the newest slot mid-write.
+    pub busy_polls: u64,
+}
+
 /// When the stats line is due, and the counters at the last one.
 pub(super) struct Reporter {
     pub timings: Arc<Timings>,
@@ -68,9 +225,15 @@ impl Reporter {
         self.next.is_some_and(|t| Instant::now() >= t)
     }
 
-    /// The stats JSON. `kind` is "interval", "final" or "now" (on demand: the interval's samples
-    /// and counters are left for the next line).
+    /// The stats JSON (see [`Stats`]). `kind` is "interval", "final" or "now" (on demand: the
+    /// interval's samples and counters are left for the next line).
     pub fn json(&mut self, cfg: &Config, f: &Facts, c: &Counters, s: &SinkStats, kind: &str) -> serde_json::Value {
+        // Through a Value, whose keys are sorted: the line's text keeps the order it always had.
+        serde_json::to_value(self.stats(cfg, f, c, s, kind)).expect("the stats serialize: plain fields, string keys")
+    }
+
+    /// The stats; see [`Reporter::json`].
+    pub fn stats(&mut self, cfg: &Config, f: &Facts, c: &Counters, s: &SinkStats, kind: &str) -> Stats {
         let now = Instant::now();
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let (written, bytes) = (load(&s.access_units), load(&s.bytes));
@@ -78,74 +241,73 @@ impl Reporter {
         let secs = now.duration_since(t0).as_secs_f64().max(1e-9);
         let mut samples = if kind == "now" { self.timings.peek() } else { self.timings.take() };
         let (source, received, superseded, repeated) = f.source.clone().unwrap_or_default();
-        let dropped = [
-            ("superseded", superseded),
-            ("encoder_busy", c.encoder_busy),
-            ("idle_rendered", c.idle_rendered),
-            ("before_idr", load(&s.skipped_before_idr)),
-            ("attach", load(&s.dropped_attach)),
-            ("lag", load(&s.dropped_lag)),
-            ("detach", load(&s.dropped_detach)),
-            ("no_reader", load(&s.dropped_no_reader)),
-        ];
-        let mut dropped_json: serde_json::Map<String, serde_json::Value> =
-            dropped.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
-        dropped_json.insert("total".into(), dropped.iter().map(|(_, v)| v).sum::<u64>().into());
-        let mut frames = serde_json::json!({ "rendered": c.rendered, "encoded": c.encoded, "written": written });
-        if f.source.is_some() {
-            frames["received"] = received.into();
-        }
-        let mut line = serde_json::json!({
-            "stats": kind,
-            "stream": cfg.stream,
-            "source": if f.source.is_some() { source.to_string() } else { cfg.source.to_string() },
-            "backend": f.backend,
-            "width": cfg.width,
-            "height": cfg.height,
-            "fps_target": cfg.fps,
-            "uptime_s": (now.duration_since(self.started).as_secs_f64() * 10.0).round() / 10.0,
-            "frames": frames,
-            "dropped": dropped_json,
-            "repeated": repeated,
-            "skipped": { "late": c.late, "idle": c.idle },
-            "fps": ((c.rendered - rendered0) as f64 / secs * 10.0).round() / 10.0,
-            "bitrate_kbps": ((bytes - bytes0) as f64 * 8.0 / 1000.0 / secs).round(),
-            "latency_ms": {
-                "render": crate::stats::summary(&mut samples.render),
-                "readback": crate::stats::summary(&mut samples.readback),
-                "encode": crate::stats::summary(&mut samples.encode),
-                "write": crate::stats::summary(&mut samples.write),
-                "render_to_write": crate::stats::summary(&mut samples.render_to_write),
+        let mut dropped = Dropped {
+            superseded,
+            encoder_busy: c.encoder_busy,
+            idle_rendered: c.idle_rendered,
+            before_idr: load(&s.skipped_before_idr),
+            attach: load(&s.dropped_attach),
+            lag: load(&s.dropped_lag),
+            detach: load(&s.dropped_detach),
+            no_reader: load(&s.dropped_no_reader),
+            total: 0,
+        };
+        dropped.total = dropped.by_reason().iter().sum();
+        let summary = crate::stats::summary;
+        let stats = Stats {
+            stats: kind.to_string(),
+            stream: cfg.stream.clone(),
+            source: if f.source.is_some() { source.to_string() } else { cfg.source.to_string() },
+            backend: f.backend.to_string(),
+            width: cfg.width,
+            height: cfg.height,
+            fps_target: cfg.fps,
+            uptime_s: (now.duration_since(self.started).as_secs_f64() * 10.0).round() / 10.0,
+            frames: Frames {
+                rendered: c.rendered,
+                encoded: c.encoded,
+                written,
+                received: f.source.is_some().then_some(received),
             },
-            "path": f.path,
-            "host_bytes_per_frame": f.host_bytes,
-            "nvenc_slot": f.slot,
-            "rss_kib": crate::stats::rss_kib(),
-            // Real GPU memory from NVML (null without it, or while this process holds none); never VMS.
-            "gpu_memory_mib": crate::stats::gpu_memory_mib(),
-        });
-        if let Some((url, port)) = s.listening.get() {
-            // Where a listening output is reached (the real port where 0 was asked for).
-            line["listen"] = serde_json::json!({ "url": url, "port": port, "clients": load(&s.clients) });
-        }
-        if let Some((name, src, status)) = &self.registered {
-            line["register"] = serde_json::json!({ "name": name, "src": src, "state": status.get().as_str() });
-        }
-        if let Some(r) = f.ring {
-            // The ring reader's own view: frames it took, copies the writer tore (dropped, retried
-            // at the next poll) and frames the writer overwrote before a poll saw them.
-            line["shm"] = serde_json::json!({
-                "taken": load(&r.taken),
-                "torn": load(&r.torn),
-                "missed": load(&r.missed),
-                "busy_polls": load(&r.busy),
-            });
-        }
+            dropped,
+            repeated,
+            skipped: Skipped { late: c.late, idle: c.idle },
+            fps: ((c.rendered - rendered0) as f64 / secs * 10.0).round() / 10.0,
+            bitrate_kbps: ((bytes - bytes0) as f64 * 8.0 / 1000.0 / secs).round(),
+            latency_ms: Latency {
+                render: summary(&mut samples.render),
+                readback: summary(&mut samples.readback),
+                encode: summary(&mut samples.encode),
+                write: summary(&mut samples.write),
+                render_to_write: summary(&mut samples.render_to_write),
+            },
+            path: f.path.to_string(),
+            host_bytes_per_frame: f.host_bytes,
+            nvenc_slot: f.slot,
+            rss_kib: crate::stats::rss_kib(),
+            gpu_memory_mib: crate::stats::gpu_memory_mib(),
+            listen: s.listening.get().map(|(url, port)| Listen {
+                url: url.clone(),
+                port: *port,
+                clients: load(&s.clients),
+            }),
+            register: self.registered.as_ref().map(|(name, src, status)| Register {
+                name: name.clone(),
+                src: src.clone(),
+                state: status.get().as_str().to_string(),
+            }),
+            shm: f.ring.map(|r| Ring {
+                taken: load(&r.taken),
+                torn: load(&r.torn),
+                missed: load(&r.missed),
+                busy_polls: load(&r.busy),
+            }),
+        };
         if kind != "now" {
             self.last = (now, c.rendered, bytes);
             self.next = cfg.stats_interval.map(|i| now + i);
         }
-        line
+        stats
     }
 
     /// The JSON stats line to stderr and `--stats-file`. Counters only grow; at the end of a run

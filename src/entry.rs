@@ -32,8 +32,14 @@ pub fn cli_main(args: Vec<OsString>) -> u8 {
         Some(Command::Latency(args)) => crate::measure::latency::run(args),
         Some(Command::Quality(args)) => crate::measure::quality::run(args),
         Some(Command::Encoders(args)) => crate::encode::list(args.json, args.width, args.height),
-        Some(Command::Slots(args)) => crate::slots::show(args),
-        Some(Command::Doctor(args)) => crate::doctor::doctor(args),
+        Some(Command::Slots(a)) => crate::slots::show(a.lock_dir.as_deref(), a.nvenc_sessions),
+        Some(Command::Doctor(a)) => crate::doctor::doctor(&crate::doctor::Options {
+            json: a.json,
+            lock_dir: a.lock_dir.clone(),
+            fifo_dir: a.fifo_dir.clone(),
+            width: a.width,
+            height: a.height,
+        }),
         Some(Command::Go2rtcConfig(a)) => go2rtc_config(a, &args),
         None => cli
             .stream

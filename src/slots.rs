@@ -21,6 +21,28 @@ pub fn default_dir() -> PathBuf {
     }
 }
 
+/// Why a directory agentcast keeps files in cannot be used. The text is one line that names the
+/// directory as the user knows it (`role`: "--lock-dir", "FIFO dir") and says what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum DirError {
+    #[error("{role} {}: cannot create the directory: {source}", path.display())]
+    Create { role: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("{role} {}: cannot write there: {source}", path.display())]
+    Write { role: &'static str, path: PathBuf, source: std::io::Error },
+}
+
+/// Makes sure `path` is a directory this user can create files in (creating it if needed): a file
+/// is created there and removed. `role` names the directory in the error.
+pub fn writable_dir(path: &Path, role: &'static str) -> Result<(), DirError> {
+    std::fs::create_dir_all(path).map_err(|source| DirError::Create { role, path: path.into(), source })?;
+    let probe = path.join(format!(".write-test-{}", std::process::id()));
+    File::create(&probe).and_then(|_| std::fs::remove_file(&probe)).map_err(|source| DirError::Write {
+        role,
+        path: path.into(),
+        source,
+    })
+}
+
 /// A directory of N slot files.
 #[derive(Debug, Clone)]
 pub struct LockDir {
@@ -53,14 +75,9 @@ pub enum SlotState {
 
 impl LockDir {
     /// Opens (creating if needed) a lock directory for `slots` slots. The error is one line that
-    /// names the directory and says what is wrong with it.
-    pub fn open(path: &Path, slots: u32) -> Result<LockDir, String> {
-        std::fs::create_dir_all(path)
-            .map_err(|e| format!("--lock-dir {}: cannot create the directory: {e}", path.display()))?;
-        let probe = path.join(format!(".write-test-{}", std::process::id()));
-        File::create(&probe)
-            .and_then(|_| std::fs::remove_file(&probe))
-            .map_err(|e| format!("--lock-dir {}: cannot write there: {e}", path.display()))?;
+    /// names the directory (as `--lock-dir`) and says what is wrong with it.
+    pub fn open(path: &Path, slots: u32) -> Result<LockDir, DirError> {
+        writable_dir(path, "--lock-dir")?;
         Ok(LockDir { path: path.to_path_buf(), slots })
     }
 
@@ -125,11 +142,12 @@ impl LockDir {
     }
 }
 
-/// `agentcast slots`: one line per slot. With no `--nvenc-sessions`, shows the slot files found.
-pub fn show(args: &crate::cli::SlotsArgs) -> anyhow::Result<crate::exit::Exit> {
+/// `agentcast slots`: one line per slot of the lock directory `lock_dir` (`None` =
+/// [`default_dir`]). With no `nvenc_sessions` (`--nvenc-sessions`), shows the slot files found.
+pub fn show(lock_dir: Option<&Path>, nvenc_sessions: Option<u32>) -> anyhow::Result<crate::exit::Exit> {
     use crate::exit::{Exit, fail};
-    let path = args.lock_dir.clone().unwrap_or_else(default_dir);
-    let slots = match args.nvenc_sessions {
+    let path = lock_dir.map_or_else(default_dir, Path::to_path_buf);
+    let slots = match nvenc_sessions {
         Some(n) => n,
         None => std::fs::read_dir(&path)
             .map(|rd| {
@@ -234,11 +252,14 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let file = t.path().join("not-a-dir");
         std::fs::write(&file, "x").unwrap();
-        let e = LockDir::open(&file.join("locks"), 2).unwrap_err();
+        let e = LockDir::open(&file.join("locks"), 2).unwrap_err().to_string();
         assert!(e.starts_with("--lock-dir ") && e.contains("cannot create the directory"), "{e}");
         // A directory nobody can create files in, not even root.
-        let e = LockDir::open(Path::new("/proc"), 2).unwrap_err();
+        let e = LockDir::open(Path::new("/proc"), 2).unwrap_err().to_string();
         assert!(e.contains("--lock-dir /proc: cannot write there"), "{e}");
+        // Another directory is named as the user knows it.
+        let e = writable_dir(Path::new("/proc/agentcast-fifos"), "FIFO dir").unwrap_err().to_string();
+        assert!(e.starts_with("FIFO dir /proc/agentcast-fifos: cannot create the directory: "), "{e}");
     }
 
     #[test]

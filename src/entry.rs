@@ -29,8 +29,30 @@ pub fn cli_main(args: Vec<OsString>) -> u8 {
     }
     let result = match &cli.command {
         Some(Command::Check(args)) => run_check(args),
-        Some(Command::Latency(args)) => crate::measure::latency::run(args),
-        Some(Command::Quality(args)) => crate::measure::quality::run(args),
+        Some(Command::Latency(a)) => {
+            let options = crate::measure::latency::Options {
+                frames: a.frames,
+                json: a.json,
+                keep_stream: a.keep_stream.clone(),
+                via: a.via.clone(),
+                frame_log: a.frame_log.clone(),
+                args: a.args.clone(),
+            };
+            crate::measure::latency::run(&options, &ProducerCli)
+        }
+        Some(Command::Quality(a)) => {
+            let options = crate::measure::quality::Options {
+                frames: a.frames,
+                sweep: a.sweep,
+                bitrates: a.bitrates.clone(),
+                qp_max_values: a.qp_max_values.clone(),
+                sizes: a.sizes.clone(),
+                threshold: a.threshold,
+                json: a.json,
+                args: a.args.clone(),
+            };
+            crate::measure::quality::run(&options, &ProducerCli)
+        }
         Some(Command::Encoders(args)) => crate::encode::list(args.json, args.width, args.height),
         Some(Command::Slots(a)) => crate::slots::show(a.lock_dir.as_deref(), a.nvenc_sessions),
         Some(Command::Doctor(a)) => crate::doctor::doctor(&crate::doctor::Options {
@@ -240,6 +262,37 @@ impl Write for LogWriter {
 
     fn flush(&mut self) -> std::io::Result<()> {
         std::io::stderr().flush()
+    }
+}
+
+/// The producer flags after a measuring command's `--`, read by the command line that owns them.
+struct ProducerCli;
+
+impl ProducerCli {
+    /// Parses `args` as the producer's command line: stream flags only.
+    fn stream_args(args: &[String]) -> anyhow::Result<crate::cli::StreamArgs> {
+        let argv = std::iter::once("agentcast".to_string()).chain(args.iter().cloned());
+        let cli = Cli::parse_args(argv).map_err(|e| {
+            let first = e.to_string().lines().next().unwrap_or("").trim_start_matches("error: ").to_string();
+            fail(Exit::Usage, format!("producer arguments after --: {first}"))
+        })?;
+        if cli.command.is_some() {
+            return Err(fail(Exit::Usage, "producer arguments after -- must be stream flags, not a subcommand"));
+        }
+        Ok(cli.stream)
+    }
+}
+
+impl crate::measure::ProducerFlags for ProducerCli {
+    fn config(&self, args: &[String]) -> anyhow::Result<Config> {
+        Self::stream_args(args)?.config().map_err(|e| fail(Exit::Usage, e))
+    }
+
+    fn config_at_size(&self, args: &[String], width: u32, height: u32) -> Result<Config, String> {
+        let mut sized = Self::stream_args(args).map_err(|e| e.to_string())?;
+        sized.width = width;
+        sized.height = height;
+        sized.config().map_err(|e| e.to_string())
     }
 }
 

@@ -16,17 +16,34 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use anyhow::Context;
 use log::{info, warn};
 
-use crate::cli::LatencyArgs;
 use crate::clock::monotonic_ns;
 use crate::config::Config;
 use crate::exit::{Exit, ExitExt, fail};
 use crate::measure::decode;
 use crate::stats::{parse_frame_log, summary};
+
+/// What `agentcast latency` measures and how it answers (its flags).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Frames to measure.
+    pub frames: u64,
+    /// Print JSON instead of text.
+    pub json: bool,
+    /// Keep the captured stream in this file.
+    pub keep_stream: Option<PathBuf>,
+    /// `--via`: measure through an RTSP viewer at this URL (with `frame_log`), running no producer.
+    pub via: Option<String>,
+    /// `--via`: the frame log of the producer go2rtc runs.
+    pub frame_log: Option<PathBuf>,
+    /// The producer's flags (after `--`).
+    pub args: Vec<String>,
+}
 
 /// Flags `agentcast latency` sets on the producer itself.
 const OWN_FLAGS: &[&str] = &["--frames", "--duration", "--frame-log", "--stats-file", "--stats-interval"];
@@ -93,7 +110,7 @@ pub fn match_readings(
     m
 }
 
-pub fn run(a: &LatencyArgs) -> anyhow::Result<Exit> {
+pub fn run(a: &Options, producer: &dyn super::ProducerFlags) -> anyhow::Result<Exit> {
     if let (Some(url), Some(log)) = (&a.via, &a.frame_log) {
         if !a.args.is_empty() {
             return Err(fail(
@@ -109,7 +126,7 @@ pub fn run(a: &LatencyArgs) -> anyhow::Result<Exit> {
         }
         return Ok(Exit::Ok);
     }
-    let (_, cfg) = super::producer_config(&a.args)?;
+    let cfg = producer.config(&a.args)?;
     if let Some(flag) = OWN_FLAGS.iter().find(|f| super::flag_given(&a.args, f)) {
         return Err(fail(Exit::Usage, format!("{flag} is set by agentcast latency itself (use its --frames)")));
     }
@@ -135,7 +152,7 @@ pub fn run(a: &LatencyArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-fn measure(a: &LatencyArgs, cfg: &Config, dir: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+fn measure(a: &Options, cfg: &Config, dir: &std::path::Path) -> anyhow::Result<serde_json::Value> {
     let (log_path, stats_path) = (dir.join("frames.log"), dir.join("stats.json"));
     let exe = std::env::current_exe().context("finding the agentcast binary").exit(Exit::Unavailable)?;
     let spawned = monotonic_ns();

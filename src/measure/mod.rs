@@ -9,26 +9,20 @@ pub mod metrics;
 pub mod quality;
 pub mod via;
 
-use crate::cli::{Cli, StreamArgs};
 use crate::config::Config;
-use crate::exit::{Exit, fail};
 
 /// Whether `flag` is among the producer arguments (as `--flag VALUE` or `--flag=VALUE`).
 pub(crate) fn flag_given(args: &[String], flag: &str) -> bool {
     args.iter().any(|arg| arg.split('=').next() == Some(flag))
 }
 
-/// Parses and validates the producer flags a measuring command got after `--`, exactly as the
-/// producer would, so a mistake is one line (exit 2) from the tool rather than from its child.
-pub(crate) fn producer_config(args: &[String]) -> anyhow::Result<(StreamArgs, Config)> {
-    let argv = std::iter::once("agentcast".to_string()).chain(args.iter().cloned());
-    let cli = Cli::parse_args(argv).map_err(|e| {
-        let first = e.to_string().lines().next().unwrap_or("").trim_start_matches("error: ").to_string();
-        fail(Exit::Usage, format!("producer arguments after --: {first}"))
-    })?;
-    if cli.command.is_some() {
-        return Err(fail(Exit::Usage, "producer arguments after -- must be stream flags, not a subcommand"));
-    }
-    let cfg = cli.stream.config().map_err(|e| fail(Exit::Usage, e))?;
-    Ok((cli.stream, cfg))
+/// Reads the producer flags a measuring command got after `--`, exactly as the producer would, so
+/// a mistake is one line (exit 2) from the tool rather than from its child. The flags are the
+/// command line's to parse: it implements this, and the tools here never see clap.
+pub trait ProducerFlags {
+    /// The producer's config for `args`; a mistake is a usage error (exit 2).
+    fn config(&self, args: &[String]) -> anyhow::Result<Config>;
+    /// The same flags at another `--width`/`--height`, validated again; the error is the
+    /// validation's message.
+    fn config_at_size(&self, args: &[String], width: u32, height: u32) -> Result<Config, String>;
 }

@@ -8,7 +8,6 @@
 
 use log::info;
 
-use crate::cli::QualityArgs;
 use crate::config::{Config, SourceSpec};
 use crate::encode::pipeline::{Encoder, Input, Push, Setup};
 use crate::encode::settings::{Backend, EncoderSettings};
@@ -118,10 +117,31 @@ pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
     Ok((num(w)?, num(h)?))
 }
 
+/// What `agentcast quality` measures and how it answers (its flags).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Frames per run.
+    pub frames: u64,
+    /// Vary bitrate and `--qp-max` per size.
+    pub sweep: bool,
+    /// `--sweep`'s bitrates (kbit/s); `None` = the default list.
+    pub bitrates: Option<Vec<u32>>,
+    /// `--sweep`'s `--qp-max` values; `None` = the default list.
+    pub qp_max_values: Option<Vec<u32>>,
+    /// `--sweep`'s sizes, as given (`WIDTHxHEIGHT`); `None` = 1280x720 and 1920x1080.
+    pub sizes: Option<Vec<String>>,
+    /// The banding score the cheapest settings must stay under.
+    pub threshold: f64,
+    /// Print JSON instead of the table.
+    pub json: bool,
+    /// The producer's flags (after `--`).
+    pub args: Vec<String>,
+}
+
 /// The flags after `--` that `--sweep` sets itself.
 const SWEPT: &[&str] = &["--bitrate", "--qp-max", "--width", "--height"];
 
-pub fn run(a: &QualityArgs) -> anyhow::Result<Exit> {
+pub fn run(a: &Options, producer: &dyn super::ProducerFlags) -> anyhow::Result<Exit> {
     let given = |flag: &str| super::flag_given(&a.args, flag);
     if !a.sweep {
         for (flag, set) in [
@@ -139,7 +159,7 @@ pub fn run(a: &QualityArgs) -> anyhow::Result<Exit> {
             format!("{flag} after -- conflicts with --sweep, which sets it (use --bitrates, --qp-max-values, --sizes)"),
         ));
     }
-    let (stream_args, base) = super::producer_config(&a.args)?;
+    let base = producer.config(&a.args)?;
     if !base.stamp {
         return Err(fail(Exit::Usage, "quality matches pictures by frame stamp; drop --no-stamp"));
     }
@@ -178,10 +198,9 @@ pub fn run(a: &QualityArgs) -> anyhow::Result<Exit> {
     let mut runs = Vec::new();
     for &(width, height) in &sizes {
         // Each size goes through the producer's own validation.
-        let mut sized = stream_args.clone();
-        sized.width = width;
-        sized.height = height;
-        let cfg = sized.config().map_err(|e| fail(Exit::Usage, format!("--sizes {width}x{height}: {e}")))?;
+        let cfg = producer
+            .config_at_size(&a.args, width, height)
+            .map_err(|e| fail(Exit::Usage, format!("--sizes {width}x{height}: {e}")))?;
         for scene in &scenes {
             let mut cfg = cfg.clone();
             cfg.source = scene.clone();

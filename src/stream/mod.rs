@@ -39,6 +39,7 @@ use crate::frame::HostFrame;
 use crate::sink::{Note, SinkEnd};
 use crate::source::live::Latest;
 use demand::Demand;
+pub use report::{Dropped, FrameCounts, Latency, Listen, Register, Ring, Skipped, Stats};
 
 pub(crate) use session::choose_encoder;
 
@@ -176,8 +177,8 @@ impl Handle {
         self.control().request_keyframe();
     }
 
-    /// The stats, as the JSON of the stats line (`frames`, `dropped`, `repeated`, `fps`, ...). After
-    /// the end, the final stats.
+    /// The stats, as the JSON of the stats line (`frames`, `dropped`, `repeated`, `fps`, ...; its
+    /// schema is [`Stats`]). After the end, the final stats.
     pub fn stats(&self) -> serde_json::Value {
         let (reply, answer) = mpsc::channel();
         if self.tx.send(Event::Stats(reply)).is_ok()

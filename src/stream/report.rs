@@ -61,7 +61,7 @@ pub struct Stats {
     pub fps_target: u32,
     /// Seconds since the start, to 0.1.
     pub uptime_s: f64,
-    pub frames: Frames,
+    pub frames: FrameCounts,
     pub dropped: Dropped,
     /// Frame slots filled by repeating the agent's last frame (the agent is slower than `--fps`,
     /// or paused).
@@ -98,7 +98,7 @@ pub struct Stats {
 
 /// `frames`: counters since the start.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Frames {
+pub struct FrameCounts {
     /// Frame slots filled: frames drawn, or (the agent's frames) taken fresh or repeated.
     pub rendered: u64,
     pub encoded: u64,
@@ -263,7 +263,7 @@ impl Reporter {
             height: cfg.height,
             fps_target: cfg.fps,
             uptime_s: (now.duration_since(self.started).as_secs_f64() * 10.0).round() / 10.0,
-            frames: Frames {
+            frames: FrameCounts {
                 rendered: c.rendered,
                 encoded: c.encoded,
                 written,

@@ -11,6 +11,7 @@ mod fuzz;
 mod go2rtc_config;
 mod go2rtc_e2e;
 mod kill_matrix;
+mod layers;
 mod leases;
 mod lifecycle;
 mod measure;

@@ -395,7 +395,10 @@ fn spawn_sink(
     timing: sink::FrameTiming,
 ) -> anyhow::Result<()> {
     let (source, stop, stats, tx) = (source.clone(), stop.clone(), stats.clone(), tx.clone());
-    let raw = cfg.mux == Mux::Raw;
+    let payload = match cfg.mux {
+        Mux::Raw => sink::Payload::AnnexB,
+        Mux::Mpegts => sink::Payload::MpegTs,
+    };
     let settings = DemandSettings { budget_aus: cfg.max_lag_frames(), keyframe_every: LAG_KEYFRAME_EVERY };
     thread::Builder::new().name("sink".into()).spawn(move || {
         let end = match destination {
@@ -406,8 +409,10 @@ fn spawn_sink(
                 });
                 sink::rtsp_server::run_served(&source, server, &stop, &stats, notify, &timing)
             }
-            Destination::Stdout(mut out) => sink::run_writer(&source, &mut out, &stop, &stats, raw, &timing),
-            Destination::Rtsp(mut out) => sink::run_writer(&source, &mut out, &stop, &stats, true, &timing),
+            Destination::Stdout(mut out) => sink::run_writer(&source, &mut out, &stop, &stats, payload, &timing),
+            Destination::Rtsp(mut out) => {
+                sink::run_writer(&source, &mut out, &stop, &stats, sink::Payload::AnnexB, &timing)
+            }
             Destination::Demand(mut endpoint) => {
                 let notes = tx.clone();
                 let notify = move |n: Note| {

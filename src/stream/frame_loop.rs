@@ -85,6 +85,15 @@ pub(super) enum Stop {
     SourceEnded(SourceEnd),
 }
 
+/// What a drain does with the agent's frame handed over last and not taken yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LastFrame {
+    /// Encode it too (the library user stopped the stream after pushing it).
+    Take,
+    /// Leave it (a limit or the source's end: the frames that count were taken).
+    Leave,
+}
+
 /// Whether anyone reads the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Reader {
@@ -443,15 +452,15 @@ impl Loop<'_> {
         }
     }
 
-    /// After the last frame: hands over what is still being read back (and, `take_last`, the
-    /// agent's frame handed over last), ends the stream, and waits until the writer has written
+    /// After the last frame: hands over what is still being read back (and the agent's frame
+    /// handed over last, as `last` says), ends the stream, and waits until the writer has written
     /// everything.
     pub fn drain(
         &mut self,
         frames: &mut Frames,
         encoder: &Encoder,
         element: &str,
-        take_last: bool,
+        last: LastFrame,
     ) -> anyhow::Result<()> {
         let mut early: Option<Stop> = None;
         if let Frames::Rendered { renderer, .. } = frames {
@@ -466,7 +475,7 @@ impl Loop<'_> {
             })?;
         }
         if let Frames::Agent(feed) = frames
-            && take_last
+            && last == LastFrame::Take
             && early.is_none()
             && self.reader == Reader::Attached
             && let Some(Next::Frame { fresh: true }) = feed.wait_fresh(Duration::ZERO)

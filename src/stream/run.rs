@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
-use super::frame_loop::{Frames, Loop, Reader, Stop, facts};
+use super::frame_loop::{Frames, LastFrame, Loop, Reader, Stop, facts};
 use super::report::{Counters, Reporter};
 use super::session::{FrameInput, Session, choose_encoder, encoder_takes_cuda};
 use super::{Event, Outcome};
@@ -288,11 +288,11 @@ pub(super) fn run(cfg: &Config, ctx: Context) -> anyhow::Result<()> {
     };
     let result = match stop {
         Ok(Stop::Finish { drain: true }) => {
-            lp.drain(&mut frames, session.encoder(), session.backend().element(), false)
+            lp.drain(&mut frames, session.encoder(), session.backend().element(), LastFrame::Leave)
         }
-        Ok(Stop::Close) => lp.drain(&mut frames, session.encoder(), session.backend().element(), true),
+        Ok(Stop::Close) => lp.drain(&mut frames, session.encoder(), session.backend().element(), LastFrame::Take),
         Ok(Stop::SourceEnded(end)) => {
-            let drained = lp.drain(&mut frames, session.encoder(), session.backend().element(), false);
+            let drained = lp.drain(&mut frames, session.encoder(), session.backend().element(), LastFrame::Leave);
             match end {
                 SourceEnd::Finished(why) => {
                     info!("{why}");

@@ -399,9 +399,8 @@ impl Importer {
         check_support(fourcc, modifier, formats.as_deref(), modifiers.as_deref())
     }
 
-    /// Imports `buf` as an external texture; `linear` filtering for scaled draws, nearest for
-    /// exact copies. The fds stay the caller's.
-    pub fn import(&self, buf: &DmaBuf<'_>, linear: bool) -> anyhow::Result<Imported> {
+    /// Imports `buf` as an external texture, sampled as `filter` says. The fds stay the caller's.
+    pub fn import(&self, buf: &DmaBuf<'_>, filter: Filter) -> anyhow::Result<Imported> {
         let attribs = import_attribs(buf, self.explicit_modifiers()).map_err(anyhow::Error::msg)?;
         // SAFETY: the display is initialised (the Rc keeps it so); EGL_LINUX_DMA_BUF_EXT takes
         // EGL_NO_CONTEXT and a NULL client buffer; `attribs` ends with EGL_NONE and its fds are
@@ -427,11 +426,21 @@ impl Importer {
             );
         }
         let image = Image { display: self.display.clone(), raw, destroy: self.destroy };
-        let texture = bind_external(&self.gl, self.target_texture, &image, linear).with_context(|| {
-            format!("binding a {}x{} {} DMA-BUF image to a texture", buf.width, buf.height, buf.fourcc)
-        })?;
+        let texture =
+            bind_external(&self.gl, self.target_texture, &image, filter == Filter::Linear).with_context(|| {
+                format!("binding a {}x{} {} DMA-BUF image to a texture", buf.width, buf.height, buf.fourcc)
+            })?;
         Ok(Imported { texture, _image: image, width: buf.width, height: buf.height, fourcc: buf.fourcc })
     }
+}
+
+/// How an imported texture is sampled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    /// Linear filtering, for draws that scale the picture.
+    Linear,
+    /// Nearest texel, for exact copies.
+    Nearest,
 }
 
 /// A new external texture whose storage is `image`.
@@ -903,7 +912,7 @@ void main() {
             if let Err(why) = importer.supports(exported.fourcc, modifier) {
                 panic!("the display refuses the buffer it exported itself: {why}");
             }
-            let imported = importer.import(&exported.dma_buf(), false).unwrap();
+            let imported = importer.import(&exported.dma_buf(), Filter::Nearest).unwrap();
             drop(exported); // the EGL image holds its own reference to the buffer
             let copy = Target::new(&gl, w, h).unwrap();
             ExternalBlit::new(&gl).unwrap().draw(&imported, &copy, [0, 0, w, h]).unwrap();
@@ -923,7 +932,7 @@ void main() {
             };
             match swapped.map(|f| (f, importer.supports(f, modifier))) {
                 Some((fourcc, Ok(()))) => {
-                    let imported = importer.import(&DmaBuf { fourcc, ..exported.dma_buf() }, false).unwrap();
+                    let imported = importer.import(&DmaBuf { fourcc, ..exported.dma_buf() }, Filter::Nearest).unwrap();
                     ExternalBlit::new(&gl).unwrap().draw(&imported, &copy, [0, 0, w, h]).unwrap();
                     let want_swapped: Vec<u8> = want.chunks(4).flat_map(|p| [p[2], p[1], p[0], p[3]]).collect();
                     if let Some(d) = first_difference(&read(&gl, &copy), &want_swapped, w as usize) {
@@ -939,7 +948,7 @@ void main() {
             if exported.modifier == linear_modifier() {
                 let mut wrong = exported.dma_buf();
                 wrong.planes[0].pitch += 256;
-                if let Ok(bad) = importer.import(&wrong, false) {
+                if let Ok(bad) = importer.import(&wrong, Filter::Nearest) {
                     ExternalBlit::new(&gl).unwrap().draw(&bad, &copy, [0, 0, w, h]).unwrap();
                     assert!(read(&gl, &copy) != want, "a DMA-BUF imported with the wrong pitch read back the same");
                 }

@@ -1,14 +1,17 @@
-//! Command-line definitions (clap derive). Raw values only: `cli/validate.rs` turns them into a
-//! validated [`crate::config::Config`] and clap's value enums into the library's
-//! [`crate::settings`]. Every flag also reads an `AGENTCAST_*` environment variable, which is how
-//! docker and go2rtc configs usually set them.
+//! Command-line definitions (clap derive). Raw values only: `cli/validate.rs` maps them onto a
+//! [`crate::config::ConfigBuilder`], which checks them; the value enums are the library's own
+//! [`crate::settings`] (they derive `clap::ValueEnum`). Every flag also reads an `AGENTCAST_*`
+//! environment variable, which is how docker and go2rtc configs usually set them.
 
 mod validate;
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
+use crate::config::{BITRATE_RANGE, FPS_RANGE, GOP_RANGE, MAX_LAG_RANGE, QP_MAX_RANGE};
+use crate::encode::settings::Profile;
+use crate::settings::{BuiltinScene, Convert, EncoderChoice, FramePath, Idle, Mux, OnBusy};
 use crate::settings::{DEFAULT_BITRATE, DEFAULT_FPS, DEFAULT_HEIGHT, DEFAULT_MAX_LAG_MS, DEFAULT_QP_MAX};
 use crate::settings::{DEFAULT_SOURCE_TIMEOUT, DEFAULT_WIDTH};
 
@@ -262,16 +265,6 @@ pub struct SlotsArgs {
     pub nvenc_sessions: Option<u32>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OnBusyArg {
-    /// Use the next encoder backend and say so in the log.
-    Fallback,
-    /// Wait for a slot until --wait-timeout, then exit 75.
-    Wait,
-    /// Exit 75 (temporary failure) at once, for a supervisor to retry.
-    Fail,
-}
-
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// The stream to read; '-' reads standard input.
@@ -279,81 +272,11 @@ pub struct CheckArgs {
     pub input: PathBuf,
 }
 
-/// Which scene to render.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SceneArg {
-    /// Moving shapes over a slowly animated full-range gradient (where banding shows).
-    Demo,
-    /// Smooth gradients only, for quality work.
-    Gradient,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum EncoderArg {
-    /// The first that really opens, in the order nvenc, vaapi, x264, openh264.
-    Auto,
-    /// NVIDIA NVENC: nvcudah264enc or nvh264enc (gstreamer1.0-plugins-bad; not on H100/H200/A100).
-    Nvenc,
-    /// VA-API: vah264enc (gstreamer1.0-plugins-bad) or vaapih264enc (gstreamer1.0-vaapi).
-    Vaapi,
-    /// GStreamer's x264enc (gstreamer1.0-plugins-ugly).
-    X264,
-    /// GStreamer's openh264enc (gstreamer1.0-plugins-bad).
-    Openh264,
-}
-
 fn parse_encoder_opt(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((name, value)) if !name.trim().is_empty() => Ok((name.trim().to_string(), value.trim().to_string())),
         _ => Err(format!("'{s}' is not NAME=VALUE")),
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ConvertArg {
-    /// cpu on software renderers (llvmpipe), gpu on real GPUs.
-    Auto,
-    /// A shader packs RGBA into I420/NV12; 1.5 bytes per pixel are read back.
-    Gpu,
-    /// RGBA is read back and GStreamer's videoconvert converts it on all cores.
-    Cpu,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PathArg {
-    /// zero-copy where CUDA, the renderer on that GPU, libgstcuda and an NVENC that opens are all
-    /// present; readback otherwise.
-    Auto,
-    /// GL texture -> CUDA -> NVENC on the GPU: no frame bytes cross to the host (an error where
-    /// that is not possible).
-    ZeroCopy,
-    /// Read frames back to the host (1.5 B/px with --convert gpu, 4 B/px with --convert cpu).
-    Readback,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ProfileArg {
-    /// Constrained baseline: every decoder, including WebRTC's OpenH264.
-    Baseline,
-    Main,
-    /// Best quality per bit; all browsers decode it through MSE.
-    High,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum MuxArg {
-    /// Raw Annex-B H.264, timed by arrival (go2rtc's exec default).
-    Raw,
-    /// MPEG-TS from GStreamer's mpegtsmux, with PTS from the frame clock (go2rtc uses them).
-    Mpegts,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum IdleArg {
-    /// Neither render nor encode while no reader is attached (CPU falls to near zero).
-    Pause,
-    /// Keep rendering (for agents that need the frame loop), but do not encode.
-    Render,
 }
 
 /// The streaming options (the default command).
@@ -369,30 +292,30 @@ pub struct StreamArgs {
 
     /// Frames per second; output is paced in real time at this rate.
     #[arg(long, env = "AGENTCAST_FPS", default_value_t = DEFAULT_FPS,
-          value_parser = clap::value_parser!(u32).range(1..=240))]
+          value_parser = clap::value_parser!(u32).range(range(FPS_RANGE)))]
     pub fps: u32,
 
     /// Target bitrate in kbit/s (CBR).
     #[arg(long, env = "AGENTCAST_BITRATE", default_value_t = DEFAULT_BITRATE,
-          value_parser = clap::value_parser!(u32).range(64..=500_000))]
+          value_parser = clap::value_parser!(u32).range(range(BITRATE_RANGE)))]
     pub bitrate: u32,
 
     /// Keyframe interval in frames [default: one second of frames, i.e. --fps].
-    #[arg(long, env = "AGENTCAST_GOP", value_parser = clap::value_parser!(u32).range(1..=3600))]
+    #[arg(long, env = "AGENTCAST_GOP", value_parser = clap::value_parser!(u32).range(range(GOP_RANGE)))]
     pub gop: Option<u32>,
 
     /// Upper bound on the quantiser, against banding in smooth gradients (1-51).
     #[arg(long, env = "AGENTCAST_QP_MAX", default_value_t = DEFAULT_QP_MAX,
-          value_parser = clap::value_parser!(u32).range(1..=51))]
+          value_parser = clap::value_parser!(u32).range(range(QP_MAX_RANGE)))]
     pub qp_max: u32,
 
     /// H.264 profile.
-    #[arg(long, env = "AGENTCAST_PROFILE", value_enum, default_value_t = ProfileArg::High)]
-    pub profile: ProfileArg,
+    #[arg(long, env = "AGENTCAST_PROFILE", value_enum, default_value_t = Profile::High)]
+    pub profile: Profile,
 
     /// Encoder backend. Each candidate is probed by really encoding a frame, never by name.
-    #[arg(long, env = "AGENTCAST_ENCODER", value_enum, default_value_t = EncoderArg::Auto)]
-    pub encoder: EncoderArg,
+    #[arg(long, env = "AGENTCAST_ENCODER", value_enum, default_value_t = EncoderChoice::Auto)]
+    pub encoder: EncoderChoice,
 
     /// Set an encoder element property, after the built-in settings (repeatable; the environment
     /// variable takes a comma-separated list). Checked against the element's real properties;
@@ -412,8 +335,8 @@ pub struct StreamArgs {
     pub lock_dir: Option<PathBuf>,
 
     /// What to do when every NVENC slot is busy, or NVENC refuses another session.
-    #[arg(long, env = "AGENTCAST_ON_BUSY", value_enum, default_value_t = OnBusyArg::Fallback)]
-    pub on_busy: OnBusyArg,
+    #[arg(long, env = "AGENTCAST_ON_BUSY", value_enum, default_value_t = OnBusy::Fallback)]
+    pub on_busy: OnBusy,
 
     /// With --on-busy wait: how long to wait for a slot.
     #[arg(long, env = "AGENTCAST_WAIT_TIMEOUT", value_name = "SECONDS", default_value_t = 30)]
@@ -460,13 +383,13 @@ pub struct StreamArgs {
     pub debug_cuda_download: bool,
 
     /// Where RGBA becomes YUV.
-    #[arg(long, env = "AGENTCAST_CONVERT", value_enum, default_value_t = ConvertArg::Auto)]
-    pub convert: ConvertArg,
+    #[arg(long, env = "AGENTCAST_CONVERT", value_enum, default_value_t = Convert::Auto)]
+    pub convert: Convert,
 
     /// How frames reach the encoder: zero-copy keeps them on the GPU (NVIDIA with NVENC), readback
     /// copies them to the host. The stats' "path" and "host_bytes_per_frame" say which ran.
-    #[arg(long, env = "AGENTCAST_PATH", value_enum, default_value_t = PathArg::Auto)]
-    pub path: PathArg,
+    #[arg(long, env = "AGENTCAST_PATH", value_enum, default_value_t = FramePath::Auto)]
+    pub path: FramePath,
 
     /// Where frames come from. Drawn here through EGL: scene:demo, scene:gradient or shader:FILE.
     /// The agent's own frames: raw:PATH (raw frames in ffmpeg's rawvideo layout from a pipe, FIFO or
@@ -491,8 +414,8 @@ pub struct StreamArgs {
     pub source_timeout: u64,
 
     /// Built-in scene (shorthand for --source scene:NAME).
-    #[arg(long, env = "AGENTCAST_SCENE", value_enum, default_value_t = SceneArg::Demo)]
-    pub scene: SceneArg,
+    #[arg(long, env = "AGENTCAST_SCENE", value_enum, default_value_t = BuiltinScene::Demo)]
+    pub scene: BuiltinScene,
 
     /// Render a Shadertoy-style fragment shader instead of a built-in scene (shorthand for
     /// --source shader:FILE): it defines
@@ -541,8 +464,8 @@ pub struct StreamArgs {
 
     /// Container for stdout: raw H.264, or MPEG-TS (go2rtc detects it by its 0x47 sync byte and
     /// then uses its timestamps instead of arrival times).
-    #[arg(long, env = "AGENTCAST_MUX", value_enum, default_value_t = MuxArg::Raw)]
-    pub mux: MuxArg,
+    #[arg(long, env = "AGENTCAST_MUX", value_enum, default_value_t = Mux::Raw)]
+    pub mux: Mux,
 
     /// Allow --output tcp: to listen on an address other than loopback.
     #[arg(long, env = "AGENTCAST_ALLOW_REMOTE")]
@@ -567,13 +490,13 @@ pub struct StreamArgs {
     pub advertise: Option<String>,
 
     /// FIFO/TCP: what to do while no reader is attached.
-    #[arg(long, env = "AGENTCAST_IDLE", value_enum, default_value_t = IdleArg::Pause)]
-    pub idle: IdleArg,
+    #[arg(long, env = "AGENTCAST_IDLE", value_enum, default_value_t = Idle::Pause)]
+    pub idle: Idle,
 
     /// FIFO/TCP: how far (milliseconds of stream) a reader may fall behind before whole access units
     /// are dropped up to the next IDR.
     #[arg(long, env = "AGENTCAST_MAX_LAG", value_name = "MS", default_value_t = DEFAULT_MAX_LAG_MS,
-          value_parser = clap::value_parser!(u32).range(1..=60_000))]
+          value_parser = clap::value_parser!(u32).range(range(MAX_LAG_RANGE)))]
     pub max_lag: u32,
 
     /// Render on this EGL device (index into eglQueryDevicesEXT; see --log-level debug). With CUDA,
@@ -586,6 +509,11 @@ pub struct StreamArgs {
     /// NVENC opens on it. Default 0 where there is CUDA; an error where there is none.
     #[arg(long, env = "AGENTCAST_GPU", value_name = "N")]
     pub gpu: Option<u32>,
+}
+
+/// A library range as clap's integer parsers take it.
+fn range(r: std::ops::RangeInclusive<u32>) -> std::ops::RangeInclusive<i64> {
+    i64::from(*r.start())..=i64::from(*r.end())
 }
 
 fn parse_pix_fmt(s: &str) -> Result<crate::frame::PixFmt, String> {
@@ -629,7 +557,7 @@ mod tests {
         assert!(matches!(cli.command, Some(Command::Check(ref a)) if a.input.as_os_str() == "x.h264"));
         let cli = Cli::try_parse_from(["agentcast", "--fps", "60", "--encoder", "openh264"]).unwrap();
         assert!(cli.command.is_none());
-        assert_eq!((cli.stream.fps, cli.stream.encoder), (60, EncoderArg::Openh264));
+        assert_eq!((cli.stream.fps, cli.stream.encoder), (60, EncoderChoice::Openh264));
         assert!(Cli::try_parse_from(["agentcast", "--fps", "0"]).is_err());
         assert!(Cli::try_parse_from(["agentcast", "--encoder", "vp8"]).is_err());
     }

@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
+use crate::encode::select;
 use crate::encode::settings::Backend;
-use crate::encode::{pipeline, select};
 use crate::exit::Exit;
 use crate::frame::PixFmt;
 
@@ -79,20 +79,23 @@ pub fn run_checks(lock_dir: PathBuf, fifo_dir: PathBuf, width: u32, height: u32)
     let mut facts = Facts::default();
 
     // GStreamer.
-    let gst_ok = pipeline::init().is_ok();
+    let gst_ok = crate::gst_util::init().is_ok();
     if !gst_ok {
         out.push(check("gstreamer", Status::Fail, "GStreamer does not initialise", Some("run scripts/setup.sh")));
     } else {
         let missing: Vec<String> = REQUIRED
             .iter()
-            .filter(|(e, _)| !pipeline::element_installed(e))
+            .filter(|(e, _)| !crate::gst_util::element_installed(e))
             .map(|(e, p)| format!("{e} ({p})"))
             .collect();
         let version = gstreamer::version_string().to_string();
         if missing.is_empty() {
-            let ts = if pipeline::element_installed("mpegtsmux") { "; mpegtsmux for --mux mpegts" } else { "" };
-            let pw =
-                if pipeline::element_installed("pipewiresrc") { "; pipewiresrc for --source pipewire:" } else { "" };
+            let ts = if crate::gst_util::element_installed("mpegtsmux") { "; mpegtsmux for --mux mpegts" } else { "" };
+            let pw = if crate::gst_util::element_installed("pipewiresrc") {
+                "; pipewiresrc for --source pipewire:"
+            } else {
+                ""
+            };
             out.push(check("gstreamer", Status::Ok, format!("{version}; all required elements{ts}{pw}"), None));
         } else {
             out.push(check(
@@ -227,22 +230,21 @@ pub fn run_checks(lock_dir: PathBuf, fifo_dir: PathBuf, width: u32, height: u32)
         let nvenc_opens = report.iter().any(|(b, o)| b.name() == "nvenc" && *o == select::Outcome::Opened);
         if let Some(gpu) = renderer {
             let takes_cuda = if nvenc_opens { Ok(()) } else { Err("no NVENC opens here".into()) };
-            let path_facts =
-                crate::convert::PathFacts::gather(cuda_device.map(|c| c.ordinal), &gpu, takes_cuda, width, height);
+            let path_facts = gpu.path_facts(cuda_device.map(|c| c.ordinal), takes_cuda, width, height);
             let (auto, convert) = (crate::settings::FramePath::Auto, crate::settings::Convert::Auto);
-            let line = match crate::convert::choose_path(auto, convert, &path_facts) {
-                Ok((true, why)) => {
+            let line = match crate::plan::choose_path(auto, convert, &path_facts) {
+                Ok(crate::plan::PathChoice { route: crate::plan::Route::ZeroCopy, why }) => {
                     (facts.auto_path, facts.host_bytes_per_frame) = (Some("zero-copy".into()), Some(0));
                     format!("--path auto takes zero-copy (0 host bytes per frame): {why}")
                 }
-                Ok((false, why)) => {
+                Ok(crate::plan::PathChoice { route: crate::plan::Route::Readback, why }) => {
                     let pixels = width as usize * height as usize;
                     facts.auto_path = Some("readback".into());
                     facts.host_bytes_per_frame = Some(if gpu.software { pixels * 4 } else { pixels * 3 / 2 });
                     let bytes = if gpu.software { "RGBA, 4 B/px" } else { "shader-packed YUV, 1.5 B/px" };
                     format!("--path auto takes {why}; frames cross to the host as {bytes}")
                 }
-                Err(e) => e,
+                Err(e) => e.to_string(),
             };
             out.push(check("path", Status::Ok, line, None));
         }

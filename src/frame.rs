@@ -8,6 +8,8 @@
 use std::fmt;
 use std::time::Instant;
 
+use gstreamer as gst;
+
 /// A pixel format of frames handed in by an agent (`--pix-fmt`), named as ffmpeg names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PixFmt {
@@ -170,6 +172,46 @@ pub struct HostFrame {
     pub data: Vec<u8>,
     /// When its last byte arrived from the agent.
     pub arrived: Instant,
+}
+
+/// Raw picture layouts an encoder can take (what the converter must produce).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawFormat {
+    I420,
+    Nv12,
+}
+
+impl RawFormat {
+    /// GStreamer caps `format=` name.
+    pub fn caps_name(self) -> &'static str {
+        match self {
+            RawFormat::I420 => "I420",
+            RawFormat::Nv12 => "NV12",
+        }
+    }
+}
+
+/// A frame offered to the encoder.
+pub enum Frame<'a> {
+    /// Read back to the host, in the input layout.
+    Bytes(&'a [u8]),
+    /// NV12 in CUDA memory (the zero-copy path).
+    Cuda(gst::Buffer),
+    /// An agent's frame in the rawvideo layout of the `Input::Host` format (copied in).
+    Host(&'a [u8]),
+    /// An agent's frame already in a buffer laid out as GStreamer lays it out (taken as it is; see
+    /// `encode::pipeline::Encoder::takes_host_buffers`).
+    Buffer(gst::Buffer),
+}
+
+impl Frame<'_> {
+    /// The bytes of a frame read back to the host.
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            Frame::Bytes(b) | Frame::Host(b) => Some(b),
+            Frame::Cuda(_) | Frame::Buffer(_) => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,14 +1,20 @@
 //! agentcast: a per-agent producer that renders headless through EGL and writes go2rtc-ready H.264.
 //!
-//! The modules follow the data: `source` (where frames come from: the agent's frames, or
-//! `render`, which draws scenes through EGL, with `convert` for RGBA -> YUV) -> `encode` (backend
-//! choice, the settings table, the GStreamer pipeline) -> `sink` (normalised access units to
-//! stdout, a FIFO or TCP). `stream` runs it all ([`stream::Stream`], the library's entry point);
-//! `frame` is what a frame is; `annexb` and `check` are the pure byte-stream logic behind the sink
-//! and `agentcast check`; `stamp` is the machine-readable frame number. `config` is the validated
-//! settings a stream starts from, in the plain values of `settings`. The CLI ([`cli_main`]: `cli`
-//! parses the flags with clap and builds the `Config`) and the Python package are clients of
-//! `stream`; the core (source, render, convert, encode, sink, stream, config) knows nothing of clap.
+//! A frame flows one way, and so do the imports (tests/layers.rs holds the rule). From the bottom:
+//! - **base**: `frame` (what a frame is: pixel formats, `RawFormat`, `Frame`), `gst_util` (the
+//!   GStreamer helpers), `device` (GPU device ids), `annexb` and `check` (pure H.264 bytes), `stamp`
+//!   (the machine-readable frame number), `clock`, `settings` (the plain setting values and
+//!   defaults), `exit`, `faults`, `stats`, `stderr`, `fsutil`;
+//! - `cuda` (the GPU runtime, all CUDA unsafe) and `plan` (where the conversion runs and which path
+//!   a frame takes: pure policy over plain facts);
+//! - **the stages**: `source` (the agent's frames) or `render` (scenes drawn through EGL) ->
+//!   `encode` (backend choice, the settings table, the GStreamer pipeline) -> `sink` (normalised
+//!   access units to stdout, a FIFO, TCP, RTSP); beside them `register` (go2rtc's API), `slots`
+//!   (NVENC leases), `watchdog`. A stage imports no other stage, no config and no client;
+//! - `config`: the validated settings a stream starts from ([`config::Config::validate`]);
+//! - `stream`: runs it all ([`stream::Stream`], the library's entry point), and `preflight`;
+//! - **the clients**: the commands (`doctor`, `measure`, `go2rtc`), the command line (`cli`, clap)
+//!   and [`cli_main`]; the Python package (python/) is a client of `stream` too.
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -42,16 +48,19 @@ pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod convert;
 pub mod cuda;
+pub mod device;
 pub mod doctor;
 pub mod encode;
 mod entry;
 pub mod exit;
 pub mod faults;
 pub mod frame;
+pub mod fsutil;
 pub mod go2rtc;
+pub mod gst_util;
 pub mod measure;
+pub mod plan;
 pub mod preflight;
 pub mod register;
 pub mod render;

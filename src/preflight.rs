@@ -26,7 +26,8 @@ pub fn preflight(cfg: &Config) -> anyhow::Result<()> {
             // error is the first thing on stderr (exit 65) instead of following the encoder probes.
             let level = log::max_level();
             log::set_max_level(log::LevelFilter::Warn.min(level));
-            let compiled = crate::render::check_scene(cfg.egl_device, &cfg.source);
+            let scene = crate::render::SceneSpec::Shader(path.clone());
+            let compiled = crate::render::check_scene(cfg.egl_device, &scene);
             log::set_max_level(level);
             compiled?;
         }
@@ -37,7 +38,7 @@ pub fn preflight(cfg: &Config) -> anyhow::Result<()> {
         _ => {}
     }
     if !cfg.encoder_opts.is_empty() {
-        crate::encode::pipeline::init()?;
+        crate::gst_util::init()?;
         let installed: Vec<(&'static str, Option<gst::glib::Type>)> = select::candidates(cfg.encoder)
             .into_iter()
             .map(|b| b.element())
@@ -163,7 +164,7 @@ mod tests {
     use super::*;
 
     fn x264_spec(name: &str) -> Option<gst::glib::ParamSpec> {
-        crate::encode::pipeline::init().unwrap();
+        crate::gst_util::init().unwrap();
         let t = element_type("x264enc")?;
         gst::glib::object::ObjectClass::from_type(t)?.find_property(name)
     }

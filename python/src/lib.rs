@@ -1,6 +1,7 @@
 //! `agentcast._agentcast`, the extension module behind the Python package: a `_Stream` that starts
-//! an agentcast stream fed by `push()` (the library's push source) from an argv that the CLI's own
-//! parser and validation read, and `cli_main`, the whole CLI for `python -m agentcast`.
+//! an agentcast stream fed by `push()` (the library's push source) from an argv (the keywords as
+//! flags) that the CLI's parser reads onto the library's `ConfigBuilder`, whose checks validate it,
+//! and `cli_main`, the whole CLI for `python -m agentcast`.
 //!
 //! The Python-facing API (keyword -> flag mapping, docs, the exception classes) lives in the
 //! pure-Python package `agentcast/`; this module raises those exceptions through
@@ -157,15 +158,17 @@ fn frame_shape(fmt: PixFmt, width: u32, height: u32) -> Vec<usize> {
 
 #[pymethods]
 impl PyStream {
-    /// Parses `argv` with the CLI's parser, validates it as the CLI does, and starts a stream fed
-    /// by `push`.
+    /// Parses `argv` with the CLI's parser, validates it with the library's `ConfigBuilder` (as the
+    /// CLI does), and starts a stream fed by `push`.
     #[new]
     fn new(py: Python<'_>, argv: Vec<String>) -> PyResult<Self> {
         let cli = Cli::parse_args(&argv).map_err(|e| error(py, Exit::Usage.code(), agentcast::usage_line(&e)))?;
         if cli.command.is_some() {
             return Err(error(py, Exit::Usage.code(), "agentcast.Stream takes stream settings, not a subcommand"));
         }
-        let cfg = cli.stream.push_config().map_err(|e| error(py, Exit::Usage.code(), e))?;
+        // The keywords are the CLI's flags, so clap reads them (its messages for unknown keywords
+        // and malformed values are the Python API's); the library's builder checks the settings.
+        let cfg = cli.stream.push_builder().build_push().map_err(|e| error(py, Exit::Usage.code(), e.to_string()))?;
         agentcast::init_logging(cli.log_level.as_deref());
         let (fmt, width, height, fps) = (cfg.pix_fmt, cfg.width, cfg.height, cfg.fps);
         let handle = py.detach(|| Stream::start(cfg)).map_err(|e| coded(py, &e))?;

@@ -22,16 +22,9 @@ const POOL_MIN_BUFFERS: u32 = 4;
 
 /// Caps of the frames handed to the encoder: NV12 in CUDA memory.
 pub fn caps(width: u32, height: u32, fps: u32) -> gst::Caps {
-    gst::Caps::builder("video/x-raw")
-        .features([CAPS_FEATURE])
-        .field("format", "NV12")
-        .field("width", width as i32)
-        .field("height", height as i32)
-        .field("framerate", gst::Fraction::new(fps as i32, 1))
-        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-        .field("interlace-mode", "progressive")
-        .field("colorimetry", "bt709")
-        .build()
+    let mut caps = crate::gst_util::caps_for("NV12", width, height, fps, "bt709");
+    caps.make_mut().set_features(0, Some(gst::CapsFeatures::new([CAPS_FEATURE])));
+    caps
 }
 
 /// The CUDA side of the zero-copy path, for one stream.
@@ -109,4 +102,18 @@ impl ZeroCopy {
 pub(super) fn gl_entry_points() -> Result<&'static GlEntryPoints, String> {
     static LOADED: std::sync::OnceLock<Result<GlEntryPoints, String>> = std::sync::OnceLock::new();
     LOADED.get_or_init(GlEntryPoints::load).as_ref().map_err(Clone::clone)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_encoders_caps_are_nv12_in_cuda_memory() {
+        crate::gst_util::init().unwrap();
+        assert_eq!(
+            super::caps(64, 32, 30).to_string(),
+            "video/x-raw(memory:CUDAMemory), format=(string)NV12, width=(int)64, height=(int)32, \
+             framerate=(fraction)30/1, pixel-aspect-ratio=(fraction)1/1, interlace-mode=(string)progressive, \
+             colorimetry=(string)bt709"
+        );
+    }
 }

@@ -7,7 +7,7 @@ pub mod gst;
 pub mod interop;
 pub mod layout;
 
-use crate::render::device::{CudaIds, PciAddress};
+use crate::device::{CudaIds, PciAddress};
 
 /// What CUDA looks like on this machine.
 #[derive(Debug, Clone, PartialEq, Eq)]

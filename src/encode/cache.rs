@@ -178,7 +178,7 @@ mod tests {
 
     #[test]
     fn a_choice_is_remembered_under_its_key_only() {
-        crate::encode::pipeline::init().unwrap();
+        crate::gst_util::init().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let settings = EncoderSettings::new(4000, 30, 30, 34, Profile::High);
         let cache = ProbeCache::new(dir.path(), &inputs(&settings, 640));
@@ -204,12 +204,12 @@ mod tests {
 
     #[test]
     fn the_key_names_the_plugins_and_the_machine() {
-        crate::encode::pipeline::init().unwrap();
+        crate::gst_util::init().unwrap();
         let settings = EncoderSettings::new(4000, 30, 30, 34, Profile::High);
         let k = key(&inputs(&settings, 640), "nvidia -");
         assert!(k.contains("size 640x360"), "{k}");
         assert!(k.contains("nvidia -"), "{k}");
-        if crate::encode::pipeline::element_installed("x264enc") {
+        if crate::gst_util::element_installed("x264enc") {
             assert!(k.contains("x264enc 1."), "the plugin's version and file: {k}");
         }
         assert_ne!(k, key(&inputs(&settings, 640), "nvidia 550.1"), "another driver is another key");

@@ -7,8 +7,8 @@ use yuvutils_rs::{
     BufferStoreMut, YuvBiPlanarImageMut, YuvConversionMode, YuvPlanarImageMut, YuvRange, YuvStandardMatrix,
 };
 
-use crate::encode::settings::RawFormat;
 use crate::frame::PixFmt;
+use crate::frame::RawFormat;
 
 /// Whether frames of `format` are converted here (RGB in any order, with or without a fourth byte).
 pub fn converts(format: PixFmt) -> bool {

@@ -21,14 +21,14 @@ pub fn probe_every_backend(width: u32, height: u32) -> (Vec<(Backend, Outcome)>,
     let settings =
         EncoderSettings::new(DEFAULT_BITRATE, DEFAULT_FPS, DEFAULT_FPS, DEFAULT_QP_MAX, settings::Profile::High);
     let probe = |b| pipeline::probe(b, None, &settings, width, height, Duration::from_secs(5));
-    select::probe_all(&select::candidates(EncoderChoice::Auto), pipeline::element_installed, probe, true)
+    select::probe_all(&select::candidates(EncoderChoice::Auto), crate::gst_util::element_installed, probe, true)
 }
 
 /// `agentcast encoders`: every backend, whether it is installed and really opens here, and which one
 /// `--encoder auto` would choose, probed at `width` x `height` (`--json`: one JSON document). Exits 69
 /// when none opens.
 pub fn list(json: bool, width: u32, height: u32) -> anyhow::Result<Exit> {
-    pipeline::init()?;
+    crate::gst_util::init()?;
     let (report, chosen) = probe_every_backend(width, height);
     if json {
         let rows: Vec<serde_json::Value> = report

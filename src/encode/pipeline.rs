@@ -17,9 +17,10 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 use log::{debug, info, warn};
 
-use crate::encode::settings::{self, Backend, EncoderSettings, RawFormat};
+use crate::encode::settings::{self, Backend, EncoderSettings};
 use crate::exit::{Exit, ExitExt, fail};
-use crate::frame::PixFmt;
+use crate::frame::{Frame, PixFmt, RawFormat};
+use crate::gst_util::{bus_error_line, caps_for, copy_planes, make};
 
 /// Raw frames queued in appsrc before new ones are dropped.
 pub const APPSRC_MAX_BUFFERS: u64 = 2;
@@ -76,15 +77,6 @@ pub struct Setup<'a> {
     pub cuda_context: Option<&'a gst::Context>,
 }
 
-/// Initialises GStreamer once; a failure means the libraries are broken or missing.
-pub fn init() -> anyhow::Result<()> {
-    gst::init().context("initialising GStreamer").exit(Exit::Unavailable)
-}
-
-pub fn element_installed(name: &str) -> bool {
-    gst::ElementFactory::find(name).is_some()
-}
-
 /// Loads the plugins of the elements a pipeline for `backend` is built from (their libraries, the
 /// encoder's own included), so that building it later loads nothing: start-up does this on the
 /// encoder's thread while EGL comes up. Best effort: what does not load fails later, when built.
@@ -96,13 +88,6 @@ pub fn preload(backend: Backend, gpu: Option<u32>) {
             let _ = factory.load();
         }
     }
-}
-
-pub(crate) fn make(factory: &str, package: &str) -> anyhow::Result<gst::Element> {
-    gst::ElementFactory::make(factory)
-        .build()
-        .with_context(|| format!("creating GStreamer element {factory} (is {package} installed?)"))
-        .exit(Exit::Unavailable)
 }
 
 /// Applies the settings table to an encoder element. Properties the installed element lacks are
@@ -133,18 +118,6 @@ fn raw_caps(format: &str, s: &Setup, colorimetry: &str) -> gst::Caps {
     caps_for(format, s.width, s.height, s.fps, colorimetry)
 }
 
-fn caps_for(format: &str, width: u32, height: u32, fps: u32, colorimetry: &str) -> gst::Caps {
-    let caps = gst::Caps::builder("video/x-raw")
-        .field("format", format)
-        .field("width", width as i32)
-        .field("height", height as i32)
-        .field("framerate", gst::Fraction::new(fps as i32, 1))
-        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-        .field("interlace-mode", "progressive");
-    // Grey has no colour matrix to name.
-    if format == "GRAY8" { caps.build() } else { caps.field("colorimetry", colorimetry).build() }
-}
-
 /// The running pipeline.
 pub struct Encoder {
     pipeline: gst::Pipeline,
@@ -167,38 +140,6 @@ enum HostIn {
     Copy(Vec<crate::frame::PlaneLayout>),
     /// Converted from RGB on the CPU into the encoder's YUV layout.
     Convert { from: PixFmt, to: RawFormat },
-}
-
-/// A frame offered to the encoder.
-pub enum Frame<'a> {
-    /// Read back to the host, in the input layout.
-    Bytes(&'a [u8]),
-    /// NV12 in CUDA memory (the zero-copy path).
-    Cuda(gst::Buffer),
-    /// An agent's frame in the rawvideo layout of the `Input::Host` format (copied in).
-    Host(&'a [u8]),
-    /// An agent's frame already in a buffer laid out as GStreamer lays it out (taken as it is; see
-    /// [`Encoder::takes_host_buffers`]).
-    Buffer(gst::Buffer),
-}
-
-impl<'a> From<crate::source::feed::Out<'a>> for Frame<'a> {
-    fn from(out: crate::source::feed::Out<'a>) -> Frame<'a> {
-        match out {
-            crate::source::feed::Out::Bytes(b) => Frame::Host(b),
-            crate::source::feed::Out::Buffer(b) => Frame::Buffer(b),
-        }
-    }
-}
-
-impl Frame<'_> {
-    /// The bytes of a frame read back to the host.
-    pub fn bytes(&self) -> Option<&[u8]> {
-        match self {
-            Frame::Bytes(b) | Frame::Host(b) => Some(b),
-            Frame::Cuda(_) | Frame::Buffer(_) => None,
-        }
-    }
 }
 
 /// Result of offering a frame to the encoder.
@@ -510,24 +451,6 @@ impl Drop for Encoder {
     }
 }
 
-/// Copies a rawvideo frame (`planes`) into a buffer laid out at `offsets`/`strides` (GStreamer's
-/// layout), row by row where the strides differ and in one copy where they do not.
-fn copy_planes(src: &[u8], planes: &[crate::frame::PlaneLayout], dst: &mut [u8], offsets: &[usize], strides: &[i32]) {
-    for (p, (&offset, &stride)) in planes.iter().zip(offsets.iter().zip(strides)) {
-        let stride = stride as usize;
-        if stride == p.stride {
-            let n = p.stride * p.rows;
-            dst[offset..offset + n].copy_from_slice(&src[p.offset..p.offset + n]);
-            continue;
-        }
-        for row in 0..p.rows {
-            let from = p.offset + row * p.stride;
-            let to = offset + row * stride;
-            dst[to..to + p.row_bytes].copy_from_slice(&src[from..from + p.row_bytes]);
-        }
-    }
-}
-
 /// The first error already posted on `bus`, as one line.
 fn first_bus_error(bus: &gst::Bus) -> Option<String> {
     let msg = bus.pop_filtered(&[gst::MessageType::Error])?;
@@ -535,14 +458,6 @@ fn first_bus_error(bus: &gst::Bus) -> Option<String> {
         gst::MessageView::Error(e) => Some(bus_error_line(&msg, e)),
         _ => None,
     }
-}
-
-/// One line for a bus error: `element: message (debug)`.
-pub fn bus_error_line(msg: &gst::Message, e: &gst::message::Error) -> String {
-    let src = msg.src().map(|s| s.name().to_string()).unwrap_or_else(|| "pipeline".into());
-    let debug = e.debug().map(|d| d.to_string()).unwrap_or_default();
-    let debug = debug.lines().next().unwrap_or_default().to_string();
-    if debug.is_empty() { format!("{src}: {}", e.error()) } else { format!("{src}: {} ({debug})", e.error()) }
 }
 
 /// Applies `--encoder-opt` overrides: each must name a real property of the element, parse as its
@@ -708,33 +623,6 @@ mod tests {
         assert_eq!(pick_nvenc_factory("nvh264enc", 1, &old).unwrap(), "nvh264device1enc");
         assert!(pick_nvenc_factory("nvh264enc", 3, &old).is_err(), "not an NVENC device element name");
         assert!(pick_nvenc_factory("nvh264enc", 0, &[]).unwrap_err().ends_with("(--gpu)"));
-    }
-
-    #[test]
-    fn host_frames_are_copied_into_gstreamers_padded_rows() {
-        init().unwrap();
-        // RGB rows of 3 x 6 = 18 bytes are padded to 20 in GStreamer's layout.
-        let caps = caps_for("RGB", 6, 2, 30, "sRGB");
-        let info = gst_video::VideoInfo::from_caps(&caps).unwrap();
-        assert_eq!(info.stride()[0], 20);
-        let src: Vec<u8> = (0..36).collect();
-        let mut dst = vec![0xee; info.size()];
-        copy_planes(&src, &PixFmt::Rgb24.planes(6, 2), &mut dst, info.offset(), info.stride());
-        assert_eq!(&dst[..18], &src[..18]);
-        assert_eq!(&dst[20..38], &src[18..]);
-        // I420 at an odd-ish width: every plane lands at GStreamer's offsets.
-        let caps = caps_for("I420", 34, 4, 30, "bt709");
-        let info = gst_video::VideoInfo::from_caps(&caps).unwrap();
-        let planes = PixFmt::I420.planes(34, 4);
-        let src: Vec<u8> = (0..PixFmt::I420.frame_bytes(34, 4)).map(|i| i as u8).collect();
-        let mut dst = vec![0; info.size()];
-        copy_planes(&src, &planes, &mut dst, info.offset(), info.stride());
-        for (p, (&off, &stride)) in planes.iter().zip(info.offset().iter().zip(info.stride())) {
-            for row in 0..p.rows {
-                let (a, b) = (p.offset + row * p.stride, off + row * stride as usize);
-                assert_eq!(&dst[b..b + p.row_bytes], &src[a..a + p.row_bytes], "row {row}");
-            }
-        }
     }
 
     #[test]

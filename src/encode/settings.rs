@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use crate::frame::RawFormat;
+
 /// An H.264 encoder element. The order of [`Backend::AUTO_ORDER`] is the order `--encoder auto`
 /// tries them in: NVENC, VA-API, x264, openh264. Each family (`--encoder nvenc`, ...) may have
 /// several elements; the newer one is tried first.
@@ -21,23 +23,6 @@ pub enum Backend {
     Vaapi,
     X264,
     OpenH264,
-}
-
-/// Raw picture layouts an encoder can take (what the converter must produce).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RawFormat {
-    I420,
-    Nv12,
-}
-
-impl RawFormat {
-    /// GStreamer caps `format=` name.
-    pub fn caps_name(self) -> &'static str {
-        match self {
-            RawFormat::I420 => "I420",
-            RawFormat::Nv12 => "NV12",
-        }
-    }
 }
 
 impl Backend {
@@ -109,10 +94,14 @@ impl fmt::Display for Backend {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The H.264 profile (`--profile`; the doc comments are its `--help` lines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Profile {
+    /// Constrained baseline: every decoder, including WebRTC's OpenH264.
+    #[value(name = "baseline")]
     ConstrainedBaseline,
     Main,
+    /// Best quality per bit; all browsers decode it through MSE.
     High,
 }
 

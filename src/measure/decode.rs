@@ -9,8 +9,8 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
-use crate::encode::pipeline::{self, make};
 use crate::exit::{Exit, ExitExt, fail};
+use crate::gst_util::make;
 
 /// A nominal frame duration for the PTS that carries each access unit's index through the decoder.
 const TICK_NS: u64 = 1_000_000;
@@ -33,7 +33,7 @@ pub fn decode<'a>(
     units: impl Iterator<Item = &'a [u8]> + Send,
     mut on_picture: impl FnMut(Picture<'_>),
 ) -> anyhow::Result<u64> {
-    pipeline::init()?;
+    crate::gst_util::init()?;
     let appsrc = gst_app::AppSrc::builder()
         .caps(
             &gst::Caps::builder("video/x-h264").field("stream-format", "byte-stream").field("alignment", "au").build(),
@@ -70,7 +70,7 @@ pub fn decode<'a>(
             {
                 return Err(fail(
                     Exit::Software,
-                    format!("decoding the stream: {}", pipeline::bus_error_line(&msg, e)),
+                    format!("decoding the stream: {}", crate::gst_util::bus_error_line(&msg, e)),
                 ));
             }
             let Some(sample) = appsink.try_pull_sample(gst::ClockTime::from_mseconds(100)) else {
@@ -110,8 +110,8 @@ pub const H264_DECODERS: [(&str, &str); 2] =
 
 /// The first of [`H264_DECODERS`] installed here; exit 69 naming both packages where neither is.
 pub fn h264_decoder() -> anyhow::Result<gst::Element> {
-    pipeline::init()?;
-    match H264_DECODERS.iter().find(|(name, _)| pipeline::element_installed(name)) {
+    crate::gst_util::init()?;
+    match H264_DECODERS.iter().find(|(name, _)| crate::gst_util::element_installed(name)) {
         Some((name, package)) => {
             log::debug!("decoding with {name}");
             make(name, package)

@@ -10,9 +10,11 @@ use log::info;
 
 use crate::cli::QualityArgs;
 use crate::config::{Config, SourceSpec};
-use crate::convert::{Plan, gpu_packs};
-use crate::encode::pipeline::{self, Encoder, Frame, Input, Push, Setup};
-use crate::encode::settings::{Backend, EncoderSettings, RawFormat};
+use crate::encode::pipeline::{Encoder, Input, Push, Setup};
+use crate::encode::settings::{Backend, EncoderSettings};
+use crate::frame::{Frame, RawFormat};
+use crate::plan::{Plan, gpu_packs};
+
 use crate::exit::{Exit, fail};
 use crate::measure::{decode, metrics};
 use crate::render::{Gpu, Renderer};
@@ -169,7 +171,7 @@ pub fn run(a: &QualityArgs) -> anyhow::Result<Exit> {
         vec![base.encoder_settings.qp_max]
     };
 
-    pipeline::init()?;
+    crate::gst_util::init()?;
     let chosen = crate::stream::choose_encoder(&base)?;
     let (backend, _lease) = (chosen.backend, chosen.lease);
     info!("quality: encoder {} ({} frames per run)", backend.element(), a.frames);
@@ -238,7 +240,7 @@ fn render_sources(cfg: &Config, frames: u64) -> anyhow::Result<(RawFormat, Vec<V
         .ok_or_else(|| fail(Exit::Usage, format!("quality needs --width a multiple of 4 (got {})", cfg.width)))?;
     let cuda = crate::cuda::select(cfg.gpu).map_err(|e| fail(Exit::Unavailable, e))?;
     let gpu = Gpu::open(cfg.egl_device, cuda)?;
-    let mut renderer = Renderer::new(gpu, cfg, Plan::Gpu(format))?;
+    let mut renderer = Renderer::new(gpu, &cfg.render_settings()?, Plan::Gpu(format))?;
     let mut sources = Vec::with_capacity(frames as usize);
     let mut keep = |_, frame: Frame<'_>| {
         sources.push(frame.bytes().ok_or_else(|| anyhow::anyhow!("quality reads frames back"))?.to_vec());

@@ -40,10 +40,10 @@ type Seen = (Option<u32>, u64);
 /// Plays `url` until `frames` pictures were decoded (or the stream ends), then matches them with
 /// the frame log at `frame_log`. Returns the report.
 pub fn measure(url: &str, frame_log: &Path, frames: u64) -> anyhow::Result<serde_json::Value> {
-    crate::encode::pipeline::init()?;
+    crate::gst_util::init()?;
     for (element, package) in [("rtspsrc", "gstreamer1.0-plugins-good"), ("rtph264depay", "gstreamer1.0-plugins-good")]
     {
-        if !crate::encode::pipeline::element_installed(element) {
+        if !crate::gst_util::element_installed(element) {
             return Err(fail(
                 Exit::Unavailable,
                 format!("latency --via needs GStreamer's {element} (install {package})"),
@@ -61,7 +61,7 @@ pub fn measure(url: &str, frame_log: &Path, frames: u64) -> anyhow::Result<serde
 
 /// Decodes pictures from the RTSP stream as they come, noting when each arrived.
 fn play(url: &str, frames: u64) -> anyhow::Result<Vec<Seen>> {
-    let make = |f: &str, pkg: &str| crate::encode::pipeline::make(f, pkg);
+    let make = |f: &str, pkg: &str| crate::gst_util::make(f, pkg);
     let src = make("rtspsrc", "gstreamer1.0-plugins-good")?;
     src.set_property("location", url);
     src.set_property("latency", 0u32);
@@ -90,7 +90,7 @@ fn play(url: &str, frames: u64) -> anyhow::Result<Vec<Seen>> {
             if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error])
                 && let gst::MessageView::Error(e) = msg.view()
             {
-                let line = crate::encode::pipeline::bus_error_line(&msg, e);
+                let line = crate::gst_util::bus_error_line(&msg, e);
                 if seen.is_empty() {
                     return Err(fail(Exit::Unavailable, format!("--via {url}: {line}")));
                 }

@@ -14,9 +14,10 @@ use anyhow::{Context as _, bail};
 use super::egl::dmabuf::{self, DmaBuf, ExternalBlit, Filter, Importer};
 use super::egl::gl::{Readback, Target};
 use super::egl::{Context, Display};
-use crate::convert::{GpuPack, gpu_packs};
-use crate::encode::settings::RawFormat;
 use crate::frame::PixFmt;
+use crate::frame::RawFormat;
+use crate::plan::gpu_packs;
+use crate::render::pack::GpuPack;
 
 /// How long a readback may take before the GPU is called hung.
 const READBACK_TIMEOUT: Duration = Duration::from_secs(5);

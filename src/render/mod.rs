@@ -2,10 +2,12 @@
 //! conversion pass when the plan says so, and hands frames on: read back asynchronously through a
 //! ring of pixel-pack buffers, or (zero-copy) copied on the GPU into CUDA memory.
 
-pub mod device;
 pub mod egl;
 pub mod import;
+pub mod pack;
 pub mod scene;
+
+pub use scene::SceneSpec;
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -13,13 +15,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 use log::info;
 
-use crate::config::Config;
-use crate::convert::{self, GpuPack, Plan};
 use crate::cuda::frames::ZeroCopy;
-use crate::encode::pipeline::Frame;
 use crate::exit::{Exit, ExitExt};
+use crate::frame::Frame;
+use crate::plan::{self, PathFacts, Plan};
 use crate::stamp::{self, StampLayout};
 use egl::gl::{Pass, Program, Readback, Target, Uniform};
+use pack::GpuPack;
 
 /// Pixel-pack buffers: unpaced, the frame drawn now is read while the previous one is handed on, so
 /// glReadPixels never waits on the frame just drawn; paced, each frame is read in its own interval.
@@ -39,6 +41,29 @@ pub struct GpuInfo {
     pub cuda_device: Option<i64>,
 }
 
+impl GpuInfo {
+    /// The facts the plan chooses the path from, for this renderer on CUDA device `cuda`; probes
+    /// libgstcuda and libcuda's GL entry points (`encoder_takes_cuda` is the caller's).
+    pub fn path_facts(
+        &self,
+        cuda: Option<u32>,
+        encoder_takes_cuda: Result<(), String>,
+        width: u32,
+        height: u32,
+    ) -> PathFacts {
+        PathFacts {
+            cuda,
+            egl_on_cuda_device: self.cuda_device.is_some(),
+            software_renderer: self.software,
+            encoder_takes_cuda,
+            gst_cuda: crate::cuda::gst_cuda_ready(),
+            gl_interop: crate::cuda::gl_interop_ready(),
+            width,
+            height,
+        }
+    }
+}
+
 /// An EGL context with nothing drawn yet: enough to learn what the GPU is before choosing the plan.
 pub struct Gpu {
     ctx: egl::Context,
@@ -46,15 +71,15 @@ pub struct Gpu {
 }
 
 impl Gpu {
-    /// `cuda`: the CUDA device frames go to, where there is one (see [`device`]).
-    pub fn open(egl_device: Option<u32>, cuda: Option<device::CudaIds>) -> anyhow::Result<Gpu> {
+    /// `cuda`: the CUDA device frames go to, where there is one (see [`crate::device`]).
+    pub fn open(egl_device: Option<u32>, cuda: Option<crate::device::CudaIds>) -> anyhow::Result<Gpu> {
         let display = egl::Display::open(egl_device, cuda)?;
         let ctx = egl::Context::new(display).context("creating an OpenGL ES 3 context").exit(Exit::Unavailable)?;
         let gl = &ctx.gl;
         let renderer = gl.renderer();
         let platform = ctx.platform();
-        let software = convert::is_software_renderer(&renderer)
-            || matches!(platform, egl::Platform::Device { software: true, .. });
+        let software =
+            plan::is_software_renderer(&renderer) || matches!(platform, egl::Platform::Device { software: true, .. });
         let cuda_device = match platform {
             egl::Platform::Device { cuda, .. } => *cuda,
             _ => None,
@@ -81,9 +106,21 @@ impl Gpu {
 
 /// Compiles the source's scene on a throwaway context, so `agentcast` can refuse a shader that does
 /// not compile before anything else starts (see `preflight`). Nothing is drawn.
-pub fn check_scene(egl_device: Option<u32>, source: &crate::config::SourceSpec) -> anyhow::Result<()> {
+pub fn check_scene(egl_device: Option<u32>, scene: &SceneSpec) -> anyhow::Result<()> {
     let gpu = Gpu::open(egl_device, None)?;
-    scene::Scene::load(&gpu.ctx.gl, source).map(drop)
+    scene::Scene::load(&gpu.ctx.gl, scene).map(drop)
+}
+
+/// What a renderer is asked for: its scene, picture size and rate, whether it stamps each frame's
+/// number into the picture (`--stamp`), and whether the stream runs paced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderSettings {
+    pub scene: SceneSpec,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub stamp: bool,
+    pub pace: bool,
 }
 
 /// How finished frames leave the renderer.
@@ -114,9 +151,9 @@ pub struct Renderer {
 }
 
 impl Renderer {
-    pub fn new(gpu: Gpu, cfg: &Config, plan: Plan) -> anyhow::Result<Renderer> {
+    pub fn new(gpu: Gpu, cfg: &RenderSettings, plan: Plan) -> anyhow::Result<Renderer> {
         let gl = gpu.ctx.gl.clone();
-        let scene = scene::Scene::load(&gl, &cfg.source)?;
+        let scene = scene::Scene::load(&gl, &cfg.scene)?;
         let target = Target::new(&gl, cfg.width, cfg.height).exit(Exit::Software)?;
         let stamp = if cfg.stamp {
             let layout = StampLayout::for_size(cfg.width, cfg.height).context("frame stamp layout")?;
@@ -310,7 +347,7 @@ impl Drop for Renderer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encode::settings::RawFormat;
+    use crate::frame::RawFormat;
     use clap::Parser as _;
 
     /// Paced, a frame reaches the encoder in its own interval: collecting after rendering frame N
@@ -320,13 +357,14 @@ mod tests {
     /// Runs on whatever EGL is here (llvmpipe in CI).
     #[test]
     fn paced_frames_do_not_wait_for_their_successor() {
-        crate::encode::pipeline::init().unwrap();
+        crate::gst_util::init().unwrap();
         let handed_out = |pace: bool| -> Vec<(u64, Vec<u64>)> {
             let mut args = vec!["agentcast", "--width", "640", "--height", "360", "--convert", "cpu"];
             if !pace {
                 args.push("--no-pace");
             }
             let cfg = crate::cli::Cli::try_parse_from(args).unwrap().stream.config().unwrap();
+            let cfg = cfg.render_settings().unwrap();
             let gpu = Gpu::open(None, None).expect("an EGL display (llvmpipe in CI)");
             let mut renderer = Renderer::new(gpu, &cfg, Plan::Cpu(RawFormat::Nv12)).unwrap();
             let half_interval = Duration::from_nanos(1_000_000_000 / 30 / 2);
@@ -360,9 +398,9 @@ mod tests {
     #[ignore = "needs an NVIDIA GPU with CUDA and the NVIDIA EGL driver"]
     fn zero_copy_frames_are_pixel_exact_against_the_readback() {
         let cuda = crate::cuda::select(None).expect("CUDA initialises").expect("a CUDA device");
-        crate::encode::pipeline::init().unwrap();
+        crate::gst_util::init().unwrap();
         let cli = crate::cli::Cli::try_parse_from(["agentcast", "--width", "640", "--height", "360"]).unwrap();
-        let cfg = cli.stream.config().unwrap();
+        let cfg = cli.stream.config().unwrap().render_settings().unwrap();
         let frame_of = |plan: Plan| -> Vec<u8> {
             let gpu = Gpu::open(None, Some(cuda)).unwrap();
             assert!(gpu.info.cuda_device.is_some(), "rendering on the NVIDIA EGL device: {:?}", gpu.info);

@@ -3,6 +3,7 @@
 //! iFrame, iTimeDelta, iFrameRate (and iMouse/iDate, left at zero), and an epilogue that flips the
 //! picture so the render target's first row is the picture's top row.
 
+use std::path::PathBuf;
 use std::rc::Rc;
 
 use anyhow::Context as _;
@@ -10,7 +11,6 @@ use anyhow::Context as _;
 use crate::exit::{Exit, ExitExt, fail};
 use crate::render::egl::gl::{Gl, Pass, Program, Target, Uniform};
 use crate::settings::BuiltinScene;
-use crate::source::SourceSpec;
 
 const PRELUDE: &str = include_str!("shaders/prelude.glsl");
 const EPILOGUE: &str = include_str!("shaders/epilogue.glsl");
@@ -33,21 +33,27 @@ pub fn one_line(log: &str) -> String {
     log.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" | ")
 }
 
+/// What the renderer draws: a built-in scene (`scene:NAME`) or a user's shader file (`shader:FILE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SceneSpec {
+    Builtin(BuiltinScene),
+    Shader(PathBuf),
+}
+
 pub struct Scene {
     program: Program,
 }
 
 impl Scene {
-    pub fn load(gl: &Rc<Gl>, source: &SourceSpec) -> anyhow::Result<Scene> {
-        let (body, name) = match source {
-            SourceSpec::Scene(s) => (builtin_source(*s).to_string(), format!("built-in scene {s:?}")),
-            SourceSpec::Shader(path) => {
+    pub fn load(gl: &Rc<Gl>, spec: &SceneSpec) -> anyhow::Result<Scene> {
+        let (body, name) = match spec {
+            SceneSpec::Builtin(s) => (builtin_source(*s).to_string(), format!("built-in scene {s:?}")),
+            SceneSpec::Shader(path) => {
                 let body = std::fs::read_to_string(path)
                     .with_context(|| format!("--shader {}", path.display()))
                     .exit(Exit::NoInput)?;
                 (body, format!("--shader {}", path.display()))
             }
-            other => anyhow::bail!("{other} is not a scene to render"),
         };
         let program = Program::fullscreen(gl, &wrap(&body))
             .map_err(|e| fail(Exit::BadShader, format!("{name}: {}: {}", e.stage, one_line(&e.log))))?;

@@ -25,20 +25,6 @@ pub struct Fifo {
     created: bool,
 }
 
-pub(crate) fn kind(ft: std::fs::FileType) -> &'static str {
-    if ft.is_symlink() {
-        "symlink"
-    } else if ft.is_dir() {
-        "directory"
-    } else if ft.is_file() {
-        "regular file"
-    } else if ft.is_socket() {
-        "socket"
-    } else {
-        "special file"
-    }
-}
-
 /// What `--output fifo:PATH` finds at its path: `true` for an existing FIFO (used as it is),
 /// `false` for nothing yet in a directory that exists (created at start-up). Anything else at the
 /// path (a file, a directory, a symlink) is refused and left untouched.
@@ -50,7 +36,7 @@ pub fn check(path: &Path) -> anyhow::Result<bool> {
             Exit::CantCreate,
             format!(
                 "--output fifo:{shown}: the path is a {}, not a FIFO; refusing to replace or follow it",
-                kind(m.file_type())
+                crate::fsutil::kind(m.file_type())
             ),
         )),
         Err(e) if e.kind() == io::ErrorKind::NotFound => match path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -123,7 +109,7 @@ impl Endpoint for Fifo {
                         format!(
                             "fifo:{}: the path became a {}; refusing to write to it",
                             self.path.display(),
-                            kind(ft)
+                            crate::fsutil::kind(ft)
                         ),
                     ));
                 }

@@ -53,8 +53,8 @@ const PACKAGE: &str = "gstreamer1.0-rtsp";
 /// Checks, before anything heavy starts, that rtspclientsink is installed and the server's port
 /// answers. The error (exit 69) names the URL.
 pub fn check(target: &RtspUrl) -> anyhow::Result<()> {
-    crate::encode::pipeline::init()?;
-    if !crate::encode::pipeline::element_installed(ELEMENT) {
+    crate::gst_util::init()?;
+    if !crate::gst_util::element_installed(ELEMENT) {
         return Err(fail(
             Exit::Unavailable,
             format!("--output {}: GStreamer element {ELEMENT} is missing (install {PACKAGE})", target.redacted()),
@@ -102,7 +102,7 @@ impl Publisher {
 
     fn start(&self) -> anyhow::Result<Running> {
         quiet_gio_criticals();
-        let make = |f: &str, pkg: &str| crate::encode::pipeline::make(f, pkg);
+        let make = |f: &str, pkg: &str| crate::gst_util::make(f, pkg);
         let appsrc = gst_app::AppSrc::builder()
             .name("published")
             .caps(

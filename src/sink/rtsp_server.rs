@@ -97,7 +97,7 @@ pub struct Server {
 impl Server {
     /// Listens on `listen.addr` (port 0: a free port) and serves `/NAME` (`listen.name`, expanded).
     pub fn bind(listen: &Listen, fps: u32) -> anyhow::Result<Server> {
-        crate::encode::pipeline::init()?;
+        crate::gst_util::init()?;
         let listener = listen_on(listen)?;
         let addr = listener.local_addr().unwrap_or(listen.addr);
         Ok(Server { listener, addr, name: listen.name.clone(), fps })

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use gstreamer as gst;
 
-use crate::frame::{HostFrame, PixFmt};
+use crate::frame::{Frame, HostFrame, PixFmt};
 use crate::source::live::{Latest, Loaned, SourceEnd, Taken};
 
 /// The frame held for the next slot (and for repeats).
@@ -25,12 +25,6 @@ impl Held {
             Held::Lent { arrived, .. } => *arrived,
         }
     }
-}
-
-/// A frame for the encoder: bytes to copy, or a buffer to take as it is.
-pub enum Out<'a> {
-    Bytes(&'a [u8]),
-    Buffer(gst::Buffer),
 }
 
 /// What the frame loop gets for a frame slot.
@@ -139,10 +133,11 @@ impl Feed {
         self.last.as_ref().map(Held::arrived)
     }
 
-    /// The frame to encode for stream index `index` (after `Next::Frame`). `lend`: the encoder
+    /// The frame to encode for stream index `index` (after `Next::Frame`): `Frame::Host` bytes to
+    /// copy, or a `Frame::Buffer` to take as it is. `lend`: the encoder
     /// takes buffers in the rawvideo layout as they are, so the bytes go to it without a copy (a
     /// repeat shares the same memory). With `--stamp` each slot gets its own stamped copy.
-    pub fn frame(&mut self, index: u64, lend: bool) -> Option<Out<'_>> {
+    pub fn frame(&mut self, index: u64, lend: bool) -> Option<Frame<'_>> {
         if lend
             && !self.stamp
             && matches!(self.last, Some(Held::Bytes(_)))
@@ -153,12 +148,12 @@ impl Feed {
             self.last = Some(Held::Lent { buffer, arrived });
         }
         match self.last.as_mut()? {
-            Held::Lent { buffer, .. } => Some(Out::Buffer(buffer.clone())),
+            Held::Lent { buffer, .. } => Some(Frame::Buffer(buffer.clone())),
             Held::Bytes(frame) => {
                 if self.stamp {
                     crate::stamp::paint_host(&mut frame.data, self.format, self.width, self.height, index as u32);
                 }
-                Some(Out::Bytes(&frame.data))
+                Some(Frame::Host(&frame.data))
             }
         }
     }
@@ -197,13 +192,13 @@ mod tests {
         offer(&f, 1);
         offer(&f, 2);
         assert!(matches!(f.wait_fresh(Duration::ZERO), Some(Next::Frame { fresh: true })));
-        assert!(matches!(f.frame(0, false), Some(Out::Bytes([2, ..]))));
+        assert!(matches!(f.frame(0, false), Some(Frame::Host([2, ..]))));
         assert_eq!(f.superseded(), 1);
         assert!(f.wait_fresh(Duration::from_millis(1)).is_none());
         assert!(matches!(f.stale(), Next::Frame { fresh: false }));
         assert!(matches!(f.stale(), Next::Frame { fresh: false }));
         assert_eq!(f.repeated, 2);
-        assert!(matches!(f.frame(3, false), Some(Out::Bytes([2, ..]))));
+        assert!(matches!(f.frame(3, false), Some(Frame::Host([2, ..]))));
     }
 
     #[test]
@@ -226,10 +221,10 @@ mod tests {
         assert_eq!(f.latest.buffer(8).capacity(), 8);
     }
 
-    fn buffer(o: Option<Out<'_>>) -> gst::Buffer {
+    fn buffer(o: Option<Frame<'_>>) -> gst::Buffer {
         match o {
-            Some(Out::Buffer(b)) => b,
-            Some(Out::Bytes(_)) => panic!("bytes, not a lent buffer"),
+            Some(Frame::Buffer(b)) => b,
+            Some(_) => panic!("bytes, not a lent buffer"),
             None => panic!("no frame"),
         }
     }

@@ -42,9 +42,9 @@ use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
 use log::{debug, info, warn};
 
-use crate::encode::pipeline::{bus_error_line, init, make};
 use crate::exit::{Exit, ExitExt};
 use crate::frame::{HostFrame, PixFmt};
+use crate::gst_util::{bus_error_line, init, make};
 use crate::source::live::{Latest, SourceEnd};
 
 mod gpu;

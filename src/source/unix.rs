@@ -46,7 +46,7 @@ pub fn check(path: &Path) -> anyhow::Result<bool> {
             Exit::CantCreate,
             format!(
                 "{shown}: the path is a {}, not a socket; refusing to replace it",
-                crate::sink::fifo::kind(m.file_type())
+                crate::fsutil::kind(m.file_type())
             ),
         )),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),

@@ -20,9 +20,10 @@ use super::report::{Counters, Facts, Reporter};
 use super::session::Session;
 use crate::clock::{FrameClock, frames_due, stream_time};
 use crate::config::Config;
-use crate::convert::Plan;
-use crate::encode::pipeline::{Encoder, Frame, Push};
+use crate::encode::pipeline::{Encoder, Push};
 use crate::exit::{Exit, fail};
+use crate::frame::Frame;
+use crate::plan::Plan;
 use crate::render::Renderer;
 use crate::settings::Idle;
 use crate::sink::{Note, SinkEnd, SinkStats};
@@ -382,7 +383,7 @@ impl<'a> Loop<'a> {
         self.reporter.timings.rendered(index, arrived, taken);
         let Some(frame) = feed.frame(index, encoder.takes_host_buffers()) else { return Ok(Ok(false)) };
         if self.reader == Reader::Attached {
-            offer(encoder, index, frame.into(), &mut self.counters, Some((&self.reporter.timings, taken)))?;
+            offer(encoder, index, frame, &mut self.counters, Some((&self.reporter.timings, taken)))?;
         } else {
             self.counters.idle_rendered += 1;
         }
@@ -552,7 +553,7 @@ impl<'a> Loop<'a> {
             early = self.wait_for_room(encoder)?;
             let index = self.clock.index;
             if let (None, Some(frame)) = (&early, feed.frame(index, encoder.takes_host_buffers())) {
-                offer(encoder, index, frame.into(), &mut self.counters, None)?;
+                offer(encoder, index, frame, &mut self.counters, None)?;
                 self.counters.rendered += 1;
                 self.clock.index += 1;
             }

@@ -9,9 +9,10 @@
 //! process: errors carry their kind ([`crate::exit::Exit`]), which `main` maps to an exit code.
 //!
 //! ```no_run
-//! use agentcast::{cli::Cli, stream::Stream};
-//! let cli = Cli::parse_args(["agentcast", "--width", "640", "--height", "360", "--output", "fifo:/tmp/a.h264"])?;
-//! let cfg = cli.stream.push_config().map_err(anyhow::Error::msg)?; // validated as the CLI does
+//! use agentcast::{config::ConfigBuilder, sink::output::Output, stream::Stream};
+//! let output = Output::Fifo("/tmp/a.h264".into());
+//! let settings = ConfigBuilder { width: 640, height: 360, output, ..ConfigBuilder::default() };
+//! let cfg = settings.build_push()?;       // the CLI's checks and messages (ConfigError)
 //! let stream = Stream::start(cfg)?;
 //! let frame = vec![128u8; 640 * 360 * 3]; // rgb24, ffmpeg's rawvideo layout
 //! stream.push(&frame)?;                   // never waits for the encoder: the newest frame wins

@@ -16,9 +16,9 @@ use super::report::Reporter;
 use super::session::{Chosen, FrameInput, Session, choose_encoder, encoder_takes_cuda};
 use super::{Event, Outcome};
 use crate::config::{Config, SourceSpec};
-use crate::convert::{self, PathFacts, Plan};
 use crate::encode::pipeline::{self, Input};
 use crate::exit::{Exit, fail};
+use crate::plan::{self, Plan, Route, ZeroCopyRefused};
 use crate::render::{Gpu, Renderer};
 use crate::settings::{FramePath, Mux};
 use crate::sink::fifo::Fifo;
@@ -144,12 +144,12 @@ pub(super) fn run(cfg: &Config, ctx: Context) -> anyhow::Result<()> {
     };
     let agent = claim_source(cfg, push)?;
     let frame_log = open_frame_log(cfg)?;
-    // The CUDA device first: the renderer and NVENC both go to it (render::device).
+    // The CUDA device first: the renderer and NVENC both go to it (crate::device).
     let cuda = crate::cuda::select(cfg.gpu).map_err(|e| fail(Exit::Unavailable, e))?;
     let cfg = &Config { gpu: cuda.map(|c| c.ordinal), ..cfg.clone() };
     if cfg.path == FramePath::ZeroCopy && cuda.is_none() {
         // Said before encoders are opened and EGL is set up: nothing else can change it.
-        return Err(fail(Exit::Unavailable, convert::zero_copy_refused(convert::NO_CUDA)));
+        return Err(fail(Exit::Unavailable, ZeroCopyRefused { why: plan::NO_CUDA.into() }.to_string()));
     }
     let (chosen, gpu) = open_encoder_beside_egl(cfg, cuda, agent.is_none());
     let chosen = chosen?;
@@ -237,12 +237,12 @@ fn open_frame_log(cfg: &Config) -> anyhow::Result<Option<crate::stats::FrameLog>
 /// if any, first, as when they ran one after the other.
 fn open_encoder_beside_egl(
     cfg: &Config,
-    cuda: Option<crate::render::device::CudaIds>,
+    cuda: Option<crate::device::CudaIds>,
     egl: bool,
 ) -> (anyhow::Result<Chosen>, Option<anyhow::Result<Gpu>>) {
     thread::scope(|scope| {
         let encoder = thread::Builder::new().name("encoder-open".into()).spawn_scoped(scope, || {
-            pipeline::init()?;
+            crate::gst_util::init()?;
             debug!("start-up: GStreamer up at {:.1} ms", crate::clock::startup_ms());
             let chosen = choose_encoder(cfg)?;
             pipeline::preload(chosen.backend, cfg.gpu);
@@ -263,7 +263,7 @@ fn open_frames(
     cfg: &Config,
     agent: Option<&AgentSource>,
     gpu: Option<anyhow::Result<Gpu>>,
-    cuda: Option<crate::render::device::CudaIds>,
+    cuda: Option<crate::device::CudaIds>,
     backend: crate::encode::settings::Backend,
 ) -> anyhow::Result<(Frames, Option<gstreamer::Context>)> {
     if let Some(agent) = agent {
@@ -360,29 +360,23 @@ fn finish(lp: &mut Loop<'_>, frames: &mut Frames, session: &Session, stop: anyho
 fn open_renderer(
     gpu: Gpu,
     cfg: &Config,
-    cuda: Option<crate::render::device::CudaIds>,
+    cuda: Option<crate::device::CudaIds>,
     backend: crate::encode::settings::Backend,
 ) -> anyhow::Result<(Plan, Renderer)> {
+    let settings = cfg.render_settings()?;
     let takes_cuda = encoder_takes_cuda(cfg, backend);
-    let facts = PathFacts::gather(cfg.gpu, &gpu.info, takes_cuda, cfg.width, cfg.height);
-    let (zero_copy, why_path) =
-        convert::choose_path(cfg.path, cfg.convert, &facts).map_err(|e| fail(Exit::Unavailable, e))?;
+    let facts = gpu.info.path_facts(cfg.gpu, takes_cuda, cfg.width, cfg.height);
+    let plan::PathChoice { route, why: why_path } =
+        plan::choose_path(cfg.path, cfg.convert, &facts).map_err(|e| fail(Exit::Unavailable, e.to_string()))?;
     let readback_plan = |gpu: &Gpu| {
-        convert::choose(
-            cfg.convert,
-            gpu.info.software,
-            &gpu.info.renderer,
-            backend.raw_formats(),
-            cfg.width,
-            cfg.height,
-        )
-        .map_err(|e| fail(Exit::Usage, e))
+        plan::choose(cfg.convert, gpu.info.software, &gpu.info.renderer, backend.raw_formats(), cfg.width, cfg.height)
+            .map_err(|e| fail(Exit::Usage, e))
     };
-    match cuda.filter(|_| zero_copy) {
+    match cuda.filter(|_| route == Route::ZeroCopy) {
         Some(c) => {
             let plan = Plan::Cuda { gpu: c.ordinal };
             info!("path: zero-copy ({why_path})");
-            match Renderer::new(gpu, cfg, plan) {
+            match Renderer::new(gpu, &settings, plan) {
                 Ok(r) => Ok((plan, r)),
                 Err(e) if cfg.path == FramePath::ZeroCopy => {
                     Err(fail(Exit::Unavailable, format!("--path zero-copy: {e:#}")))
@@ -391,7 +385,7 @@ fn open_renderer(
                     warn!("path: zero-copy failed to set up ({e:#}); reading frames back instead");
                     let gpu = Gpu::open(cfg.egl_device, cuda)?;
                     let (plan, _) = readback_plan(&gpu)?;
-                    Ok((plan, Renderer::new(gpu, cfg, plan)?))
+                    Ok((plan, Renderer::new(gpu, &settings, plan)?))
                 }
             }
         }
@@ -399,7 +393,7 @@ fn open_renderer(
             info!("path: {why_path}");
             let (plan, why) = readback_plan(&gpu)?;
             info!("convert: {plan} ({why}); {} bytes read back per frame", plan.readback_bytes(cfg.width, cfg.height));
-            Ok((plan, Renderer::new(gpu, cfg, plan)?))
+            Ok((plan, Renderer::new(gpu, &settings, plan)?))
         }
     }
 }

@@ -269,7 +269,7 @@ fn spawn_bus_watch(bus: gst::Bus, tx: Sender<Event>, stop: Arc<AtomicBool>, gene
             let Some(msg) = bus.timed_pop_filtered(gst::ClockTime::from_mseconds(100), &types) else { continue };
             match msg.view() {
                 gst::MessageView::Error(e) => {
-                    let _ = tx.send(Event::Pipeline(generation, pipeline::bus_error_line(&msg, e)));
+                    let _ = tx.send(Event::Pipeline(generation, crate::gst_util::bus_error_line(&msg, e)));
                     return;
                 }
                 gst::MessageView::Warning(w) => {
@@ -289,7 +289,7 @@ pub(super) fn encoder_takes_cuda(cfg: &Config, backend: Backend) -> Result<(), S
     if backend.is_nvenc() {
         return Ok(());
     }
-    if cfg.faults.cuda_download && pipeline::element_installed("cudadownload") {
+    if cfg.faults.cuda_download && crate::gst_util::element_installed("cudadownload") {
         warn!("testing aid: zero-copy frames may reach {} through cudadownload", backend.element());
         return Ok(());
     }
@@ -404,7 +404,7 @@ fn open_backend(cfg: &Config, candidates: &[Backend], use_cache: bool) -> anyhow
         }
         opened
     };
-    let chosen = select::choose_from(candidates, cfg.encoder, pipeline::element_installed, probe);
+    let chosen = select::choose_from(candidates, cfg.encoder, crate::gst_util::element_installed, probe);
     if let Some(e) = abort {
         return Err(e);
     }

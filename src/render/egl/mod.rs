@@ -22,7 +22,7 @@ use anyhow::{Context as _, anyhow, bail};
 use khronos_egl as egl;
 use log::{debug, info, warn};
 
-use super::device::{self, CudaIds, EglIds, PciAddress};
+use crate::device::{self, CudaIds, EglIds, PciAddress};
 use crate::exit::{Exit, ExitExt, fail};
 
 type Instance = egl::DynamicInstance<egl::EGL1_4>;
@@ -210,6 +210,47 @@ fn pick_for_cuda(devices: &[DeviceInfo], requested: Option<usize>, cuda: &CudaId
     }
 }
 
+/// Loads libEGL: the system's, or the one `AGENTCAST_EGL_LIB` names (a vendor's, or a broken one
+/// for tests).
+fn load_egl() -> anyhow::Result<Instance> {
+    let lib = std::env::var("AGENTCAST_EGL_LIB").unwrap_or_else(|_| "libEGL.so.1".into());
+    // SAFETY: loading libEGL runs its initialisers; it is the system's EGL loader (glvnd or Mesa),
+    // or the one the user named, which is made to be loaded this way.
+    unsafe { Instance::load_required_from_filename(&lib) }
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| format!("loading {lib} (install libegl1 and libegl-mesa0, or the NVIDIA driver)"))
+        .exit(Exit::Unavailable)
+}
+
+/// Which EGL device to open: `--egl-device N` (checked against the list, and against the CUDA
+/// device where there is one), else the one that is the CUDA device, else the first that is not
+/// Mesa's software device. `None`: no device fits (the caller tries the next platform).
+fn pick_device(
+    devices: &[DeviceInfo],
+    requested: Option<u32>,
+    cuda: Option<&CudaIds>,
+) -> anyhow::Result<Option<usize>> {
+    let Some(n) = requested else {
+        let for_cuda = match cuda {
+            Some(c) => pick_for_cuda(devices, None, c)?,
+            None => None,
+        };
+        return Ok(for_cuda.or_else(|| devices.iter().position(|d| !d.software())));
+    };
+    let n = n as usize;
+    if n >= devices.len() {
+        let list: Vec<String> = devices.iter().enumerate().map(|(i, d)| format!("{i}: {}", d.describe())).collect();
+        return Err(fail(
+            Exit::Unavailable,
+            format!("--egl-device {n}: there are {} EGL device(s) ({})", devices.len(), list.join("; ")),
+        ));
+    }
+    Ok(match cuda {
+        Some(c) => pick_for_cuda(devices, Some(n), c)?.or(Some(n)),
+        None => Some(n),
+    })
+}
+
 fn no_display(passed_over: &[String]) -> String {
     format!("no usable EGL display (is libegl-mesa0 or the NVIDIA driver installed?): {}", passed_over.join("; "))
 }
@@ -219,86 +260,25 @@ impl Display {
     /// `cuda` is the CUDA device frames go to, where there is CUDA: on NVIDIA the device platform
     /// then renders on the EGL device that is that GPU.
     pub fn open(requested_device: Option<u32>, cuda: Option<CudaIds>) -> anyhow::Result<Rc<Display>> {
-        // AGENTCAST_EGL_LIB names another libEGL (a vendor's, or a broken one for tests).
-        let lib = std::env::var("AGENTCAST_EGL_LIB").unwrap_or_else(|_| "libEGL.so.1".into());
-        // SAFETY: loading libEGL runs its initialisers; it is the system's EGL loader (glvnd or
-        // Mesa), or the one the user named, which is made to be loaded this way.
-        let egl = unsafe { Instance::load_required_from_filename(&lib) }
-            .map_err(|e| anyhow!("{e}"))
-            .with_context(|| format!("loading {lib} (install libegl1 and libegl-mesa0, or the NVIDIA driver)"))
-            .exit(Exit::Unavailable)?;
+        let egl = load_egl()?;
         let client = egl.query_string(None, egl::EXTENSIONS).map(|s| s.to_string_lossy().into_owned());
         let client = client.unwrap_or_default();
         debug!("EGL client extensions: {client}");
         let get_platform_display: Option<GetPlatformDisplayExt> =
             if has_ext(&client, "EGL_EXT_platform_base") { proc(&egl, "eglGetPlatformDisplayEXT") } else { None };
 
+        // Each platform that was tried and passed over, with why: the error if none opens.
         let mut passed_over: Vec<String> = Vec::new();
 
         // 1. Device platform.
         let device_ok = has_ext(&client, "EGL_EXT_platform_device")
             && (has_ext(&client, "EGL_EXT_device_enumeration") || has_ext(&client, "EGL_EXT_device_base"));
         match (device_ok, get_platform_display) {
-            (true, Some(gpd)) => match query_devices(&egl) {
-                Ok(devices) => {
-                    for (i, d) in devices.iter().enumerate() {
-                        debug!("EGL device {i}: {} [{}]", d.describe(), d.extensions);
-                    }
-                    let pick = match requested_device {
-                        Some(n) => {
-                            let n = n as usize;
-                            if n >= devices.len() {
-                                let list: Vec<String> =
-                                    devices.iter().enumerate().map(|(i, d)| format!("{i}: {}", d.describe())).collect();
-                                return Err(fail(
-                                    Exit::Unavailable,
-                                    format!(
-                                        "--egl-device {n}: there are {} EGL device(s) ({})",
-                                        devices.len(),
-                                        list.join("; ")
-                                    ),
-                                ));
-                            }
-                            match &cuda {
-                                Some(c) => pick_for_cuda(&devices, Some(n), c)?.or(Some(n)),
-                                None => Some(n),
-                            }
-                        }
-                        None => match &cuda {
-                            Some(c) => pick_for_cuda(&devices, None, c)?,
-                            None => None,
-                        }
-                        .or_else(|| devices.iter().position(|d| !d.software())),
-                    };
-                    match pick {
-                        Some(index) => {
-                            let dev = &devices[index];
-                            let platform = Platform::Device {
-                                index,
-                                description: dev.describe(),
-                                software: dev.software(),
-                                cuda: dev.ids.cuda,
-                            };
-                            // SAFETY: `dev.raw` is a device handle from eglQueryDevicesEXT, the
-                            // attribute list is empty (NULL is allowed).
-                            let raw = unsafe { gpd(PLATFORM_DEVICE_EXT, dev.raw, std::ptr::null()) };
-                            match Self::init(&egl, raw, platform) {
-                                Ok(d) => return Ok(d.finish(egl, &passed_over)),
-                                Err(e) if requested_device.is_some() => {
-                                    return Err(e.context(format!("--egl-device {index}"))).exit(Exit::Unavailable);
-                                }
-                                Err(e) => passed_over.push(format!("EGL device {index}: {e:#}")),
-                            }
-                        }
-                        None if devices.is_empty() => passed_over.push("device platform: no EGL devices".into()),
-                        None => passed_over.push(format!(
-                            "device platform: only Mesa's software device ({} device(s)); surfaceless is preferred for it",
-                            devices.len()
-                        )),
-                    }
+            (true, Some(gpd)) => {
+                if let Some(d) = Self::open_device(&egl, gpd, requested_device, cuda.as_ref(), &mut passed_over)? {
+                    return Ok(d.finish(egl, &passed_over));
                 }
-                Err(e) => passed_over.push(format!("device platform: {e:#}")),
-            },
+            }
             _ => passed_over.push("device platform: EGL_EXT_platform_device is not supported".into()),
         }
         if requested_device.is_some() {
@@ -336,6 +316,55 @@ impl Display {
             None => {
                 passed_over.push("default display: eglGetDisplay returned EGL_NO_DISPLAY".into());
                 Err(fail(Exit::Unavailable, no_display(&passed_over)))
+            }
+        }
+    }
+
+    /// The device platform: the EGL device `--egl-device` names, else the one that is the CUDA
+    /// device, else the first hardware device. `Ok(None)` (with the reason in `passed_over`) lets
+    /// the caller try the next platform; an error ends the search (a device that was asked for).
+    fn open_device(
+        egl: &Instance,
+        gpd: GetPlatformDisplayExt,
+        requested_device: Option<u32>,
+        cuda: Option<&CudaIds>,
+        passed_over: &mut Vec<String>,
+    ) -> anyhow::Result<Option<PendingDisplay>> {
+        let devices = match query_devices(egl) {
+            Ok(devices) => devices,
+            Err(e) => {
+                passed_over.push(format!("device platform: {e:#}"));
+                return Ok(None);
+            }
+        };
+        for (i, d) in devices.iter().enumerate() {
+            debug!("EGL device {i}: {} [{}]", d.describe(), d.extensions);
+        }
+        let Some(index) = pick_device(&devices, requested_device, cuda)? else {
+            passed_over.push(if devices.is_empty() {
+                "device platform: no EGL devices".into()
+            } else {
+                format!(
+                    "device platform: only Mesa's software device ({} device(s)); surfaceless is preferred for it",
+                    devices.len()
+                )
+            });
+            return Ok(None);
+        };
+        let dev = &devices[index];
+        let platform =
+            Platform::Device { index, description: dev.describe(), software: dev.software(), cuda: dev.ids.cuda };
+        // SAFETY: `dev.raw` is a device handle from eglQueryDevicesEXT, the attribute list is empty
+        // (NULL is allowed).
+        let raw = unsafe { gpd(PLATFORM_DEVICE_EXT, dev.raw, std::ptr::null()) };
+        match Self::init(egl, raw, platform) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) if requested_device.is_some() => {
+                Err(e.context(format!("--egl-device {index}"))).exit(Exit::Unavailable)
+            }
+            Err(e) => {
+                passed_over.push(format!("EGL device {index}: {e:#}"));
+                Ok(None)
             }
         }
     }

@@ -1,6 +1,11 @@
-//! Validated settings, built once at start-up: the CLI builds them from its flags
-//! (`crate::cli::StreamArgs::config`), with every check whose message names a flag.
+//! Validated settings, built once at start-up: a [`ConfigBuilder`] holds what a client asked for
+//! (the CLI maps its flags onto one, the Python package its keywords, a library user sets its
+//! fields) and [`ConfigBuilder::build`] runs every check, each failure a [`ConfigError`] that names
+//! the flag at fault in the words the CLI prints.
 
+mod validate;
+
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -9,6 +14,7 @@ use crate::frame::PixFmt;
 use crate::settings::{Convert, EncoderChoice, FramePath, Idle, Mux, OnBusy};
 use crate::sink::output::Output;
 pub use crate::source::SourceSpec;
+pub use validate::{ConfigBuilder, ConfigError};
 
 /// Largest picture edge we accept; H.264 level 5.2 allows 4096 pixels on a side at most in practice.
 pub const MAX_EDGE: u32 = 4096;
@@ -16,6 +22,16 @@ pub const MIN_EDGE: u32 = 32;
 /// H.264 level 5.2 limit on macroblocks per picture (MaxFS), the highest level x264 and openh264
 /// encode and browsers decode.
 pub const MAX_MACROBLOCKS: u32 = 36_864;
+/// Frames per second we pace and encode at.
+pub const FPS_RANGE: RangeInclusive<u32> = 1..=240;
+/// CBR target in kbit/s.
+pub const BITRATE_RANGE: RangeInclusive<u32> = 64..=500_000;
+/// Keyframe interval in frames.
+pub const GOP_RANGE: RangeInclusive<u32> = 1..=3600;
+/// H.264 quantisers.
+pub const QP_MAX_RANGE: RangeInclusive<u32> = 1..=51;
+/// FIFO/TCP lag budget in milliseconds of stream.
+pub const MAX_LAG_RANGE: RangeInclusive<u32> = 1..=60_000;
 
 /// When to stop on our own; none set means run until a signal or the reader leaves.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -89,5 +105,25 @@ impl Config {
     /// The lag budget in access units (at least one).
     pub fn max_lag_frames(&self) -> usize {
         ((self.max_lag.as_secs_f64() * f64::from(self.fps)).ceil() as usize).max(1)
+    }
+}
+
+impl Config {
+    /// What the renderer draws and how, for a scene source (`scene:`, `shader:`); an error for the
+    /// agent's own frames, which are not rendered.
+    pub fn render_settings(&self) -> anyhow::Result<crate::render::RenderSettings> {
+        let scene = match &self.source {
+            SourceSpec::Scene(s) => crate::render::SceneSpec::Builtin(*s),
+            SourceSpec::Shader(path) => crate::render::SceneSpec::Shader(path.clone()),
+            other => anyhow::bail!("{other} is not a scene to render"),
+        };
+        Ok(crate::render::RenderSettings {
+            scene,
+            width: self.width,
+            height: self.height,
+            fps: self.fps,
+            stamp: self.stamp,
+            pace: self.pace,
+        })
     }
 }

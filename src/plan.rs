@@ -1,4 +1,6 @@
-//! RGBA -> YUV: decides where the conversion runs (`--convert`), and runs the GPU side of it.
+//! The plan: where a rendered frame's RGBA -> YUV conversion runs (`--convert`) and which path it
+//! takes to the encoder (`--path`). Pure policy over plain facts; the GPU side of the conversion
+//! (the shader pass) is `render::pack`, and the facts are gathered by `render::GpuInfo::path_facts`.
 //!
 //! - GPU: a shader pass packs the rendered picture into I420 or NV12 (BT.709 limited range, as the
 //!   caps declare), so only 1.5 bytes per pixel are read back.
@@ -10,10 +12,8 @@
 //! `auto` picks the CPU there and the GPU everywhere else.
 
 use std::fmt;
-use std::rc::Rc;
 
-use crate::encode::settings::RawFormat;
-use crate::render::egl::gl::{Gl, Pass, Program, Target, Uniform};
+use crate::frame::RawFormat;
 use crate::settings::{Convert, FramePath};
 
 /// Where the conversion runs and what the encoder receives.
@@ -89,41 +89,36 @@ pub struct PathFacts {
     pub height: u32,
 }
 
-impl PathFacts {
-    /// This machine's facts for the renderer `gpu` on CUDA device `cuda`; probes libgstcuda and
-    /// libcuda's GL entry point (the rest of the facts are the caller's).
-    pub fn gather(
-        cuda: Option<u32>,
-        gpu: &crate::render::GpuInfo,
-        encoder_takes_cuda: Result<(), String>,
-        width: u32,
-        height: u32,
-    ) -> PathFacts {
-        PathFacts {
-            cuda,
-            egl_on_cuda_device: gpu.cuda_device.is_some(),
-            software_renderer: gpu.software,
-            encoder_takes_cuda,
-            gst_cuda: crate::cuda::gst_cuda_ready(),
-            gl_interop: crate::cuda::gl_interop_ready(),
-            width,
-            height,
-        }
-    }
-}
-
 /// Why zero-copy is impossible where there is no CUDA at all (said before anything else is set up).
 pub const NO_CUDA: &str = "there is no CUDA device";
 
-/// The one-line refusal of `--path zero-copy`.
-pub fn zero_copy_refused(why: &str) -> String {
-    format!("--path zero-copy is not possible here: {why}")
+/// `--path zero-copy` refused, and why (the one-line error).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--path zero-copy is not possible here: {why}")]
+pub struct ZeroCopyRefused {
+    pub why: String,
 }
 
-/// Chooses between the zero-copy path and the readback path, with the reason to log. `Ok(true)` is
-/// zero-copy. `auto` takes zero-copy only when every fact allows it; `zero-copy` names the first
+/// How rendered frames reach the encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// The shader-packed NV12 texture goes to the encoder in CUDA memory.
+    ZeroCopy,
+    /// The frame is read back to the host (the conversion plan says in which layout).
+    Readback,
+}
+
+/// The route [`choose_path`] took, and the reason to log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathChoice {
+    pub route: Route,
+    pub why: String,
+}
+
+/// Chooses between the zero-copy path and the readback path, with the reason to log. `auto` takes zero-copy only when every fact allows it; `zero-copy` names the first
 /// that does not as a one-line error.
-pub fn choose_path(path: FramePath, convert: Convert, f: &PathFacts) -> Result<(bool, String), String> {
+pub fn choose_path(path: FramePath, convert: Convert, f: &PathFacts) -> Result<PathChoice, ZeroCopyRefused> {
+    let choice = |route, why: String| Ok(PathChoice { route, why });
     let blocker: Option<String> = if convert == Convert::Cpu {
         Some("--convert cpu reads RGBA back by definition".into())
     } else if f.cuda.is_none() {
@@ -147,13 +142,13 @@ pub fn choose_path(path: FramePath, convert: Convert, f: &PathFacts) -> Result<(
         None
     };
     match (path, blocker) {
-        (FramePath::Readback, _) => Ok((false, "--path readback".into())),
-        (FramePath::ZeroCopy, Some(why)) => Err(zero_copy_refused(&why)),
-        (FramePath::ZeroCopy, None) => Ok((true, "--path zero-copy".into())),
-        (FramePath::Auto, None) => Ok((
-            true,
+        (FramePath::Readback, _) => choice(Route::Readback, "--path readback".into()),
+        (FramePath::ZeroCopy, Some(why)) => Err(ZeroCopyRefused { why }),
+        (FramePath::ZeroCopy, None) => choice(Route::ZeroCopy, "--path zero-copy".into()),
+        (FramePath::Auto, None) => choice(
+            Route::ZeroCopy,
             format!("CUDA device {}, its EGL device and a CUDA-memory encoder are all here", f.cuda.unwrap_or(0)),
-        )),
+        ),
         (FramePath::Auto, Some(why)) => {
             let best = if f.cuda.is_some() && !f.software_renderer && f.encoder_takes_cuda.is_err() {
                 " (no NVENC, as on H100/H200/A100: render and convert on the GPU, read back 1.5 B/px, encode on the \
@@ -161,7 +156,7 @@ pub fn choose_path(path: FramePath, convert: Convert, f: &PathFacts) -> Result<(
             } else {
                 ""
             };
-            Ok((false, format!("readback, because {why}{best}")))
+            choice(Route::Readback, format!("readback, because {why}{best}"))
         }
     }
 }
@@ -215,35 +210,6 @@ pub fn is_software_renderer(renderer: &str) -> bool {
     ["llvmpipe", "softpipe", "swiftshader", "software rasterizer", "swrast"].iter().any(|s| r.contains(s))
 }
 
-/// The GPU side: the packing program and its output target.
-pub struct GpuPack {
-    program: Program,
-    pub target: Target,
-    nv12: bool,
-    size: [i32; 2],
-}
-
-impl GpuPack {
-    pub fn new(gl: &Rc<Gl>, format: RawFormat, width: u32, height: u32) -> anyhow::Result<GpuPack> {
-        let program = Program::fullscreen(gl, include_str!("render/shaders/pack_yuv.glsl"))
-            .map_err(|e| anyhow::anyhow!("built-in YUV packing shader: {e}"))?;
-        let target = Target::new(gl, width / 4, height * 3 / 2)?;
-        Ok(GpuPack { program, target, nv12: format == RawFormat::Nv12, size: [width as i32, height as i32] })
-    }
-
-    /// Packs `source` into [`GpuPack::target`].
-    pub fn run(&self, source: &Target) -> anyhow::Result<()> {
-        Pass {
-            program: &self.program,
-            target: &self.target,
-            source: Some(("u_src", source.into())),
-            uniforms: &[("u_nv12", Uniform::I32(i32::from(self.nv12))), ("u_size", Uniform::IVec2(self.size))],
-            scissor: None,
-        }
-        .draw()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,8 +229,8 @@ mod tests {
 
     #[test]
     fn auto_takes_zero_copy_only_when_every_fact_allows_it() {
-        let (zero, why) = choose_path(FramePath::Auto, Convert::Auto, &nvidia(true)).unwrap();
-        assert!(zero, "{why}");
+        let c = choose_path(FramePath::Auto, Convert::Auto, &nvidia(true)).unwrap();
+        assert_eq!(c.route, Route::ZeroCopy, "{}", c.why);
         type Block = fn(&mut PathFacts);
         let blockers: [(&str, Block); 7] = [
             ("no CUDA device", |f| f.cuda = None),
@@ -278,24 +244,27 @@ mod tests {
         for (reason, block) in blockers {
             let mut f = nvidia(true);
             block(&mut f);
-            let (zero, why) = choose_path(FramePath::Auto, Convert::Auto, &f).unwrap();
-            assert!(!zero && why.starts_with("readback, because") && why.contains(reason), "{reason}: {why}");
-            let e = choose_path(FramePath::ZeroCopy, Convert::Auto, &f).unwrap_err();
+            let PathChoice { route, why } = choose_path(FramePath::Auto, Convert::Auto, &f).unwrap();
+            assert!(
+                route == Route::Readback && why.starts_with("readback, because") && why.contains(reason),
+                "{reason}: {why}"
+            );
+            let e = choose_path(FramePath::ZeroCopy, Convert::Auto, &f).unwrap_err().to_string();
             assert!(e.starts_with("--path zero-copy is not possible here: ") && e.contains(reason), "{e}");
         }
-        let e = choose_path(FramePath::ZeroCopy, Convert::Cpu, &nvidia(true)).unwrap_err();
+        let e = choose_path(FramePath::ZeroCopy, Convert::Cpu, &nvidia(true)).unwrap_err().to_string();
         assert!(e.contains("--convert cpu"), "{e}");
-        assert!(!choose_path(FramePath::Readback, Convert::Auto, &nvidia(true)).unwrap().0);
+        assert_eq!(choose_path(FramePath::Readback, Convert::Auto, &nvidia(true)).unwrap().route, Route::Readback);
     }
 
     #[test]
     fn cuda_without_nvenc_says_it_is_the_best_possible_there() {
-        let (zero, why) = choose_path(FramePath::Auto, Convert::Auto, &nvidia(false)).unwrap();
-        assert!(!zero);
+        let PathChoice { route, why } = choose_path(FramePath::Auto, Convert::Auto, &nvidia(false)).unwrap();
+        assert_eq!(route, Route::Readback);
         assert!(why.contains("H100/H200/A100") && why.contains("1.5 B/px") && why.contains("best possible"), "{why}");
         let mut llvmpipe = nvidia(false);
         (llvmpipe.cuda, llvmpipe.software_renderer) = (None, true);
-        assert!(!choose_path(FramePath::Auto, Convert::Auto, &llvmpipe).unwrap().1.contains("best possible"));
+        assert!(!choose_path(FramePath::Auto, Convert::Auto, &llvmpipe).unwrap().why.contains("best possible"));
     }
 
     #[test]

@@ -16,7 +16,8 @@ use super::report::Reporter;
 use super::session::{Chosen, FrameInput, Session, choose_encoder, encoder_takes_cuda};
 use super::{Event, Outcome};
 use crate::config::{Config, SourceSpec};
-use crate::encode::pipeline::{self, Input};
+use crate::encode::factory;
+use crate::encode::pipeline::Input;
 use crate::exit::{Exit, fail};
 use crate::plan::{self, Plan, Route, ZeroCopyRefused};
 use crate::render::{Gpu, Renderer};
@@ -245,7 +246,7 @@ fn open_encoder_beside_egl(
             crate::gst_util::init()?;
             debug!("start-up: GStreamer up at {:.1} ms", crate::clock::startup_ms());
             let chosen = choose_encoder(cfg)?;
-            pipeline::preload(chosen.backend, cfg.gpu);
+            factory::preload(chosen.backend, cfg.gpu);
             Ok(chosen)
         });
         let gpu = egl.then(|| Gpu::open(cfg.egl_device, cuda));

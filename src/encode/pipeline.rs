@@ -82,6 +82,10 @@ fn raw_caps(format: &str, s: &Setup, colorimetry: &str) -> gst::Caps {
     caps_for(format, s.width, s.height, s.fps, colorimetry)
 }
 
+/// Packages named in the hint when an element is missing.
+const BASE: &str = "gstreamer1.0-plugins-base";
+const BAD: &str = "gstreamer1.0-plugins-bad";
+
 /// The running pipeline.
 pub struct Encoder {
     pipeline: gst::Pipeline,
@@ -116,67 +120,10 @@ pub enum Push {
 
 impl Encoder {
     pub fn new(s: &Setup) -> anyhow::Result<Encoder> {
-        let base = "gstreamer1.0-plugins-base";
-        let bad = "gstreamer1.0-plugins-bad";
-        let accepts = |f: RawFormat| s.backend.raw_formats().contains(&f);
-        // The layout the encoder gets: the planned one if it takes it (a backend chosen after a
-        // runtime fallback may not), else its own first choice.
-        let yuv = match s.input {
-            Input::Rgba(f) if accepts(f) => f,
-            input => input.as_raw().filter(|f| accepts(*f)).unwrap_or(s.backend.raw_formats()[0]),
-        };
-        // BT.709 limited range: what the GPU pass writes and what videoconvert is told to write.
-        let yuv_caps = raw_caps(yuv.caps_name(), s, "bt709");
-        // An agent's RGB frames become the encoder's YUV on the CPU (encode::host) where
-        // GStreamer's layout for it is tightly packed; videoconvert does the rest.
-        let yuv_info = gst_video::VideoInfo::from_caps(&yuv_caps).context("encoder caps")?;
-        let host_converts =
-            |f: PixFmt| crate::encode::host::converts(f) && crate::encode::host::fits(yuv, s.width, yuv_info.stride());
-        let src_caps = match s.input {
-            Input::Rgba(_) => raw_caps("RGBA", s, "sRGB"),
-            Input::Yuv(f) => raw_caps(f.caps_name(), s, "bt709"),
-            Input::Cuda => crate::cuda::frames::caps(s.width, s.height, s.fps),
-            // RGB frames are converted on the CPU into the encoder's own layout (encode::host).
-            Input::Host(f) if host_converts(f) => yuv_caps.clone(),
-            Input::Host(f) => {
-                raw_caps(f.caps_name(), s, if matches!(f, PixFmt::Nv12 | PixFmt::I420) { "bt709" } else { "sRGB" })
-            }
-        };
-        let needs_convert = match s.input {
-            Input::Rgba(_) => true,
-            Input::Host(f) if host_converts(f) => false,
-            input => input.as_raw() != Some(yuv),
-        };
-        let info = gst_video::VideoInfo::from_caps(&src_caps).context("input caps")?;
-        let (frame_bytes, host) = match s.input {
-            Input::Host(f) => {
-                let how = if host_converts(f) {
-                    HostIn::Convert { from: f, to: yuv }
-                } else {
-                    HostIn::Copy(f.planes(s.width, s.height))
-                };
-                (f.frame_bytes(s.width, s.height), Some((how, info.clone())))
-            }
-            _ => (info.size(), None),
-        };
-        if let Input::Yuv(packed_format) = s.input {
-            let yuv = packed_format;
-            // The GPU pass writes tightly packed planes; GStreamer's default layout must agree.
-            let packed = s.width as usize * s.height as usize * 3 / 2;
-            if frame_bytes != packed || info.stride()[0] != s.width as i32 {
-                return Err(anyhow!(
-                    "{} {}x{}: GStreamer's layout ({frame_bytes} bytes, stride {}) is not tightly packed",
-                    yuv.caps_name(),
-                    s.width,
-                    s.height,
-                    info.stride()[0]
-                ));
-            }
-        }
-
+        let plan = InputPlan::new(s)?;
         let appsrc = gst_app::AppSrc::builder()
             .name("frames")
-            .caps(&src_caps)
+            .caps(&plan.src_caps)
             .is_live(true)
             .format(gst::Format::Time)
             .do_timestamp(false)
@@ -184,58 +131,6 @@ impl Encoder {
             .max_buffers(APPSRC_MAX_BUFFERS)
             .max_bytes(0)
             .build();
-        let mut chain: Vec<gst::Element> = vec![appsrc.clone().upcast()];
-        if s.input == Input::Cuda && !s.backend.is_nvenc() {
-            // Frames in CUDA memory into a CPU encoder: only as the testing aid that checks the
-            // CUDA handoff on GPUs without NVENC, or after NVENC failed at run time.
-            warn!("cudadownload copies every frame to the host for {}", s.backend.element());
-            chain.push(make("cudadownload", bad)?);
-            let filter = make("capsfilter", "gstreamer1.0 core")?;
-            filter.set_property("caps", raw_caps("NV12", s, "bt709"));
-            chain.push(filter);
-        }
-        if needs_convert {
-            let convert = make("videoconvert", base)?;
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-            convert.set_property("n-threads", threads);
-            let filter = make("capsfilter", "gstreamer1.0 core")?;
-            filter.set_property("caps", &yuv_caps);
-            chain.push(convert);
-            chain.push(filter);
-        }
-        let queue = make("queue", "gstreamer1.0 core")?;
-        queue.set_property("max-size-buffers", QUEUE_MAX_BUFFERS);
-        queue.set_property("max-size-bytes", 0u32);
-        queue.set_property("max-size-time", 0u64);
-        chain.push(queue);
-
-        let factory = factory_for(s.backend, s.gpu).map_err(|e| fail(Exit::Unavailable, e))?;
-        let encoder = make(&factory, s.backend.package())?;
-        apply_properties(&encoder, &settings::properties(s.backend, &s.settings), false).exit(Exit::Unavailable)?;
-        apply_user_options(&encoder, s.backend, s.options)?;
-        crate::faults::install(&encoder, s.backend.element(), s.fail_after, s.stall_after);
-        chain.push(encoder);
-        let profile = make("capsfilter", "gstreamer1.0 core")?;
-        profile.set_property(
-            "caps",
-            gst::Caps::builder("video/x-h264").field("profile", s.settings.profile.caps_name()).build(),
-        );
-        chain.push(profile);
-        let parse = make("h264parse", bad)?;
-        parse.set_property("config-interval", -1i32);
-        chain.push(parse);
-        let out = make("capsfilter", "gstreamer1.0 core")?;
-        out.set_property(
-            "caps",
-            gst::Caps::builder("video/x-h264").field("stream-format", "byte-stream").field("alignment", "au").build(),
-        );
-        chain.push(out);
-        if s.mpegts {
-            let mux = make("mpegtsmux", bad)?;
-            // PAT/PMT about every 100 ms, so a reader joining mid-stream finds them quickly.
-            mux.set_property("si-interval", 100u32);
-            chain.push(mux);
-        }
         let appsink = gst_app::AppSink::builder()
             .name("stream")
             .sync(false)
@@ -243,6 +138,9 @@ impl Encoder {
             .drop(false)
             .enable_last_sample(false)
             .build();
+        let mut chain: Vec<gst::Element> = vec![appsrc.clone().upcast()];
+        chain.extend(conversion(s, &plan)?);
+        chain.extend(encoding(s)?);
         chain.push(appsink.clone().upcast());
 
         let pipeline = gst::Pipeline::with_name("agentcast");
@@ -254,8 +152,8 @@ impl Encoder {
         gst::Element::link_many(&chain).context("linking the pipeline (caps did not negotiate)")?;
         info!(
             "pipeline: appsrc {} -> {}{} -> h264parse -> appsink ({} kbit/s CBR, GOP {}, VBV {} ms, qp-max {}, profile {})",
-            src_caps.structure(0).and_then(|st| st.get::<&str>("format").ok()).unwrap_or("?"),
-            if needs_convert { format!("videoconvert -> {} -> ", yuv.caps_name()) } else { String::new() },
+            plan.src_caps.structure(0).and_then(|st| st.get::<&str>("format").ok()).unwrap_or("?"),
+            if plan.needs_convert { format!("videoconvert -> {} -> ", plan.yuv.caps_name()) } else { String::new() },
             s.backend.element(),
             s.settings.bitrate_kbps,
             s.settings.gop,
@@ -268,11 +166,11 @@ impl Encoder {
             pipeline,
             appsrc,
             appsink,
-            frame_bytes,
-            host,
+            frame_bytes: plan.frame_bytes,
+            host: plan.host,
             frame_duration,
             fps: s.fps,
-            videoconvert: needs_convert,
+            videoconvert: plan.needs_convert,
         })
     }
 
@@ -413,6 +311,145 @@ impl Drop for Encoder {
     fn drop(&mut self) {
         let _ = self.pipeline.set_state(gst::State::Null);
     }
+}
+
+/// How frames reach the encoder: the caps appsrc announces, the layout the encoder gets, and what
+/// goes between.
+struct InputPlan {
+    /// The encoder's own layout, and its caps.
+    yuv: RawFormat,
+    yuv_caps: gst::Caps,
+    src_caps: gst::Caps,
+    /// videoconvert goes between appsrc and the encoder.
+    needs_convert: bool,
+    frame_bytes: usize,
+    host: Option<(HostIn, gst_video::VideoInfo)>,
+}
+
+impl InputPlan {
+    fn new(s: &Setup) -> anyhow::Result<InputPlan> {
+        let accepts = |f: RawFormat| s.backend.raw_formats().contains(&f);
+        // The layout the encoder gets: the planned one if it takes it (a backend chosen after a
+        // runtime fallback may not), else its own first choice.
+        let yuv = match s.input {
+            Input::Rgba(f) if accepts(f) => f,
+            input => input.as_raw().filter(|f| accepts(*f)).unwrap_or(s.backend.raw_formats()[0]),
+        };
+        // BT.709 limited range: what the GPU pass writes and what videoconvert is told to write.
+        let yuv_caps = raw_caps(yuv.caps_name(), s, "bt709");
+        // An agent's RGB frames become the encoder's YUV on the CPU (encode::host) where
+        // GStreamer's layout for it is tightly packed; videoconvert does the rest.
+        let yuv_info = gst_video::VideoInfo::from_caps(&yuv_caps).context("encoder caps")?;
+        let host_converts =
+            |f: PixFmt| crate::encode::host::converts(f) && crate::encode::host::fits(yuv, s.width, yuv_info.stride());
+        let src_caps = match s.input {
+            Input::Rgba(_) => raw_caps("RGBA", s, "sRGB"),
+            Input::Yuv(f) => raw_caps(f.caps_name(), s, "bt709"),
+            Input::Cuda => crate::cuda::frames::caps(s.width, s.height, s.fps),
+            // RGB frames are converted on the CPU into the encoder's own layout (encode::host).
+            Input::Host(f) if host_converts(f) => yuv_caps.clone(),
+            Input::Host(f) => {
+                raw_caps(f.caps_name(), s, if matches!(f, PixFmt::Nv12 | PixFmt::I420) { "bt709" } else { "sRGB" })
+            }
+        };
+        let needs_convert = match s.input {
+            Input::Rgba(_) => true,
+            Input::Host(f) if host_converts(f) => false,
+            input => input.as_raw() != Some(yuv),
+        };
+        let info = gst_video::VideoInfo::from_caps(&src_caps).context("input caps")?;
+        let (frame_bytes, host) = match s.input {
+            Input::Host(f) => {
+                let how = if host_converts(f) {
+                    HostIn::Convert { from: f, to: yuv }
+                } else {
+                    HostIn::Copy(f.planes(s.width, s.height))
+                };
+                (f.frame_bytes(s.width, s.height), Some((how, info.clone())))
+            }
+            _ => (info.size(), None),
+        };
+        if let Input::Yuv(packed_format) = s.input {
+            let yuv = packed_format;
+            // The GPU pass writes tightly packed planes; GStreamer's default layout must agree.
+            let packed = s.width as usize * s.height as usize * 3 / 2;
+            if frame_bytes != packed || info.stride()[0] != s.width as i32 {
+                return Err(anyhow!(
+                    "{} {}x{}: GStreamer's layout ({frame_bytes} bytes, stride {}) is not tightly packed",
+                    yuv.caps_name(),
+                    s.width,
+                    s.height,
+                    info.stride()[0]
+                ));
+            }
+        }
+        Ok(InputPlan { yuv, yuv_caps, src_caps, needs_convert, frame_bytes, host })
+    }
+}
+
+/// What goes between appsrc and the encoder's queue: cudadownload for CUDA frames into a CPU
+/// encoder, and videoconvert where the layout is not the encoder's.
+fn conversion(s: &Setup, plan: &InputPlan) -> anyhow::Result<Vec<gst::Element>> {
+    let mut chain = Vec::new();
+    if s.input == Input::Cuda && !s.backend.is_nvenc() {
+        // Frames in CUDA memory into a CPU encoder: only as the testing aid that checks the
+        // CUDA handoff on GPUs without NVENC, or after NVENC failed at run time.
+        warn!("cudadownload copies every frame to the host for {}", s.backend.element());
+        chain.push(make("cudadownload", BAD)?);
+        let filter = make("capsfilter", "gstreamer1.0 core")?;
+        filter.set_property("caps", raw_caps("NV12", s, "bt709"));
+        chain.push(filter);
+    }
+    if plan.needs_convert {
+        let convert = make("videoconvert", BASE)?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+        convert.set_property("n-threads", threads);
+        let filter = make("capsfilter", "gstreamer1.0 core")?;
+        filter.set_property("caps", &plan.yuv_caps);
+        chain.push(convert);
+        chain.push(filter);
+    }
+    Ok(chain)
+}
+
+/// queue -> encoder -> capsfilter (profile) -> h264parse -> capsfilter (byte-stream, au)
+/// [-> mpegtsmux].
+fn encoding(s: &Setup) -> anyhow::Result<Vec<gst::Element>> {
+    let mut chain = Vec::new();
+    let queue = make("queue", "gstreamer1.0 core")?;
+    queue.set_property("max-size-buffers", QUEUE_MAX_BUFFERS);
+    queue.set_property("max-size-bytes", 0u32);
+    queue.set_property("max-size-time", 0u64);
+    chain.push(queue);
+
+    let factory = factory_for(s.backend, s.gpu).map_err(|e| fail(Exit::Unavailable, e))?;
+    let encoder = make(&factory, s.backend.package())?;
+    apply_properties(&encoder, &settings::properties(s.backend, &s.settings), false).exit(Exit::Unavailable)?;
+    apply_user_options(&encoder, s.backend, s.options)?;
+    crate::faults::install(&encoder, s.backend.element(), s.fail_after, s.stall_after);
+    chain.push(encoder);
+    let profile = make("capsfilter", "gstreamer1.0 core")?;
+    profile.set_property(
+        "caps",
+        gst::Caps::builder("video/x-h264").field("profile", s.settings.profile.caps_name()).build(),
+    );
+    chain.push(profile);
+    let parse = make("h264parse", BAD)?;
+    parse.set_property("config-interval", -1i32);
+    chain.push(parse);
+    let out = make("capsfilter", "gstreamer1.0 core")?;
+    out.set_property(
+        "caps",
+        gst::Caps::builder("video/x-h264").field("stream-format", "byte-stream").field("alignment", "au").build(),
+    );
+    chain.push(out);
+    if s.mpegts {
+        let mux = make("mpegtsmux", BAD)?;
+        // PAT/PMT about every 100 ms, so a reader joining mid-stream finds them quickly.
+        mux.set_property("si-interval", 100u32);
+        chain.push(mux);
+    }
+    Ok(chain)
 }
 
 /// The first error already posted on `bus`, as one line.

@@ -280,7 +280,7 @@ fn gpu_without_cuda_is_a_one_line_error_naming_the_flag() {
         let out = run(&["--gpu", "0", "--frames", "5", "--no-pace"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let out = run(&["--gpu", "99", "--frames", "5"]);
-        crate::assert_usage_error(&out, 69, &format!("--gpu 99: there are {devices} CUDA device(s)"));
+        crate::cli::assert_usage_error(&out, 69, &format!("--gpu 99: there are {devices} CUDA device(s)"));
         return;
     }
     let out = run(&["--gpu", "0", "--frames", "5"]);

@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::outputs::Producer;
+use crate::stream_basics::slices_per_picture;
 use crate::util::*;
 
 /// How long one viewer watches (go2rtc's `duration` query).
@@ -262,7 +263,7 @@ pub(crate) fn assert_mp4_plays(dir: &Path, name: &str, mp4: &[u8], timing: Timin
     assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
     // Access units with no slice (parameter sets alone) are not pictures.
     let slices: Vec<usize> =
-        crate::slices_per_picture(&std::fs::read(&annexb).unwrap()).into_iter().filter(|&n| n > 0).collect();
+        slices_per_picture(&std::fs::read(&annexb).unwrap()).into_iter().filter(|&n| n > 0).collect();
     assert!(slices.len() >= types.len() && slices.iter().all(|&n| n == 1), "{name}: slices per picture {slices:?}");
     eprintln!(
         "{name}: {} pictures ({} I), one slice each, decoded cleanly; frame steps min/p50/max {:.1}/{:.1}/{:.1} ms ({timing:?} timing)",

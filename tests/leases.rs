@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::assert_usage_error;
+use crate::cli::assert_usage_error;
 use crate::outputs::Producer;
 use crate::util::*;
 

@@ -2,6 +2,9 @@
 //! PipeWire and WirePlumber in a private runtime directory per test, and a stand-in for gamescope
 //! (`gst-launch-1.0 videotestsrc ! pipewiresink mode=provide`) publishes the video node. Every
 //! process has a deadline, and each test checks that nothing it started is left behind.
+//!
+//! Without PipeWire installed (scripts/setup.sh installs it) a test says "skipped: ..." on stderr
+//! and passes, except under `CI=true`, where it fails naming what is missing.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -10,7 +13,8 @@ use std::time::{Duration, Instant};
 use agentcast::annexb::{self, nal_type};
 use agentcast::measure::metrics::psnr;
 
-use super::{assert_usage_error, check_ok};
+use crate::check_command::check_ok;
+use crate::cli::assert_usage_error;
 use crate::util::*;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pipewire-headless.sh");
@@ -64,20 +68,19 @@ struct Daemons {
 }
 
 impl Daemons {
-    /// `None` (and "skipped: ..." on stderr) where PipeWire is not installed.
+    /// `None` (and "skipped: ..." on stderr) where PipeWire is not installed; under `CI=true`
+    /// (where scripts/setup.sh has installed it) its absence fails the test instead.
     fn start(session_manager: bool) -> Option<Daemons> {
         for tool in ["pipewire", "wireplumber", "pw-cli", "dbus-daemon"] {
             if !on_path(tool) {
-                eprintln!("skipped: {tool} is not installed (scripts/setup.sh installs PipeWire)");
-                return None;
+                return not_installed(&format!("{tool} is not installed (scripts/setup.sh installs PipeWire)"));
             }
         }
         // Not `gst-inspect-1.0 --exists`: it compares the plugin's version (PipeWire's 0.3.x) with
         // GStreamer's and says no.
         let inspect = Command::new("gst-inspect-1.0").arg("pipewiresrc").output_within(DEADLINE);
         if !inspect.status.success() {
-            eprintln!("skipped: GStreamer's pipewiresrc is not installed (gstreamer1.0-pipewire)");
-            return None;
+            return not_installed("GStreamer's pipewiresrc is not installed (gstreamer1.0-pipewire)");
         }
         let daemons = Daemons { dir: tempdir(), stopped: false };
         let mut cmd = Command::new(SCRIPT);
@@ -161,6 +164,13 @@ impl Daemons {
             eprintln!("pipewire-headless.sh stop failed:\n{}", String::from_utf8_lossy(&out.stderr));
         }
     }
+}
+
+/// What a test does without PipeWire: fails under `CI=true`, else says it skipped and why.
+fn not_installed(what: &str) -> Option<Daemons> {
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "no PipeWire: {what}; CI=true requires it");
+    eprintln!("skipped: {what} (under CI=true this fails)");
+    None
 }
 
 impl Drop for Daemons {

@@ -432,12 +432,12 @@ fn a_bad_ring_header_exits_65_with_the_reason_and_a_size_mismatch_2_naming_the_f
     std::fs::write(ring.path(), &bytes).unwrap();
     let source = format!("shm:{}", ring.0);
     let args = ["--source", &source, "--width", "64", "--height", "48", "--pix-fmt", "rgb24", "--frames", "5"];
-    crate::assert_usage_error(&output_bounded(&mut agentcast(&args), Duration::from_secs(30)), 65, "wrong magic");
+    crate::cli::assert_usage_error(&output_bounded(&mut agentcast(&args), Duration::from_secs(30)), 65, "wrong magic");
     // A real ring of another size.
     std::fs::remove_file(ring.path()).unwrap();
     let mut py = writer(&ring, 64, 48, 30, 1000, &[]);
     wait_for_first_frame(&ring, &mut py);
     let args = ["--source", &source, "--width", "128", "--height", "48", "--pix-fmt", "rgb24", "--frames", "5"];
     let out = output_bounded(&mut agentcast(&args), Duration::from_secs(30));
-    crate::assert_usage_error(&out, 2, "--width 128 does not match the ring's width 64");
+    crate::cli::assert_usage_error(&out, 2, "--width 128 does not match the ring's width 64");
 }

@@ -123,15 +123,22 @@ mod tests {
         assert_eq!(letterbox((100, 1), (64, 48)), [0, 23, 64, 1], "never thinner than a row");
     }
 
-    /// On a machine without DMA-BUF import (llvmpipe in CI) opening fails, naming the extension:
-    /// the capture keeps its CPU mapping and says why.
+    /// On a machine without DMA-BUF import (llvmpipe in CI) opening fails, naming each extension
+    /// the display lacks: the capture keeps its CPU mapping and says why. Where the display lists
+    /// them all (the NVIDIA driver), opening succeeds.
     #[test]
     fn opening_says_what_is_missing() {
         let _egl = crate::render::egl::egl_test_lock();
         assert!(DmaBufFrames::open(642, 360).err().unwrap().to_string().contains("multiple of 8"));
+        let lacking = dmabuf::default_display_import_missing();
         match DmaBufFrames::open(640, 360) {
-            Ok(_) => eprintln!("skipped: this EGL display imports DMA-BUFs (the hardware test covers it)"),
-            Err(e) => assert!(format!("{e:#}").contains("EGL_EXT_image_dma_buf_import"), "{e:#}"),
+            Ok(_) => assert!(lacking.is_empty(), "opened although the display lacks {lacking:?}"),
+            Err(e) => {
+                assert!(!lacking.is_empty(), "the display lists every import extension, yet: {e:#}");
+                for ext in lacking {
+                    assert!(format!("{e:#}").contains(ext), "{e:#} does not name {ext}");
+                }
+            }
         }
     }
 

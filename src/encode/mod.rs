@@ -1,10 +1,12 @@
-//! The encode stage: choosing a backend (`select`), the one settings table (`settings`), and the
-//! GStreamer pipeline appsrc -> [videoconvert] -> queue -> encoder -> h264parse -> appsink
-//! (`pipeline`).
+//! The encode stage: choosing a backend (`select`, by opening it: `probe`), the one settings table
+//! (`settings`), the encoder element (`factory`), and the GStreamer pipeline appsrc ->
+//! [videoconvert] -> queue -> encoder -> h264parse -> appsink (`pipeline`).
 
 pub mod cache;
+pub mod factory;
 pub mod host;
 pub mod pipeline;
+pub mod probe;
 pub mod select;
 pub mod settings;
 
@@ -20,7 +22,7 @@ use settings::{Backend, EncoderSettings};
 pub fn probe_every_backend(width: u32, height: u32) -> (Vec<(Backend, Outcome)>, Option<Backend>) {
     let settings =
         EncoderSettings::new(DEFAULT_BITRATE, DEFAULT_FPS, DEFAULT_FPS, DEFAULT_QP_MAX, settings::Profile::High);
-    let probe = |b| pipeline::probe(b, None, &settings, width, height, Duration::from_secs(5));
+    let probe = |b| probe::probe(b, None, &settings, width, height, Duration::from_secs(5));
     select::probe_all(&select::candidates(EncoderChoice::Auto), crate::gst_util::element_installed, probe, true)
 }
 

@@ -17,6 +17,7 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 use log::{debug, info, warn};
 
+use super::factory::{apply_properties, apply_user_options, factory_for};
 use crate::encode::settings::{self, Backend, EncoderSettings};
 use crate::exit::{Exit, ExitExt, fail};
 use crate::frame::{Frame, PixFmt, RawFormat};
@@ -77,46 +78,13 @@ pub struct Setup<'a> {
     pub cuda_context: Option<&'a gst::Context>,
 }
 
-/// Loads the plugins of the elements a pipeline for `backend` is built from (their libraries, the
-/// encoder's own included), so that building it later loads nothing: start-up does this on the
-/// encoder's thread while EGL comes up. Best effort: what does not load fails later, when built.
-pub fn preload(backend: Backend, gpu: Option<u32>) {
-    let encoder = factory_for(backend, gpu).ok();
-    let common = ["appsrc", "appsink", "videoconvert", "queue", "capsfilter", "h264parse"].map(String::from);
-    for name in common.into_iter().chain(encoder) {
-        if let Some(factory) = gst::ElementFactory::find(&name) {
-            let _ = factory.load();
-        }
-    }
-}
-
-/// Applies the settings table to an encoder element. Properties the installed element lacks are
-/// logged, never silently skipped; a value the element rejects is an error.
-pub fn apply_properties(element: &gst::Element, props: &[settings::Prop], quiet: bool) -> anyhow::Result<()> {
-    let factory = element.factory().map(|f| f.name().to_string()).unwrap_or_default();
-    for (name, value) in props {
-        let Some(pspec) = element.find_property(name) else {
-            let msg = format!(
-                "{factory} has no property '{name}' (wanted {value}); this GStreamer version ignores that setting"
-            );
-            if quiet {
-                debug!("{msg}");
-            } else {
-                warn!("{msg}");
-            }
-            continue;
-        };
-        let v = gst::glib::Value::deserialize_with_pspec(value, &pspec)
-            .map_err(|e| anyhow!("{factory}: property {name}={value}: {e}"))?;
-        element.set_property_from_value(name, &v);
-        debug!("{factory}: {name}={value}");
-    }
-    Ok(())
-}
-
 fn raw_caps(format: &str, s: &Setup, colorimetry: &str) -> gst::Caps {
     caps_for(format, s.width, s.height, s.fps, colorimetry)
 }
+
+/// Packages named in the hint when an element is missing.
+const BASE: &str = "gstreamer1.0-plugins-base";
+const BAD: &str = "gstreamer1.0-plugins-bad";
 
 /// The running pipeline.
 pub struct Encoder {
@@ -152,67 +120,10 @@ pub enum Push {
 
 impl Encoder {
     pub fn new(s: &Setup) -> anyhow::Result<Encoder> {
-        let base = "gstreamer1.0-plugins-base";
-        let bad = "gstreamer1.0-plugins-bad";
-        let accepts = |f: RawFormat| s.backend.raw_formats().contains(&f);
-        // The layout the encoder gets: the planned one if it takes it (a backend chosen after a
-        // runtime fallback may not), else its own first choice.
-        let yuv = match s.input {
-            Input::Rgba(f) if accepts(f) => f,
-            input => input.as_raw().filter(|f| accepts(*f)).unwrap_or(s.backend.raw_formats()[0]),
-        };
-        // BT.709 limited range: what the GPU pass writes and what videoconvert is told to write.
-        let yuv_caps = raw_caps(yuv.caps_name(), s, "bt709");
-        // An agent's RGB frames become the encoder's YUV on the CPU (encode::host) where
-        // GStreamer's layout for it is tightly packed; videoconvert does the rest.
-        let yuv_info = gst_video::VideoInfo::from_caps(&yuv_caps).context("encoder caps")?;
-        let host_converts =
-            |f: PixFmt| crate::encode::host::converts(f) && crate::encode::host::fits(yuv, s.width, yuv_info.stride());
-        let src_caps = match s.input {
-            Input::Rgba(_) => raw_caps("RGBA", s, "sRGB"),
-            Input::Yuv(f) => raw_caps(f.caps_name(), s, "bt709"),
-            Input::Cuda => crate::cuda::frames::caps(s.width, s.height, s.fps),
-            // RGB frames are converted on the CPU into the encoder's own layout (encode::host).
-            Input::Host(f) if host_converts(f) => yuv_caps.clone(),
-            Input::Host(f) => {
-                raw_caps(f.caps_name(), s, if matches!(f, PixFmt::Nv12 | PixFmt::I420) { "bt709" } else { "sRGB" })
-            }
-        };
-        let needs_convert = match s.input {
-            Input::Rgba(_) => true,
-            Input::Host(f) if host_converts(f) => false,
-            input => input.as_raw() != Some(yuv),
-        };
-        let info = gst_video::VideoInfo::from_caps(&src_caps).context("input caps")?;
-        let (frame_bytes, host) = match s.input {
-            Input::Host(f) => {
-                let how = if host_converts(f) {
-                    HostIn::Convert { from: f, to: yuv }
-                } else {
-                    HostIn::Copy(f.planes(s.width, s.height))
-                };
-                (f.frame_bytes(s.width, s.height), Some((how, info.clone())))
-            }
-            _ => (info.size(), None),
-        };
-        if let Input::Yuv(packed_format) = s.input {
-            let yuv = packed_format;
-            // The GPU pass writes tightly packed planes; GStreamer's default layout must agree.
-            let packed = s.width as usize * s.height as usize * 3 / 2;
-            if frame_bytes != packed || info.stride()[0] != s.width as i32 {
-                return Err(anyhow!(
-                    "{} {}x{}: GStreamer's layout ({frame_bytes} bytes, stride {}) is not tightly packed",
-                    yuv.caps_name(),
-                    s.width,
-                    s.height,
-                    info.stride()[0]
-                ));
-            }
-        }
-
+        let plan = InputPlan::new(s)?;
         let appsrc = gst_app::AppSrc::builder()
             .name("frames")
-            .caps(&src_caps)
+            .caps(&plan.src_caps)
             .is_live(true)
             .format(gst::Format::Time)
             .do_timestamp(false)
@@ -220,58 +131,6 @@ impl Encoder {
             .max_buffers(APPSRC_MAX_BUFFERS)
             .max_bytes(0)
             .build();
-        let mut chain: Vec<gst::Element> = vec![appsrc.clone().upcast()];
-        if s.input == Input::Cuda && !s.backend.is_nvenc() {
-            // Frames in CUDA memory into a CPU encoder: only as the testing aid that checks the
-            // CUDA handoff on GPUs without NVENC, or after NVENC failed at run time.
-            warn!("cudadownload copies every frame to the host for {}", s.backend.element());
-            chain.push(make("cudadownload", bad)?);
-            let filter = make("capsfilter", "gstreamer1.0 core")?;
-            filter.set_property("caps", raw_caps("NV12", s, "bt709"));
-            chain.push(filter);
-        }
-        if needs_convert {
-            let convert = make("videoconvert", base)?;
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-            convert.set_property("n-threads", threads);
-            let filter = make("capsfilter", "gstreamer1.0 core")?;
-            filter.set_property("caps", &yuv_caps);
-            chain.push(convert);
-            chain.push(filter);
-        }
-        let queue = make("queue", "gstreamer1.0 core")?;
-        queue.set_property("max-size-buffers", QUEUE_MAX_BUFFERS);
-        queue.set_property("max-size-bytes", 0u32);
-        queue.set_property("max-size-time", 0u64);
-        chain.push(queue);
-
-        let factory = factory_for(s.backend, s.gpu).map_err(|e| fail(Exit::Unavailable, e))?;
-        let encoder = make(&factory, s.backend.package())?;
-        apply_properties(&encoder, &settings::properties(s.backend, &s.settings), false).exit(Exit::Unavailable)?;
-        apply_user_options(&encoder, s.backend, s.options)?;
-        crate::faults::install(&encoder, s.backend.element(), s.fail_after, s.stall_after);
-        chain.push(encoder);
-        let profile = make("capsfilter", "gstreamer1.0 core")?;
-        profile.set_property(
-            "caps",
-            gst::Caps::builder("video/x-h264").field("profile", s.settings.profile.caps_name()).build(),
-        );
-        chain.push(profile);
-        let parse = make("h264parse", bad)?;
-        parse.set_property("config-interval", -1i32);
-        chain.push(parse);
-        let out = make("capsfilter", "gstreamer1.0 core")?;
-        out.set_property(
-            "caps",
-            gst::Caps::builder("video/x-h264").field("stream-format", "byte-stream").field("alignment", "au").build(),
-        );
-        chain.push(out);
-        if s.mpegts {
-            let mux = make("mpegtsmux", bad)?;
-            // PAT/PMT about every 100 ms, so a reader joining mid-stream finds them quickly.
-            mux.set_property("si-interval", 100u32);
-            chain.push(mux);
-        }
         let appsink = gst_app::AppSink::builder()
             .name("stream")
             .sync(false)
@@ -279,6 +138,9 @@ impl Encoder {
             .drop(false)
             .enable_last_sample(false)
             .build();
+        let mut chain: Vec<gst::Element> = vec![appsrc.clone().upcast()];
+        chain.extend(conversion(s, &plan)?);
+        chain.extend(encoding(s)?);
         chain.push(appsink.clone().upcast());
 
         let pipeline = gst::Pipeline::with_name("agentcast");
@@ -290,8 +152,8 @@ impl Encoder {
         gst::Element::link_many(&chain).context("linking the pipeline (caps did not negotiate)")?;
         info!(
             "pipeline: appsrc {} -> {}{} -> h264parse -> appsink ({} kbit/s CBR, GOP {}, VBV {} ms, qp-max {}, profile {})",
-            src_caps.structure(0).and_then(|st| st.get::<&str>("format").ok()).unwrap_or("?"),
-            if needs_convert { format!("videoconvert -> {} -> ", yuv.caps_name()) } else { String::new() },
+            plan.src_caps.structure(0).and_then(|st| st.get::<&str>("format").ok()).unwrap_or("?"),
+            if plan.needs_convert { format!("videoconvert -> {} -> ", plan.yuv.caps_name()) } else { String::new() },
             s.backend.element(),
             s.settings.bitrate_kbps,
             s.settings.gop,
@@ -304,11 +166,11 @@ impl Encoder {
             pipeline,
             appsrc,
             appsink,
-            frame_bytes,
-            host,
+            frame_bytes: plan.frame_bytes,
+            host: plan.host,
             frame_duration,
             fps: s.fps,
-            videoconvert: needs_convert,
+            videoconvert: plan.needs_convert,
         })
     }
 
@@ -451,183 +313,150 @@ impl Drop for Encoder {
     }
 }
 
+/// How frames reach the encoder: the caps appsrc announces, the layout the encoder gets, and what
+/// goes between.
+struct InputPlan {
+    /// The encoder's own layout, and its caps.
+    yuv: RawFormat,
+    yuv_caps: gst::Caps,
+    src_caps: gst::Caps,
+    /// videoconvert goes between appsrc and the encoder.
+    needs_convert: bool,
+    frame_bytes: usize,
+    host: Option<(HostIn, gst_video::VideoInfo)>,
+}
+
+impl InputPlan {
+    fn new(s: &Setup) -> anyhow::Result<InputPlan> {
+        let accepts = |f: RawFormat| s.backend.raw_formats().contains(&f);
+        // The layout the encoder gets: the planned one if it takes it (a backend chosen after a
+        // runtime fallback may not), else its own first choice.
+        let yuv = match s.input {
+            Input::Rgba(f) if accepts(f) => f,
+            input => input.as_raw().filter(|f| accepts(*f)).unwrap_or(s.backend.raw_formats()[0]),
+        };
+        // BT.709 limited range: what the GPU pass writes and what videoconvert is told to write.
+        let yuv_caps = raw_caps(yuv.caps_name(), s, "bt709");
+        // An agent's RGB frames become the encoder's YUV on the CPU (encode::host) where
+        // GStreamer's layout for it is tightly packed; videoconvert does the rest.
+        let yuv_info = gst_video::VideoInfo::from_caps(&yuv_caps).context("encoder caps")?;
+        let host_converts =
+            |f: PixFmt| crate::encode::host::converts(f) && crate::encode::host::fits(yuv, s.width, yuv_info.stride());
+        let src_caps = match s.input {
+            Input::Rgba(_) => raw_caps("RGBA", s, "sRGB"),
+            Input::Yuv(f) => raw_caps(f.caps_name(), s, "bt709"),
+            Input::Cuda => crate::cuda::frames::caps(s.width, s.height, s.fps),
+            // RGB frames are converted on the CPU into the encoder's own layout (encode::host).
+            Input::Host(f) if host_converts(f) => yuv_caps.clone(),
+            Input::Host(f) => {
+                raw_caps(f.caps_name(), s, if matches!(f, PixFmt::Nv12 | PixFmt::I420) { "bt709" } else { "sRGB" })
+            }
+        };
+        let needs_convert = match s.input {
+            Input::Rgba(_) => true,
+            Input::Host(f) if host_converts(f) => false,
+            input => input.as_raw() != Some(yuv),
+        };
+        let info = gst_video::VideoInfo::from_caps(&src_caps).context("input caps")?;
+        let (frame_bytes, host) = match s.input {
+            Input::Host(f) => {
+                let how = if host_converts(f) {
+                    HostIn::Convert { from: f, to: yuv }
+                } else {
+                    HostIn::Copy(f.planes(s.width, s.height))
+                };
+                (f.frame_bytes(s.width, s.height), Some((how, info.clone())))
+            }
+            _ => (info.size(), None),
+        };
+        if let Input::Yuv(packed_format) = s.input {
+            let yuv = packed_format;
+            // The GPU pass writes tightly packed planes; GStreamer's default layout must agree.
+            let packed = s.width as usize * s.height as usize * 3 / 2;
+            if frame_bytes != packed || info.stride()[0] != s.width as i32 {
+                return Err(anyhow!(
+                    "{} {}x{}: GStreamer's layout ({frame_bytes} bytes, stride {}) is not tightly packed",
+                    yuv.caps_name(),
+                    s.width,
+                    s.height,
+                    info.stride()[0]
+                ));
+            }
+        }
+        Ok(InputPlan { yuv, yuv_caps, src_caps, needs_convert, frame_bytes, host })
+    }
+}
+
+/// What goes between appsrc and the encoder's queue: cudadownload for CUDA frames into a CPU
+/// encoder, and videoconvert where the layout is not the encoder's.
+fn conversion(s: &Setup, plan: &InputPlan) -> anyhow::Result<Vec<gst::Element>> {
+    let mut chain = Vec::new();
+    if s.input == Input::Cuda && !s.backend.is_nvenc() {
+        // Frames in CUDA memory into a CPU encoder: only as the testing aid that checks the
+        // CUDA handoff on GPUs without NVENC, or after NVENC failed at run time.
+        warn!("cudadownload copies every frame to the host for {}", s.backend.element());
+        chain.push(make("cudadownload", BAD)?);
+        let filter = make("capsfilter", "gstreamer1.0 core")?;
+        filter.set_property("caps", raw_caps("NV12", s, "bt709"));
+        chain.push(filter);
+    }
+    if plan.needs_convert {
+        let convert = make("videoconvert", BASE)?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+        convert.set_property("n-threads", threads);
+        let filter = make("capsfilter", "gstreamer1.0 core")?;
+        filter.set_property("caps", &plan.yuv_caps);
+        chain.push(convert);
+        chain.push(filter);
+    }
+    Ok(chain)
+}
+
+/// queue -> encoder -> capsfilter (profile) -> h264parse -> capsfilter (byte-stream, au)
+/// [-> mpegtsmux].
+fn encoding(s: &Setup) -> anyhow::Result<Vec<gst::Element>> {
+    let mut chain = Vec::new();
+    let queue = make("queue", "gstreamer1.0 core")?;
+    queue.set_property("max-size-buffers", QUEUE_MAX_BUFFERS);
+    queue.set_property("max-size-bytes", 0u32);
+    queue.set_property("max-size-time", 0u64);
+    chain.push(queue);
+
+    let factory = factory_for(s.backend, s.gpu).map_err(|e| fail(Exit::Unavailable, e))?;
+    let encoder = make(&factory, s.backend.package())?;
+    apply_properties(&encoder, &settings::properties(s.backend, &s.settings), false).exit(Exit::Unavailable)?;
+    apply_user_options(&encoder, s.backend, s.options)?;
+    crate::faults::install(&encoder, s.backend.element(), s.fail_after, s.stall_after);
+    chain.push(encoder);
+    let profile = make("capsfilter", "gstreamer1.0 core")?;
+    profile.set_property(
+        "caps",
+        gst::Caps::builder("video/x-h264").field("profile", s.settings.profile.caps_name()).build(),
+    );
+    chain.push(profile);
+    let parse = make("h264parse", BAD)?;
+    parse.set_property("config-interval", -1i32);
+    chain.push(parse);
+    let out = make("capsfilter", "gstreamer1.0 core")?;
+    out.set_property(
+        "caps",
+        gst::Caps::builder("video/x-h264").field("stream-format", "byte-stream").field("alignment", "au").build(),
+    );
+    chain.push(out);
+    if s.mpegts {
+        let mux = make("mpegtsmux", BAD)?;
+        // PAT/PMT about every 100 ms, so a reader joining mid-stream finds them quickly.
+        mux.set_property("si-interval", 100u32);
+        chain.push(mux);
+    }
+    Ok(chain)
+}
+
 /// The first error already posted on `bus`, as one line.
-fn first_bus_error(bus: &gst::Bus) -> Option<String> {
+pub(super) fn first_bus_error(bus: &gst::Bus) -> Option<String> {
     let msg = bus.pop_filtered(&[gst::MessageType::Error])?;
     match msg.view() {
         gst::MessageView::Error(e) => Some(bus_error_line(&msg, e)),
         _ => None,
-    }
-}
-
-/// Applies `--encoder-opt` overrides: each must name a real property of the element, parse as its
-/// type, and keep go2rtc's rules (see [`settings::refuse_option`]). Errors are usage errors.
-pub fn apply_user_options(
-    element: &gst::Element,
-    backend: Backend,
-    options: &[(String, String)],
-) -> anyhow::Result<()> {
-    let factory = backend.element();
-    for (name, value) in options {
-        let Some(pspec) = element.find_property(name) else {
-            return Err(fail(
-                Exit::Usage,
-                format!(
-                    "--encoder-opt {name}={value}: {factory} has no property '{name}' (see gst-inspect-1.0 {factory})"
-                ),
-            ));
-        };
-        if let Some(why) = settings::refuse_option(name, value) {
-            return Err(fail(Exit::Usage, format!("--encoder-opt {name}={value}: refused, {why}")));
-        }
-        let v = gst::glib::Value::deserialize_with_pspec(value, &pspec).map_err(|_| {
-            fail(
-                Exit::Usage,
-                format!(
-                    "--encoder-opt {name}={value}: not a valid value for {factory}'s {name} ({})",
-                    pspec.value_type()
-                ),
-            )
-        })?;
-        element.set_property_from_value(name, &v);
-        info!("{factory}: {name}={value} (from --encoder-opt)");
-    }
-    Ok(())
-}
-
-/// NVENC registers one element per GPU, in registration order (`nvcudah264enc` for the first with
-/// NVENC, then `nvcudah264device1enc`, ...), so the suffix is not the CUDA ordinal: the one whose
-/// read-only `cuda-device-id` is `gpu` is picked from `(factory, cuda-device-id)` pairs.
-pub fn pick_nvenc_factory(base: &str, gpu: u32, found: &[(String, Option<i64>)]) -> Result<String, String> {
-    let stem = base.strip_suffix("enc").unwrap_or(base);
-    let ours = |name: &str| {
-        name == base
-            || name
-                .strip_prefix(stem)
-                .and_then(|r| r.strip_prefix("device"))
-                .and_then(|r| r.strip_suffix("enc"))
-                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-    };
-    let mut seen = Vec::new();
-    for (name, id) in found.iter().filter(|(n, _)| ours(n)) {
-        if *id == Some(i64::from(gpu)) {
-            return Ok(name.clone());
-        }
-        seen.push(format!("{name} on {}", id.map_or("an unknown device".into(), |i| format!("CUDA device {i}"))));
-    }
-    Err(format!(
-        "no {base} element for CUDA device {gpu} (--gpu){}",
-        if seen.is_empty() { String::new() } else { format!("; there is {}", seen.join(", ")) }
-    ))
-}
-
-/// The element factory for `backend` on `gpu`: the table's name, except NVENC on a chosen GPU.
-pub fn factory_for(backend: Backend, gpu: Option<u32>) -> Result<String, String> {
-    let (true, Some(gpu)) = (backend.is_nvenc(), gpu) else {
-        return Ok(backend.element().to_string());
-    };
-    let base = backend.element();
-    let found: Vec<(String, Option<i64>)> = gst::Registry::get()
-        .features(gst::ElementFactory::static_type())
-        .into_iter()
-        .filter(|f| f.name().starts_with(base.strip_suffix("enc").unwrap_or(base)))
-        .filter_map(|f| f.downcast::<gst::ElementFactory>().ok())
-        .map(|f| {
-            let id = f.load().ok().and_then(|f| {
-                let class = gst::glib::object::ObjectClass::from_type(f.element_type())?;
-                let value = class.find_property("cuda-device-id")?.default_value().clone();
-                value.get::<i32>().map(i64::from).or_else(|_| value.get::<u32>().map(i64::from)).ok()
-            });
-            (f.name().to_string(), id)
-        })
-        .collect();
-    pick_nvenc_factory(base, gpu, &found)
-}
-
-/// Opens `backend` for real: builds it with our settings and encodes one grey frame at the stream's
-/// size, within `timeout`. An element that exists but cannot open (NVENC on an H100, a VA driver
-/// without H.264 encode) fails here with the reason.
-pub fn probe(
-    backend: Backend,
-    gpu: Option<u32>,
-    settings: &EncoderSettings,
-    width: u32,
-    height: u32,
-    timeout: std::time::Duration,
-) -> Result<(), String> {
-    let format = backend.raw_formats()[0];
-    let caps = caps_for(format.caps_name(), width, height, settings.fps, "bt709");
-    let info = gst_video::VideoInfo::from_caps(&caps).map_err(|e| format!("caps: {e}"))?;
-    let appsrc = gst_app::AppSrc::builder().caps(&caps).format(gst::Format::Time).build();
-    let factory = factory_for(backend, gpu)?;
-    let encoder = gst::ElementFactory::make(&factory).build().map_err(|e| e.to_string())?;
-    apply_properties(&encoder, &settings::properties(backend, settings), true).map_err(|e| format!("{e:#}"))?;
-    let appsink = gst_app::AppSink::builder().sync(false).build();
-    let pipeline = gst::Pipeline::with_name("probe");
-    let chain: [&gst::Element; 3] = [appsrc.upcast_ref(), &encoder, appsink.upcast_ref()];
-    pipeline.add_many(chain).map_err(|e| e.to_string())?;
-    gst::Element::link_many(chain).map_err(|_| format!("{format:?} input does not negotiate"))?;
-    let result = (|| {
-        let bus = pipeline.bus().ok_or("no bus")?;
-        if pipeline.set_state(gst::State::Playing).is_err() {
-            return Err(first_bus_error(&bus).unwrap_or_else(|| "the element failed to start".into()));
-        }
-        let mut frame = gst::Buffer::with_size(info.size()).map_err(|e| e.to_string())?;
-        {
-            let b = frame.get_mut().ok_or("buffer not writable")?;
-            b.set_pts(gst::ClockTime::ZERO);
-            b.map_writable().map_err(|e| e.to_string())?.fill(128);
-        }
-        let _ = appsrc.push_buffer(frame);
-        let _ = appsrc.end_of_stream();
-        // appsink holds EOS back until its samples are pulled, so pull, and watch the bus meanwhile.
-        let deadline = std::time::Instant::now() + timeout;
-        while std::time::Instant::now() < deadline {
-            if let Some(e) = first_bus_error(&bus) {
-                return Err(e);
-            }
-            if appsink.try_pull_sample(gst::ClockTime::from_mseconds(20)).is_some() {
-                return Ok(());
-            }
-            if appsink.is_eos() {
-                return Err("it produced no output for a frame".into());
-            }
-        }
-        Err(format!("no output within {timeout:?} (hung?)"))
-    })();
-    let _ = pipeline.set_state(gst::State::Null);
-    result
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn found(list: &[(&str, Option<i64>)]) -> Vec<(String, Option<i64>)> {
-        list.iter().map(|(n, i)| (n.to_string(), *i)).collect()
-    }
-
-    #[test]
-    fn nvenc_factory_is_picked_by_cuda_device_id_not_by_its_suffix() {
-        // GPU 0 has no NVENC (an H100 beside an L4): the L4 is CUDA device 1 but registers first.
-        let f = found(&[("nvcudah264enc", Some(1)), ("nvcudah264device1enc", Some(2)), ("nvcudah265enc", Some(0))]);
-        assert_eq!(pick_nvenc_factory("nvcudah264enc", 1, &f).unwrap(), "nvcudah264enc");
-        assert_eq!(pick_nvenc_factory("nvcudah264enc", 2, &f).unwrap(), "nvcudah264device1enc");
-        let e = pick_nvenc_factory("nvcudah264enc", 0, &f).unwrap_err();
-        assert_eq!(
-            e,
-            "no nvcudah264enc element for CUDA device 0 (--gpu); there is nvcudah264enc on CUDA device 1, \
-             nvcudah264device1enc on CUDA device 2"
-        );
-        let old = found(&[("nvh264enc", Some(0)), ("nvh264device1enc", Some(1)), ("nvh264devicexenc", Some(3))]);
-        assert_eq!(pick_nvenc_factory("nvh264enc", 1, &old).unwrap(), "nvh264device1enc");
-        assert!(pick_nvenc_factory("nvh264enc", 3, &old).is_err(), "not an NVENC device element name");
-        assert!(pick_nvenc_factory("nvh264enc", 0, &[]).unwrap_err().ends_with("(--gpu)"));
-    }
-
-    #[test]
-    fn other_backends_keep_their_element_whatever_the_gpu() {
-        assert_eq!(factory_for(Backend::X264, Some(3)).unwrap(), "x264enc");
-        assert_eq!(factory_for(Backend::NvencCuda, None).unwrap(), "nvcudah264enc");
     }
 }

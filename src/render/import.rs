@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
-use super::egl::dmabuf::{self, DmaBuf, ExternalBlit, Importer};
+use super::egl::dmabuf::{self, DmaBuf, ExternalBlit, Filter, Importer};
 use super::egl::gl::{Readback, Target};
 use super::egl::{Context, Display};
 use crate::frame::PixFmt;
@@ -81,7 +81,7 @@ impl DmaBufFrames {
         if dmabuf::drm_fourcc(format) != Some(buf.fourcc) {
             bail!("a {format} frame described as {}", buf.fourcc);
         }
-        let imported = self.importer.import(buf, true)?;
+        let imported = self.importer.import(buf, Filter::Linear)?;
         let rect = letterbox((buf.width, buf.height), (self.width, self.height));
         self.blit.draw(&imported, &self.frame, rect)?;
         self.pack.run(&self.frame)?;

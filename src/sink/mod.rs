@@ -1,16 +1,19 @@
 //! The sink stage: takes encoded access units from the appsink, normalises them to go2rtc's exact
 //! byte rules (annexb), and writes each one whole.
 //!
-//! - stdout (`run_writer`): one reader for the process's life; blocking writes on the sink thread,
-//!   so a slow reader makes the encoder drop raw frames upstream, never cut ones. An RTSP server we
-//!   publish to ([`rtsp`]) is served the same way, one access unit and its PTS at a time.
-//! - FIFO and TCP (`run_demand`): readers come and go. One mechanism serves both ([`Endpoint`]):
-//!   non-blocking writes behind a bounded queue of whole access units ([`queue::AuQueue`]), a new
-//!   reader starts at an IDR, and a reader that falls behind loses whole access units up to the
-//!   next IDR.
+//! - stdout ([`writer::run_writer`]): one reader for the process's life; blocking writes on the sink
+//!   thread, so a slow reader makes the encoder drop raw frames upstream, never cut ones. An RTSP
+//!   server we publish to ([`rtsp`]) is served the same way, one access unit and its PTS at a time.
+//! - FIFO and TCP ([`demand::run_demand`]): readers come and go. One mechanism serves both
+//!   ([`Endpoint`]): non-blocking writes behind a bounded queue of whole access units
+//!   ([`queue::AuQueue`]), a new reader starts at an IDR, and a reader that falls behind loses whole
+//!   access units up to the next IDR.
 //! - `rtsp-listen:` ([`rtsp_server::run_served`]): our own RTSP server; clients come and go and
 //!   share one encoder, like FIFO/TCP readers but any number at once.
+//!
+//! All three take the encoder's output through one [`Puller`], which follows pipeline rebuilds.
 
+pub mod demand;
 pub mod fifo;
 pub mod output;
 pub mod queue;
@@ -19,28 +22,18 @@ pub mod rtsp_server;
 pub mod stdout;
 pub mod tcp;
 pub mod ts;
+pub mod writer;
 
-use std::io::{Read, Write};
-use std::os::fd::AsFd;
-use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use gstreamer as gst;
 use gstreamer_app as gst_app;
-use log::{debug, info, warn};
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use crate::annexb::Normalizer;
-use crate::exit::{Exit, ExitExt};
-use queue::{AuQueue, DropReason, Pushed};
+use crate::annexb::{AuInfo, Normalizer};
 
-/// Most MPEG-TS bytes gathered into one write (a few frames' worth).
-const TS_BATCH_BYTES: usize = 1 << 20;
-/// Longest wait for the rest of a PES whose packets are coming (mpegtsmux sends them in one burst).
-const TS_PES_WAIT: gst::ClockTime = gst::ClockTime::from_mseconds(5);
-/// How often the writer looks at the stop flag while no access unit arrives.
-const POLL: Duration = Duration::from_millis(20);
+pub use demand::{Conn, DemandSettings, Endpoint, run_demand};
+pub use writer::{AuOut, Payload, run_writer};
 
 /// The encoder pipeline's appsink, swapped when the pipeline is rebuilt (after an encoder error, or
 /// on another backend). The sink thread picks up a new one by its generation number.
@@ -136,155 +129,6 @@ pub enum SinkEnd {
     Failed(anyhow::Error),
 }
 
-/// Where [`run_writer`] puts each whole access unit (or MPEG-TS buffer): any byte writer (stdout),
-/// or a publisher that also needs the unit's PTS ([`rtsp::Publisher`]). An error says how the
-/// stream ends: [`SinkEnd::ReaderGone`] when the reader left, else [`SinkEnd::Failed`].
-pub trait AuOut {
-    fn put(&mut self, au: &[u8], pts: Option<gst::ClockTime>) -> Result<(), SinkEnd>;
-}
-
-impl<W: Write> AuOut for W {
-    fn put(&mut self, au: &[u8], _pts: Option<gst::ClockTime>) -> Result<(), SinkEnd> {
-        self.write_all(au).and_then(|()| self.flush()).map_err(write_failed)
-    }
-}
-
-/// Pulls access units until EOS, the stop flag, or a write error.
-/// `annexb`: the buffers are H.264 access units to normalise and gate on an IDR; otherwise (MPEG-TS)
-/// they are written as they come.
-pub fn run_writer(
-    source: &Source,
-    out: &mut impl AuOut,
-    stop: &AtomicBool,
-    stats: &SinkStats,
-    annexb: bool,
-    timing: &FrameTiming,
-) -> SinkEnd {
-    let (mut generation, mut appsink) = source.current();
-    let mut normalizer = Normalizer::new();
-    let mut au = Vec::with_capacity(256 * 1024);
-    let mut waiting_for_idr = true;
-    let mut warned_slices = false;
-    // MPEG-TS: the frame whose packets were written last, and where its PES ends.
-    let mut ts_frame: Option<u64> = None;
-    let mut pes = ts::PesTracker::default();
-    loop {
-        if stop.load(Ordering::Acquire) {
-            return SinkEnd::Stopped;
-        }
-        if source.generation() != generation {
-            // A rebuilt pipeline: its stream starts again at an IDR with its own SPS/PPS.
-            (generation, appsink) = source.current();
-            normalizer = Normalizer::new();
-            waiting_for_idr = true;
-        }
-        let Some(sample) = appsink.try_pull_sample(gst::ClockTime::from_nseconds(POLL.as_nanos() as u64)) else {
-            if source.ended(generation, &appsink) {
-                return SinkEnd::Eos;
-            }
-            continue;
-        };
-        stats.pulled.fetch_add(1, Ordering::Relaxed);
-        let Some(buffer) = sample.buffer() else { continue };
-        let map = match buffer.map_readable() {
-            Ok(m) => m,
-            Err(e) => return SinkEnd::Failed(anyhow::anyhow!("mapping an encoded buffer: {e}")),
-        };
-        if !annexb {
-            // mpegtsmux hands out one 188-byte packet per buffer, a frame's packets in one burst:
-            // gather them and write the frame in one go. Only while a PES of declared length is
-            // still coming is there a (short) wait; otherwise only what is already there is taken.
-            let out_at = std::time::Instant::now();
-            // Each packet carries its PES's PTS; a frame's times are noted with its first packet.
-            let first_of_frame = timing.index_of(&sample).filter(|i| ts_frame.replace(*i) != Some(*i));
-            au.clear();
-            au.extend_from_slice(map.as_slice());
-            let mut whole = pes.feed(map.as_slice());
-            while !whole && au.len() < TS_BATCH_BYTES {
-                let wait = if pes.mid_pes() { TS_PES_WAIT } else { gst::ClockTime::ZERO };
-                let Some(more) = appsink.try_pull_sample(wait) else { break };
-                stats.pulled.fetch_add(1, Ordering::Relaxed);
-                if let Some(m) = more.buffer().and_then(|b| b.map_readable().ok()) {
-                    au.extend_from_slice(m.as_slice());
-                    whole = pes.feed(m.as_slice());
-                }
-            }
-            if let Err(end) = out.put(&au, buffer.pts()) {
-                return end;
-            }
-            if let Some(i) = first_of_frame {
-                timing.timings.written(i, out_at, std::time::Instant::now());
-            }
-            stats.access_units.fetch_add(1, Ordering::Relaxed);
-            stats.bytes.fetch_add(au.len() as u64, Ordering::Relaxed);
-            continue;
-        }
-        let out_at = std::time::Instant::now();
-        let index = timing.index_of(&sample);
-        let info = normalizer.normalize(map.as_slice(), &mut au);
-        if waiting_for_idr && !info.idr {
-            stats.skipped_before_idr.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        waiting_for_idr = false;
-        if (info.slices > 1 || info.b_slices > 0) && !warned_slices {
-            warned_slices = true;
-            warn!(
-                "the encoder wrote {} slice(s) and {} B slice(s) in one picture; go2rtc cannot frame that",
-                info.slices, info.b_slices
-            );
-        }
-        if info.inserted_parameter_sets || info.short_start_codes > 0 {
-            stats.repaired.fetch_add(1, Ordering::Relaxed);
-            debug!("repaired an access unit: {info:?}");
-        }
-        if let Err(end) = out.put(&au, buffer.pts()) {
-            return end;
-        }
-        if let Some(i) = index {
-            timing.timings.written(i, out_at, std::time::Instant::now());
-        }
-        stats.access_units.fetch_add(1, Ordering::Relaxed);
-        stats.bytes.fetch_add(au.len() as u64, Ordering::Relaxed);
-        if info.idr {
-            stats.idr.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-/// A connected reader: a non-blocking writer with a descriptor to poll.
-pub trait Conn: Write + AsFd + Send {
-    /// Called when the descriptor polls readable: whether the reader closed its end. Readers never
-    /// send us data; anything they do send is read and discarded.
-    fn closed(&mut self) -> bool {
-        false
-    }
-}
-
-impl Conn for std::fs::File {}
-
-impl Conn for std::net::TcpStream {
-    fn closed(&mut self) -> bool {
-        let mut buf = [0u8; 1024];
-        loop {
-            match self.read(&mut buf) {
-                Ok(0) => return true,
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return true,
-            }
-        }
-    }
-}
-
-fn write_failed(e: std::io::Error) -> SinkEnd {
-    if e.kind() == std::io::ErrorKind::BrokenPipe {
-        return SinkEnd::ReaderGone;
-    }
-    SinkEnd::Failed(Err::<(), _>(e).exit(Exit::Io).unwrap_err().context("writing the stream"))
-}
-
 /// What the sink needs to note each access unit's times: the shared table and the frame rate that
 /// turns a sample's running time back into the frame's stream index.
 #[derive(Debug, Clone)]
@@ -303,19 +147,6 @@ impl FrameTiming {
     }
 }
 
-/// A place readers attach to: a FIFO or a TCP listener.
-pub trait Endpoint: Send {
-    /// A reader that appeared since the last call, as a non-blocking writer; `None` if none did.
-    fn try_attach(&mut self) -> anyhow::Result<Option<Box<dyn Conn>>>;
-    /// Called while a reader is attached: turn away anyone else.
-    fn reject_extra(&mut self) {}
-    fn describe(&self) -> String;
-    /// Where a listening endpoint (TCP) is reached; `None` for a FIFO.
-    fn local_addr(&self) -> Option<std::net::SocketAddr> {
-        None
-    }
-}
-
 /// What the demand-paged sink tells the frame loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Note {
@@ -327,304 +158,205 @@ pub enum Note {
     NeedKeyframe,
 }
 
-/// Settings of the demand-paged sink.
-#[derive(Debug, Clone, Copy)]
-pub struct DemandSettings {
-    /// Most access units queued for a reader before dropping up to the next IDR (`--max-lag`).
-    pub budget_aus: usize,
-    /// Least time between two IDR requests for a lagging reader.
-    pub keyframe_every: Duration,
+/// The encoder's output as a sink thread takes it: the current pipeline's appsink (followed across
+/// rebuilds), and a normaliser for its access units (a new one per pipeline, whose stream starts
+/// again at an IDR with its own SPS/PPS).
+pub(crate) struct Puller<'s> {
+    source: &'s Source,
+    generation: u64,
+    appsink: gst_app::AppSink,
+    normalizer: Normalizer,
+    /// The last access unit [`Puller::normalize`] wrote.
+    pub au: Vec<u8>,
 }
 
-/// Poll interval while no reader is attached: an attach is noticed well within a frame.
-const ATTACH_POLL: Duration = Duration::from_millis(5);
-/// Longest wait while a reader is attached (the stop flag is checked at least this often).
-const ATTACHED_POLL: Duration = Duration::from_millis(50);
-/// Poll interval while finishing writes on stop or end-of-stream.
-const WRITE_POLL: Duration = Duration::from_millis(2);
-/// How long a stop or end-of-stream waits to finish what the reader was sent.
-const FINISH_TIMEOUT: Duration = Duration::from_millis(300);
-const STATS_EVERY: Duration = Duration::from_secs(1);
-
-/// Wakes the sink thread when the appsink has a sample or reaches EOS, so it can sleep in poll(2)
-/// on the reader's descriptor and the appsink at once: a sample goes out as soon as it is encoded,
-/// and a reader that leaves is noticed at once (POLLERR/POLLHUP), before another can take its place
-/// in the same pipe.
-struct Waker {
-    rx: UnixStream,
+/// What one [`Puller::pull`] found.
+pub(crate) enum Pull {
+    /// A sample, mapped.
+    Sample(Pulled),
+    /// A sample without a buffer: nothing to write; pull again.
+    Empty,
+    /// Nothing came within the wait, and the stream has not ended.
+    Idle,
+    /// The encoder drained after end-of-stream (not a pipeline being replaced).
+    Eos,
 }
 
-impl Waker {
-    fn install(appsink: &gst_app::AppSink) -> std::io::Result<Waker> {
-        let (tx, rx) = UnixStream::pair()?;
-        tx.set_nonblocking(true)?;
-        rx.set_nonblocking(true)?;
-        let (tx_sample, tx_eos) = (tx.try_clone()?, tx);
-        appsink.set_callbacks(
-            gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |_| {
-                    let _ = (&tx_sample).write(&[1]); // a full wake pipe already means "wake up"
-                    Ok(gst::FlowSuccess::Ok)
-                })
-                .eos(move |_| {
-                    let _ = (&tx_eos).write(&[2]);
-                })
-                .build(),
-        );
-        Ok(Waker { rx })
+/// One sample taken from the encoder, with when the sink took it.
+pub(crate) struct Pulled {
+    pub sample: gst::Sample,
+    map: gst::MappedBuffer<gst::buffer::Readable>,
+    /// When the sink took it: where its "written" time starts.
+    pub at: Instant,
+}
+
+impl Pulled {
+    pub fn bytes(&self) -> &[u8] {
+        self.map.as_slice()
     }
 
-    fn drain(&mut self) {
-        let mut buf = [0u8; 256];
-        while matches!(self.rx.read(&mut buf), Ok(n) if n > 0) {}
+    pub fn pts(&self) -> Option<gst::ClockTime> {
+        self.map.buffer().pts()
     }
 }
 
-/// Serves readers that come and go until EOS, the stop flag, or a failure.
-pub fn run_demand(
-    source: &Source,
-    endpoint: &mut dyn Endpoint,
-    settings: DemandSettings,
-    stop: &AtomicBool,
-    stats: &SinkStats,
-    notify: &dyn Fn(Note),
-    timing: &FrameTiming,
-) -> SinkEnd {
-    let name = endpoint.describe();
-    let (mut generation, mut appsink) = source.current();
-    let mut waker = match Waker::install(&appsink) {
-        Ok(w) => w,
-        Err(e) => return SinkEnd::Failed(anyhow::anyhow!("creating the sink's wake-up socket: {e}")),
-    };
-    let mut conn: Option<Box<dyn Conn>> = None;
-    let mut queue = AuQueue::new(settings.budget_aus);
-    let mut normalizer = Normalizer::new();
-    let mut au = Vec::with_capacity(256 * 1024);
-    let mut last_keyframe_request: Option<Instant> = None;
-    let mut attached_at: Option<Instant> = None;
-    let mut next_stats = Instant::now() + STATS_EVERY;
-    let mut logged = queue.stats;
-    loop {
-        if stop.load(Ordering::Acquire) {
-            if let Some(c) = conn.as_mut() {
-                finish_front(&mut queue, c.as_mut());
-            }
-            return SinkEnd::Stopped;
-        }
-        if source.generation() != generation {
-            // A rebuilt pipeline: the reader continues at its first IDR (new SPS/PPS in front).
-            (generation, appsink) = source.current();
-            waker = match Waker::install(&appsink) {
-                Ok(w) => w,
-                Err(e) => return SinkEnd::Failed(anyhow::anyhow!("creating the sink's wake-up socket: {e}")),
-            };
-            normalizer = Normalizer::new();
-            if source.new_session.load(Ordering::Acquire) && conn.is_some() {
-                detach(&name, &mut conn, &mut queue, "closed: the encoder changed backend (new SPS)", notify);
-            } else {
-                queue.wait_for_idr();
-                info!("{name}: the encoder pipeline was rebuilt; the reader continues at its first IDR");
-            }
-        }
-        // Notice a reader that just left before deciding whether a newcomer is a second reader.
-        if conn.as_mut().is_some_and(|c| reader_gone(c.as_mut(), PollTimeout::ZERO)) {
-            detach(&name, &mut conn, &mut queue, "left", notify);
-        }
-        match conn {
-            None => match endpoint.try_attach() {
-                Ok(Some(c)) => {
-                    conn = Some(c);
-                    queue.attach();
-                    attached_at = Some(Instant::now());
-                    stats.attaches.fetch_add(1, Ordering::Relaxed);
-                    info!("{name}: reader attached; starting it at the next IDR");
-                    notify(Note::Attached);
-                }
-                Ok(None) => {}
-                Err(e) => return SinkEnd::Failed(e),
-            },
-            Some(_) => endpoint.reject_extra(),
-        }
-
-        // Sleep until a sample arrives, the reader can take more bytes, or the reader goes.
-        let revents = {
-            let mut fds = vec![PollFd::new(waker.rx.as_fd(), PollFlags::POLLIN)];
-            if let Some(c) = conn.as_ref() {
-                let want = if queue.is_empty() { PollFlags::POLLIN } else { PollFlags::POLLIN | PollFlags::POLLOUT };
-                fds.push(PollFd::new(c.as_fd(), want));
-            }
-            let wait = if conn.is_some() { ATTACHED_POLL } else { ATTACH_POLL };
-            let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::ZERO);
-            match poll(&mut fds, timeout) {
-                Ok(_) => fds.get(1).and_then(PollFd::revents),
-                Err(_) => None,
-            }
-        };
-        waker.drain();
-        if conn.as_mut().is_some_and(|c| gone_after_poll(c.as_mut(), revents)) {
-            detach(&name, &mut conn, &mut queue, "left", notify);
-        }
-
-        while let Some(sample) = appsink.try_pull_sample(gst::ClockTime::ZERO) {
-            stats.pulled.fetch_add(1, Ordering::Relaxed);
-            let Some(buffer) = sample.buffer() else { continue };
-            let Ok(map) = buffer.map_readable() else {
-                return SinkEnd::Failed(anyhow::anyhow!("mapping an encoded buffer"));
-            };
-            let out_at = std::time::Instant::now();
-            let info = normalizer.normalize(map.as_slice(), &mut au);
-            if info.idr {
-                stats.idr.fetch_add(1, Ordering::Relaxed);
-            }
-            // FIFO/TCP: "written" is the hand-over to the reader's queue.
-            if conn.is_some()
-                && let Some(i) = timing.index_of(&sample)
-            {
-                timing.timings.written(i, out_at, std::time::Instant::now());
-            }
-            if conn.is_none() {
-                stats.dropped_no_reader.fetch_add(1, Ordering::Relaxed);
-            } else if queue.push(&au, info.idr) == Pushed::OverBudget {
-                let due = last_keyframe_request.is_none_or(|t| t.elapsed() >= settings.keyframe_every);
-                info!(
-                    "{name}: reader is more than {} access units behind; dropping to the next IDR{}",
-                    settings.budget_aus,
-                    if due { " (requested one)" } else { "" }
-                );
-                if due {
-                    last_keyframe_request = Some(Instant::now());
-                    notify(Note::NeedKeyframe);
-                }
-            }
-        }
-        if source.ended(generation, &appsink) {
-            if let Some(c) = conn.as_mut() {
-                let deadline = Instant::now() + FINISH_TIMEOUT;
-                while !queue.is_empty() && Instant::now() < deadline {
-                    if queue.write_to(c.as_mut()).is_err() {
-                        break;
-                    }
-                    std::thread::sleep(WRITE_POLL);
-                }
-            }
-            publish(&queue, stats);
-            return SinkEnd::Eos;
-        }
-
-        if let Some(c) = conn.as_mut() {
-            let before = queue.stats.written_bytes;
-            match queue.write_to(c.as_mut()) {
-                Ok(()) => {
-                    if queue.stats.written_bytes > before
-                        && let Some(t) = attached_at.take()
-                    {
-                        info!("{name}: first bytes to the reader {:.0} ms after it attached", ms(t.elapsed()));
-                    }
-                }
-                Err(e) => {
-                    let how = match e.kind() {
-                        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => "left".to_string(),
-                        _ => format!("failed ({e})"),
-                    };
-                    detach(&name, &mut conn, &mut queue, &how, notify);
-                }
-            }
-        }
-        publish(&queue, stats);
-        if Instant::now() >= next_stats {
-            next_stats = Instant::now() + STATS_EVERY;
-            let s = queue.stats;
-            if s != logged {
-                info!(
-                    "{name}: {} written ({} bytes); dropped: {} attach, {} lag, {} detach; queue {} AU / {} bytes (peak {} bytes)",
-                    s.written_aus,
-                    s.written_bytes,
-                    s.dropped_attach,
-                    s.dropped_lag,
-                    s.dropped_detach,
-                    queue.len(),
-                    queue.bytes(),
-                    s.peak_bytes
-                );
-                logged = s;
-            }
-        }
+impl<'s> Puller<'s> {
+    pub fn new(source: &'s Source) -> Puller<'s> {
+        let (generation, appsink) = source.current();
+        Puller { source, generation, appsink, normalizer: Normalizer::new(), au: Vec::with_capacity(256 * 1024) }
     }
-}
 
-/// Whether the reader is gone, judging by poll results: POLLERR (a FIFO with no reader left, a TCP
-/// reset), POLLHUP, or POLLIN on a TCP reader whose read returns end-of-file (it closed).
-fn gone_after_poll(c: &mut dyn Conn, revents: Option<PollFlags>) -> bool {
-    match revents {
-        Some(r) if r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL) => true,
-        Some(r) if r.contains(PollFlags::POLLIN) => c.closed(),
-        _ => false,
-    }
-}
-
-fn reader_gone(c: &mut dyn Conn, timeout: PollTimeout) -> bool {
-    let revents = {
-        let mut fds = [PollFd::new(c.as_fd(), PollFlags::POLLIN)];
-        if poll(&mut fds, timeout).is_err() {
+    /// Takes up the pipeline the source handed over since the last call, if any: `true` then.
+    pub fn follow(&mut self) -> bool {
+        if self.source.generation() == self.generation {
             return false;
         }
-        fds[0].revents()
-    };
-    gone_after_poll(c, revents)
+        (self.generation, self.appsink) = self.source.current();
+        self.normalizer = Normalizer::new();
+        true
+    }
+
+    pub fn appsink(&self) -> &gst_app::AppSink {
+        &self.appsink
+    }
+
+    /// Waits up to `wait` for the next sample, counting it in `stats.pulled` (the watchdog's sign of
+    /// life) and mapping its buffer.
+    pub fn pull(&mut self, wait: gst::ClockTime, stats: &SinkStats) -> anyhow::Result<Pull> {
+        let Some(sample) = self.appsink.try_pull_sample(wait) else {
+            let ended = self.source.ended(self.generation, &self.appsink);
+            return Ok(if ended { Pull::Eos } else { Pull::Idle });
+        };
+        stats.pulled.fetch_add(1, Ordering::Relaxed);
+        let Some(buffer) = sample.buffer_owned() else { return Ok(Pull::Empty) };
+        let map = buffer.into_mapped_buffer_readable().map_err(|_| anyhow::anyhow!("mapping an encoded buffer"))?;
+        Ok(Pull::Sample(Pulled { sample, map, at: Instant::now() }))
+    }
+
+    /// Normalises `pulled` (an H.264 access unit) into [`Puller::au`].
+    pub fn normalize(&mut self, pulled: &Pulled) -> AuInfo {
+        self.normalizer.normalize(pulled.bytes(), &mut self.au)
+    }
 }
 
-/// Closes the reader's descriptor at once (so a FIFO's unread bytes die with the pipe and the next
-/// reader starts clean) and drops what was queued for it.
-fn detach(name: &str, conn: &mut Option<Box<dyn Conn>>, queue: &mut AuQueue, how: &str, notify: &dyn Fn(Note)) {
-    let queued = queue.len();
-    queue.clear(DropReason::Detach);
-    *conn = None;
-    info!("{name}: reader {how}; dropped {queued} queued access unit(s); waiting for the next reader");
-    notify(Note::Detached);
-}
+/// An encoder stand-in for the sink's tests: an appsrc feeding the appsink a sink reads, so
+/// samples, end-of-stream and pipeline swaps are real GStreamer ones (no GPU, no encoder).
+#[cfg(test)]
+pub(crate) mod fixture {
+    use gstreamer as gst;
+    use gstreamer::prelude::*;
+    use gstreamer_app as gst_app;
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
+    /// SPS, PPS and an IDR, the last two behind 3-byte start codes.
+    pub const IDR_SHORT: [u8; 16] = [0, 0, 0, 1, 0x67, 0x42, 0, 0, 1, 0x68, 0xce, 0, 0, 1, 0x65, 0x88];
+    /// [`IDR_SHORT`] normalised.
+    pub const IDR: [u8; 18] = [0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x68, 0xce, 0, 0, 0, 1, 0x65, 0x88];
+    /// An IDR slice with no parameter sets.
+    pub const IDR_ALONE: [u8; 6] = [0, 0, 0, 1, 0x65, 0x88];
+    /// A P slice.
+    pub const P: [u8; 6] = [0, 0, 0, 1, 0x41, 0x98];
 
-/// On stop: finish a partly written access unit if the reader takes it soon, so it is not cut.
-fn finish_front(queue: &mut AuQueue, w: &mut dyn Conn) {
-    let deadline = Instant::now() + FINISH_TIMEOUT;
-    while queue.mid_access_unit() && Instant::now() < deadline {
-        let mut one = OneUnit { w, done: false };
-        if queue.write_to(&mut one).is_err() {
-            return;
+    pub struct Encoded {
+        pipeline: gst::Pipeline,
+        src: gst_app::AppSrc,
+        pub appsink: gst_app::AppSink,
+    }
+
+    impl Encoded {
+        pub fn new() -> Encoded {
+            gst::init().unwrap();
+            let pipeline = gst::Pipeline::new();
+            let src = gst_app::AppSrc::builder().format(gst::Format::Time).build();
+            let appsink = gst_app::AppSink::builder().sync(false).build();
+            pipeline.add_many([src.upcast_ref::<gst::Element>(), appsink.upcast_ref()]).unwrap();
+            src.link(&appsink).unwrap();
+            pipeline.set_state(gst::State::Playing).unwrap();
+            Encoded { pipeline, src, appsink }
         }
-        std::thread::sleep(WRITE_POLL);
-    }
-}
 
-/// A writer that takes bytes only until the current access unit is finished.
-struct OneUnit<'a> {
-    w: &'a mut dyn Conn,
-    done: bool,
-}
-
-impl Write for OneUnit<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.done {
-            return Err(std::io::ErrorKind::WouldBlock.into());
+        pub fn push(&self, bytes: &[u8]) {
+            self.src.push_buffer(gst::Buffer::from_slice(bytes.to_vec())).unwrap();
         }
-        let n = self.w.write(buf)?;
-        self.done = n == buf.len();
-        Ok(n)
+
+        pub fn end(&self) {
+            self.src.end_of_stream().unwrap();
+        }
     }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.w.flush()
+
+    impl Drop for Encoded {
+        fn drop(&mut self) {
+            let _ = self.pipeline.set_state(gst::State::Null);
+        }
     }
 }
 
-/// Mirrors the queue's counters into the shared stats.
-fn publish(queue: &AuQueue, stats: &SinkStats) {
-    let s = queue.stats;
-    stats.access_units.store(s.written_aus, Ordering::Relaxed);
-    stats.bytes.store(s.written_bytes, Ordering::Relaxed);
-    stats.dropped_attach.store(s.dropped_attach, Ordering::Relaxed);
-    stats.dropped_lag.store(s.dropped_lag, Ordering::Relaxed);
-    stats.dropped_detach.store(s.dropped_detach, Ordering::Relaxed);
+#[cfg(test)]
+mod tests {
+    use super::fixture::{Encoded, IDR, IDR_ALONE, IDR_SHORT, P};
+    use super::*;
+
+    const WAIT: gst::ClockTime = gst::ClockTime::from_seconds(5);
+
+    fn sample(puller: &mut Puller<'_>, stats: &SinkStats) -> Pulled {
+        match puller.pull(WAIT, stats).unwrap() {
+            Pull::Sample(p) => p,
+            _ => panic!("no sample within {WAIT}"),
+        }
+    }
+
+    #[test]
+    fn the_puller_counts_and_normalises_each_unit_and_sees_the_end() {
+        let encoded = Encoded::new();
+        let source = Source::new(encoded.appsink.clone());
+        let stats = SinkStats::default();
+        let mut puller = Puller::new(&source);
+        assert!(matches!(puller.pull(gst::ClockTime::ZERO, &stats).unwrap(), Pull::Idle));
+
+        encoded.push(&IDR_SHORT);
+        encoded.push(&P);
+        let first = sample(&mut puller, &stats);
+        assert_eq!(first.bytes(), IDR_SHORT);
+        let info = puller.normalize(&first);
+        assert!(info.idr);
+        assert_eq!(info.short_start_codes, 2);
+        assert_eq!(puller.au, IDR);
+        let second = sample(&mut puller, &stats);
+        assert!(!puller.normalize(&second).idr);
+        assert_eq!(puller.au, P);
+        assert_eq!(stats.pulled.load(Ordering::Relaxed), 2);
+
+        encoded.end();
+        assert!(matches!(puller.pull(WAIT, &stats).unwrap(), Pull::Eos));
+        assert_eq!(stats.pulled.load(Ordering::Relaxed), 2, "an end is no sample");
+    }
+
+    #[test]
+    fn the_puller_follows_a_replaced_pipeline_with_a_fresh_normaliser() {
+        let (old, new) = (Encoded::new(), Encoded::new());
+        let source = Source::new(old.appsink.clone());
+        let stats = SinkStats::default();
+        let mut puller = Puller::new(&source);
+        assert!(!puller.follow());
+        old.push(&IDR_SHORT);
+        let pulled = sample(&mut puller, &stats);
+        puller.normalize(&pulled);
+
+        // The old pipeline's end-of-stream during the swap is not the end of the stream.
+        source.begin_swap();
+        old.end();
+        assert!(matches!(puller.pull(WAIT, &stats).unwrap(), Pull::Idle));
+        source.replace(new.appsink.clone(), false);
+        assert!(puller.follow());
+        assert!(!puller.follow(), "a pipeline is taken up once");
+
+        // The old normaliser would put the old SPS/PPS in front of this IDR; the new pipeline's
+        // stream has its own.
+        new.push(&IDR_ALONE);
+        let pulled = sample(&mut puller, &stats);
+        let info = puller.normalize(&pulled);
+        assert!(info.idr && !info.inserted_parameter_sets);
+        assert_eq!(puller.au, IDR_ALONE);
+        new.end();
+        assert!(matches!(puller.pull(WAIT, &stats).unwrap(), Pull::Eos));
+    }
 }

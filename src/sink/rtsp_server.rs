@@ -36,8 +36,7 @@ use log::{debug, info, warn};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::output::Listen;
-use super::{FrameTiming, Note, SinkEnd, SinkStats, Source};
-use crate::annexb::Normalizer;
+use super::{FrameTiming, Note, Pull, Puller, SinkEnd, SinkStats, Source};
 use crate::exit::{Exit, fail};
 
 /// The media each viewing session gets: access units in, RTP out. `config-interval=-1` repeats
@@ -266,33 +265,23 @@ pub fn run_served(
         Ok(s) => s,
         Err(e) => return SinkEnd::Failed(e.context("starting the RTSP server")),
     };
-    let (mut generation, mut appsink) = source.current();
-    let mut normalizer = Normalizer::new();
-    let mut au = Vec::with_capacity(256 * 1024);
+    let mut puller = Puller::new(source);
     // The media the last access unit went to, and the offset of its PTS onto the media's time.
     let mut current: Option<(u64, Option<i128>)> = None;
     loop {
         if stop.load(Ordering::Acquire) {
             return SinkEnd::Stopped;
         }
-        if source.generation() != generation {
-            (generation, appsink) = source.current();
-            normalizer = Normalizer::new();
+        if puller.follow() {
             current = None; // the media continues at the new pipeline's first IDR
         }
-        let Some(sample) = appsink.try_pull_sample(POLL) else {
-            if source.ended(generation, &appsink) {
-                return SinkEnd::Eos;
-            }
-            continue;
+        let pulled = match puller.pull(POLL, stats) {
+            Ok(Pull::Sample(p)) => p,
+            Ok(Pull::Empty | Pull::Idle) => continue,
+            Ok(Pull::Eos) => return SinkEnd::Eos,
+            Err(e) => return SinkEnd::Failed(e),
         };
-        stats.pulled.fetch_add(1, Ordering::Relaxed);
-        let Some(buffer) = sample.buffer() else { continue };
-        let Ok(map) = buffer.map_readable() else {
-            return SinkEnd::Failed(anyhow::anyhow!("mapping an encoded buffer"));
-        };
-        let out_at = std::time::Instant::now();
-        let info = normalizer.normalize(map.as_slice(), &mut au);
+        let info = puller.normalize(&pulled);
         if info.idr {
             stats.idr.fetch_add(1, Ordering::Relaxed);
         }
@@ -311,8 +300,8 @@ pub fn run_served(
             current = Some((n, None));
         }
         let Some((_, offset)) = current.as_mut() else { continue };
-        let mut out = gst::Buffer::from_slice(au.clone());
-        if let Some(pts) = buffer.pts() {
+        let mut out = gst::Buffer::from_slice(puller.au.clone());
+        if let Some(pts) = pulled.pts() {
             let off = *offset.get_or_insert_with(|| {
                 let now = src.current_running_time().unwrap_or(gst::ClockTime::ZERO);
                 i128::from(now.nseconds()) - i128::from(PTS_MARGIN.nseconds()) - i128::from(pts.nseconds())
@@ -328,11 +317,11 @@ pub fn run_served(
         }
         match src.push_buffer(out) {
             Ok(_) => {
-                if let Some(i) = timing.index_of(&sample) {
-                    timing.timings.written(i, out_at, std::time::Instant::now());
+                if let Some(i) = timing.index_of(&pulled.sample) {
+                    timing.timings.written(i, pulled.at, std::time::Instant::now());
                 }
                 stats.access_units.fetch_add(1, Ordering::Relaxed);
-                stats.bytes.fetch_add(au.len() as u64, Ordering::Relaxed);
+                stats.bytes.fetch_add(puller.au.len() as u64, Ordering::Relaxed);
             }
             // The media is being taken down (its last client left): the unprepared callback follows.
             Err(flow) => {

@@ -86,9 +86,18 @@ pub(super) enum Stop {
     SourceEnded(SourceEnd),
 }
 
+/// What a drain does with the agent's frame handed over last and not taken yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LastFrame {
+    /// Encode it too (the library user stopped the stream after pushing it).
+    Take,
+    /// Leave it (a limit or the source's end: the frames that count were taken).
+    Leave,
+}
+
 /// Whether anyone reads the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Reader {
+enum Reader {
     Attached,
     /// FIFO/TCP with no reader.
     Absent,
@@ -96,41 +105,109 @@ pub(super) enum Reader {
 
 /// What the frame loop knows about the world outside it.
 pub(super) struct Loop<'a> {
-    pub cfg: &'a Config,
-    pub rx: &'a Receiver<Event>,
+    cfg: &'a Config,
+    rx: &'a Receiver<Event>,
     /// Signs of life for the watchdog.
-    pub pulse: Arc<Pulse>,
-    pub reader: Reader,
+    pulse: Arc<Pulse>,
+    reader: Reader,
     /// The encoder pipeline's generation; errors from older ones are ignored.
-    pub generation: u64,
+    generation: u64,
     /// The sink thread has ended and said so.
-    pub sink_done: bool,
+    sink_done: bool,
     /// With --idle pause: stop the encoder and free its NVENC slot while nobody reads.
-    pub release_on_idle: bool,
-    pub clock: FrameClock,
+    release_on_idle: bool,
+    clock: FrameClock,
     /// `--frame-log`, open for the whole run.
+    frame_log: Option<crate::stats::FrameLog>,
+    reporter: Reporter,
+    counters: Counters,
+    sink_stats: Arc<SinkStats>,
+    /// Stats requests waiting for the next frame slot.
+    stats_requests: Vec<Sender<serde_json::Value>>,
+    /// Following an agent's phase (see [`crate::clock::phase_shift`]).
+    phase: Phase,
+    /// Whether anyone reads, and when the agent's next frame is due, for the handle.
+    demand: Arc<super::demand::Demand>,
+}
+
+/// What the frame loop is handed at the start; the rest of its state starts empty.
+pub(super) struct LoopParts {
+    pub pulse: Arc<Pulse>,
+    /// The output serves readers that come and go (FIFO, TCP, `rtsp-listen:`): nobody reads until
+    /// one attaches. Otherwise (stdout, RTSP publishing) the stream is always read.
+    pub paged: bool,
     pub frame_log: Option<crate::stats::FrameLog>,
     pub reporter: Reporter,
-    pub counters: Counters,
     pub sink_stats: Arc<SinkStats>,
-    /// Stats requests waiting for the next frame slot.
-    pub stats_requests: Vec<Sender<serde_json::Value>>,
-    /// Following an agent's phase (see [`crate::clock::phase_shift`]).
-    pub phase: Phase,
-    /// Whether anyone reads, and when the agent's next frame is due, for the handle.
     pub demand: Arc<super::demand::Demand>,
 }
 
 /// When the frame clock last moved to an agent's phase, and the superseded count at the last take.
 #[derive(Debug, Default)]
-pub(super) struct Phase {
-    pub shifted: Option<Instant>,
-    pub superseded: u64,
+struct Phase {
+    shifted: Option<Instant>,
+    superseded: u64,
 }
 
-impl Loop<'_> {
-    /// Runs frames until something stops the loop.
+impl<'a> Loop<'a> {
+    pub fn new(cfg: &'a Config, rx: &'a Receiver<Event>, parts: LoopParts) -> Loop<'a> {
+        let LoopParts { pulse, paged, frame_log, reporter, sink_stats, demand } = parts;
+        Loop {
+            cfg,
+            rx,
+            pulse,
+            reader: if paged { Reader::Absent } else { Reader::Attached },
+            generation: 0,
+            sink_done: false,
+            // With slots in play, every idle producer stops its encoder and chooses again on
+            // attach, so a slot freed meanwhile goes to whoever is watched next (even one that fell
+            // back earlier).
+            release_on_idle: paged && cfg.idle == Idle::Pause && cfg.leases.sessions > 0,
+            clock: FrameClock::new(cfg.fps),
+            frame_log,
+            reporter,
+            counters: Counters::default(),
+            sink_stats,
+            stats_requests: Vec::new(),
+            phase: Phase::default(),
+            demand,
+        }
+    }
+
+    /// Runs frames from `session`'s encoder (pipeline) until something stops the loop; the
+    /// watchdog watches the loop meanwhile.
     pub fn run(&mut self, frames: &mut Frames, session: &Session) -> anyhow::Result<Stop> {
+        self.generation = session.generation;
+        self.pulse.loop_watched.store(true, Ordering::Relaxed);
+        let stop = self.run_frames(frames, session);
+        self.pulse.loop_watched.store(false, Ordering::Relaxed);
+        stop
+    }
+
+    /// The sink thread has ended and said so.
+    pub fn sink_done(&self) -> bool {
+        self.sink_done
+    }
+
+    /// The stream is over: the watchdog stands down and the handle wants no more frames.
+    pub fn finished(&self) {
+        self.pulse.finished.store(true, Ordering::Release);
+        self.demand.set_watched(false);
+    }
+
+    /// Logs the end of the run (begun at `started`) and returns the final stats, also emitted as
+    /// a stats line where --stats-interval or --stats-file asked for them.
+    pub fn final_report(&mut self, frames: &Frames, session: &Session, started: Instant) -> serde_json::Value {
+        super::report::log_done(started, &self.counters, &self.sink_stats);
+        let f = facts(self.cfg, frames, session);
+        if self.cfg.stats_interval.is_some() || self.cfg.stats_file.is_some() {
+            self.reporter.emit(self.cfg, &f, &self.counters, &self.sink_stats, true)
+        } else {
+            self.reporter.json(self.cfg, &f, &self.counters, &self.sink_stats, "final")
+        }
+    }
+
+    fn run_frames(&mut self, frames: &mut Frames, session: &Session) -> anyhow::Result<Stop> {
         let encoder = session.encoder();
         let index_limit = self.cfg.duration_frames();
         self.demand.set_watched(self.reader == Reader::Attached);
@@ -314,7 +391,7 @@ impl Loop<'_> {
     }
 
     /// Acts on events until `deadline`; `Some` when one of them stops the loop.
-    pub fn wait_events(&mut self, encoder: &Encoder, deadline: Instant) -> anyhow::Result<Option<Stop>> {
+    fn wait_events(&mut self, encoder: &Encoder, deadline: Instant) -> anyhow::Result<Option<Stop>> {
         loop {
             // Events first, even when the deadline has passed: a loop that is always late (an
             // overloaded machine) must still see SIGTERM and the sink's news.
@@ -342,7 +419,7 @@ impl Loop<'_> {
     }
 
     /// Acts on an event; `Some` means the loop must stop.
-    pub fn handle(&mut self, ev: Event, encoder: &Encoder) -> anyhow::Result<Option<Stop>> {
+    fn handle(&mut self, ev: Event, encoder: &Encoder) -> anyhow::Result<Option<Stop>> {
         match ev {
             Event::Stop(sig) => {
                 info!("signal {sig}: finishing the current access unit and stopping");
@@ -444,15 +521,15 @@ impl Loop<'_> {
         }
     }
 
-    /// After the last frame: hands over what is still being read back (and, `take_last`, the
-    /// agent's frame handed over last), ends the stream, and waits until the writer has written
+    /// After the last frame: hands over what is still being read back (and the agent's frame
+    /// handed over last, as `last` says), ends the stream, and waits until the writer has written
     /// everything.
     pub fn drain(
         &mut self,
         frames: &mut Frames,
         encoder: &Encoder,
         element: &str,
-        take_last: bool,
+        last: LastFrame,
     ) -> anyhow::Result<()> {
         let mut early: Option<Stop> = None;
         if let Frames::Rendered { renderer, .. } = frames {
@@ -467,7 +544,7 @@ impl Loop<'_> {
             })?;
         }
         if let Frames::Agent(feed) = frames
-            && take_last
+            && last == LastFrame::Take
             && early.is_none()
             && self.reader == Reader::Attached
             && let Some(Next::Frame { fresh: true }) = feed.wait_fresh(Duration::ZERO)
@@ -507,7 +584,7 @@ impl Loop<'_> {
 }
 
 /// The report's facts about the frames' path now.
-pub(super) fn facts<'f>(cfg: &Config, frames: &'f Frames, session: &Session) -> Facts<'f> {
+fn facts<'f>(cfg: &Config, frames: &'f Frames, session: &Session) -> Facts<'f> {
     let (path, host_bytes) = frames.host_path(session.backend().is_nvenc(), cfg);
     let (source, ring) = match frames {
         Frames::Agent(feed) => {

@@ -11,17 +11,17 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
-use super::frame_loop::{Frames, Loop, Reader, Stop, facts};
-use super::report::{Counters, Reporter};
-use super::session::{FrameInput, Session, choose_encoder, encoder_takes_cuda};
+use super::frame_loop::{Frames, LastFrame, Loop, LoopParts, Stop};
+use super::report::Reporter;
+use super::session::{Chosen, FrameInput, Session, choose_encoder, encoder_takes_cuda};
 use super::{Event, Outcome};
-use crate::clock::FrameClock;
 use crate::config::{Config, SourceSpec};
-use crate::encode::pipeline::{self, Input};
+use crate::encode::factory;
+use crate::encode::pipeline::Input;
 use crate::exit::{Exit, fail};
 use crate::plan::{self, Plan, Route, ZeroCopyRefused};
 use crate::render::{Gpu, Renderer};
-use crate::settings::{FramePath, Idle, Mux};
+use crate::settings::{FramePath, Mux};
 use crate::sink::fifo::Fifo;
 use crate::sink::output::Output;
 use crate::sink::tcp::Tcp;
@@ -136,30 +136,15 @@ fn start_source(cfg: &Config, source: &AgentSource) -> anyhow::Result<Feed> {
 
 /// Streams until a limit, a stop, the reader leaving, the source ending, or a failure.
 pub(super) fn run(cfg: &Config, ctx: Context) -> anyhow::Result<()> {
-    let Context { tx, rx, push, ready, outcome, final_stats, demand: wanted } = ctx;
-    let destination = match &cfg.output {
-        Output::Stdout => Destination::Stdout(sink::stdout::open()?),
-        Output::Fifo(path) => Destination::Demand(Box::new(Fifo::prepare(path)?)),
-        Output::Tcp(addr) => Destination::Demand(Box::new(Tcp::bind(*addr)?)),
-        Output::Rtsp(url) => {
-            sink::rtsp::check(url)?;
-            Destination::Rtsp(sink::rtsp::Publisher::new(url.clone(), cfg.fps))
-        }
-        Output::RtspListen(listen) => Destination::Served(sink::rtsp_server::Server::bind(listen, cfg.fps)?),
-    };
+    let Context { tx, rx, push, ready, outcome, final_stats, demand } = ctx;
+    let destination = open_destination(cfg)?;
     let listening = destination.listening();
     let registration = match (&cfg.register, &listening) {
         (Some(r), Some((addr, rtsp, _))) => Some(r.for_output(*addr, *rtsp).map_err(|e| fail(Exit::Usage, e))?),
         _ => None,
     };
     let agent = claim_source(cfg, push)?;
-    let frame_log = match &cfg.frame_log {
-        Some(path) => Some(
-            crate::stats::FrameLog::create(path)
-                .map_err(|e| fail(Exit::CantCreate, format!("--frame-log {}: {e}", path.display())))?,
-        ),
-        None => None,
-    };
+    let frame_log = open_frame_log(cfg)?;
     // The CUDA device first: the renderer and NVENC both go to it (crate::device).
     let cuda = crate::cuda::select(cfg.gpu).map_err(|e| fail(Exit::Unavailable, e))?;
     let cfg = &Config { gpu: cuda.map(|c| c.ordinal), ..cfg.clone() };
@@ -167,47 +152,12 @@ pub(super) fn run(cfg: &Config, ctx: Context) -> anyhow::Result<()> {
         // Said before encoders are opened and EGL is set up: nothing else can change it.
         return Err(fail(Exit::Unavailable, ZeroCopyRefused { why: plan::NO_CUDA.into() }.to_string()));
     }
-    // GStreamer comes up, the encoder is chosen (remembered, or probed) and the pipeline's plugins
-    // are loaded on a thread of their own while this one brings EGL up: neither needs the other
-    // until the frame path is planned. The encoder's error, if any, is said first, as when they
-    // ran one after the other.
-    let (chosen, gpu) = thread::scope(|scope| {
-        let encoder = thread::Builder::new().name("encoder-open".into()).spawn_scoped(scope, || {
-            crate::gst_util::init()?;
-            debug!("start-up: GStreamer up at {:.1} ms", crate::clock::startup_ms());
-            let chosen = choose_encoder(cfg)?;
-            pipeline::preload(chosen.backend, cfg.gpu);
-            Ok(chosen)
-        });
-        let gpu = agent.is_none().then(|| Gpu::open(cfg.egl_device, cuda));
-        let chosen = match encoder {
-            Ok(thread) => thread.join().unwrap_or_else(|_| Err(fail(Exit::Software, "the encoder thread panicked"))),
-            Err(e) => Err(anyhow::Error::from(e).context("starting the encoder thread")),
-        };
-        (chosen, gpu)
-    });
+    let (chosen, gpu) = open_encoder_beside_egl(cfg, cuda, agent.is_none());
     let chosen = chosen?;
     let backend = chosen.backend;
-
-    let (mut frames, cuda_context) = match (&agent, gpu) {
-        (Some(agent), _) => {
-            let feed = start_source(cfg, agent)?;
-            (Frames::Agent(feed), None)
-        }
-        (None, gpu) => {
-            let gpu = gpu.unwrap_or_else(|| Gpu::open(cfg.egl_device, cuda))?;
-            let (plan, renderer) = open_renderer(gpu, cfg, cuda, backend)?;
-            let context = renderer.cuda_context();
-            (Frames::Rendered { renderer: Box::new(renderer), plan }, context)
-        }
-    };
-    let input = match &frames {
-        Frames::Agent(feed) => Input::Host(feed.format),
-        Frames::Rendered { plan: Plan::Gpu(f), .. } => Input::Yuv(*f),
-        Frames::Rendered { plan: Plan::Cpu(f), .. } => Input::Rgba(*f),
-        Frames::Rendered { plan: Plan::Cuda { .. }, .. } => Input::Cuda,
-    };
-    let mut session = Session::open(cfg, chosen, FrameInput { input, cuda_context: cuda_context.as_ref() }, &tx)?;
+    let (mut frames, cuda_context) = open_frames(cfg, agent.as_ref(), gpu, cuda, backend)?;
+    let input = FrameInput { input: encoder_input(&frames), cuda_context: cuda_context.as_ref() };
+    let mut session = Session::open(cfg, chosen, input, &tx)?;
     if let Frames::Agent(feed) = &frames {
         info!(
             "path: host frames ({}, {} bytes each) from {} -> {} -> {}; no GL",
@@ -222,7 +172,7 @@ pub(super) fn run(cfg: &Config, ctx: Context) -> anyhow::Result<()> {
     let stop_threads = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(SinkStats::default());
     let source = Arc::new(sink::Source::new(session.encoder().appsink()));
-    let demand = matches!(destination, Destination::Demand(_) | Destination::Served(_));
+    let paged = matches!(destination, Destination::Demand(_) | Destination::Served(_));
     let timings = Arc::new(crate::stats::Timings::default());
     let timing = sink::FrameTiming { timings: timings.clone(), fps: cfg.fps };
     if let Some((addr, _, url)) = listening {
@@ -231,68 +181,162 @@ pub(super) fn run(cfg: &Config, ctx: Context) -> anyhow::Result<()> {
     spawn_sink(cfg, destination, &source, &tx, &stop_threads, &stats, timing)?;
     // Announced once the output serves; removed when this function returns, however it ends.
     let registrar = registration.map(crate::register::Registrar::start).transpose()?;
-    let registered =
+    let mut reporter = Reporter::new(cfg, timings);
+    reporter.registered =
         registrar.as_ref().map(|r| (r.registration.name.clone(), r.registration.src.clone(), r.status.clone()));
 
     let pulse = Arc::new(Pulse::default());
-    if let Some(timeout) = cfg.stall_timeout {
-        let sink_stats = stats.clone();
-        let out = move || sink_stats.pulled.load(Ordering::Relaxed);
-        let stalled = move |stage: String| {
-            let _ = outcome.send(Outcome::Stalled(stage));
-        };
-        watchdog::spawn(pulse.clone(), out, timeout, backend.element().to_string(), stalled)?;
-    }
-    let mut lp = Loop {
-        cfg,
-        rx: &rx,
-        pulse,
-        reader: if demand { Reader::Absent } else { Reader::Attached },
-        generation: 0,
-        sink_done: false,
-        // With slots in play, every idle producer stops its encoder and chooses again on attach, so
-        // a slot freed meanwhile goes to whoever is watched next (even one that fell back earlier).
-        release_on_idle: demand && cfg.idle == Idle::Pause && cfg.leases.sessions > 0,
-        clock: FrameClock::new(cfg.fps),
-        frame_log,
-        reporter: Reporter::new(cfg, timings),
-        counters: Counters::default(),
-        sink_stats: stats.clone(),
-        stats_requests: Vec::new(),
-        phase: Default::default(),
-        demand: wanted,
-    };
-    lp.reporter.registered = registered;
+    spawn_watchdog(cfg, &pulse, &stats, backend.element(), &outcome)?;
+    let parts = LoopParts { pulse, paged, frame_log, reporter, sink_stats: stats.clone(), demand };
+    let mut lp = Loop::new(cfg, &rx, parts);
     let _ = ready.send(());
     let started = Instant::now();
-    let stop = loop {
-        lp.pulse.loop_watched.store(true, Ordering::Relaxed);
-        let stop = lp.run(&mut frames, &session);
-        lp.pulse.loop_watched.store(false, Ordering::Relaxed);
-        let result = match stop {
-            Ok(Stop::Rebuild(why)) => session.recover(cfg, &why, &source),
-            Ok(Stop::Release) => {
-                session.release(&source);
-                match lp.wait_for_reader(session.encoder()) {
-                    Ok(Some(stop)) => break Ok(stop),
-                    Ok(None) => session.reopen(cfg, &source),
-                    Err(e) => Err(e),
+    let stop = run_sessions(cfg, &mut lp, &mut frames, &mut session, &source);
+    let result = finish(&mut lp, &mut frames, &session, stop);
+    // Let the sink finish the access unit it is writing (and remove a FIFO it created).
+    stop_threads.store(true, Ordering::Release);
+    lp.finished();
+    if let Frames::Agent(feed) = &frames {
+        feed.latest.close();
+    }
+    if !lp.sink_done() {
+        wait_for_sink(&rx, STOP_TIMEOUT);
+    }
+    session.retire();
+    drop(agent);
+    drop(registrar);
+    *final_stats.lock().unwrap_or_else(|p| p.into_inner()) = lp.final_report(&frames, &session, started);
+    lp.answer_stats(&frames, &session);
+    result
+}
+
+/// Opens the output, before anything heavy, so path and port errors come first.
+fn open_destination(cfg: &Config) -> anyhow::Result<Destination> {
+    Ok(match &cfg.output {
+        Output::Stdout => Destination::Stdout(sink::stdout::open()?),
+        Output::Fifo(path) => Destination::Demand(Box::new(Fifo::prepare(path)?)),
+        Output::Tcp(addr) => Destination::Demand(Box::new(Tcp::bind(*addr)?)),
+        Output::Rtsp(url) => {
+            sink::rtsp::check(url)?;
+            Destination::Rtsp(sink::rtsp::Publisher::new(url.clone(), cfg.fps))
+        }
+        Output::RtspListen(listen) => Destination::Served(sink::rtsp_server::Server::bind(listen, cfg.fps)?),
+    })
+}
+
+/// Creates `--frame-log`'s file.
+fn open_frame_log(cfg: &Config) -> anyhow::Result<Option<crate::stats::FrameLog>> {
+    let Some(path) = &cfg.frame_log else { return Ok(None) };
+    let log = crate::stats::FrameLog::create(path)
+        .map_err(|e| fail(Exit::CantCreate, format!("--frame-log {}: {e}", path.display())))?;
+    Ok(Some(log))
+}
+
+/// GStreamer comes up, the encoder is chosen (remembered, or probed) and the pipeline's plugins
+/// are loaded on a thread of their own while this one brings EGL up (for drawn frames, `egl`):
+/// neither needs the other until the frame path is planned. The caller says the encoder's error,
+/// if any, first, as when they ran one after the other.
+fn open_encoder_beside_egl(
+    cfg: &Config,
+    cuda: Option<crate::device::CudaIds>,
+    egl: bool,
+) -> (anyhow::Result<Chosen>, Option<anyhow::Result<Gpu>>) {
+    thread::scope(|scope| {
+        let encoder = thread::Builder::new().name("encoder-open".into()).spawn_scoped(scope, || {
+            crate::gst_util::init()?;
+            debug!("start-up: GStreamer up at {:.1} ms", crate::clock::startup_ms());
+            let chosen = choose_encoder(cfg)?;
+            factory::preload(chosen.backend, cfg.gpu);
+            Ok(chosen)
+        });
+        let gpu = egl.then(|| Gpu::open(cfg.egl_device, cuda));
+        let chosen = match encoder {
+            Ok(thread) => thread.join().unwrap_or_else(|_| Err(fail(Exit::Software, "the encoder thread panicked"))),
+            Err(e) => Err(anyhow::Error::from(e).context("starting the encoder thread")),
+        };
+        (chosen, gpu)
+    })
+}
+
+/// Where the frames come from: the agent's source, started now, or the renderer on `gpu` (opened
+/// here if the encoder thread did not), with the CUDA context of a zero-copy renderer.
+fn open_frames(
+    cfg: &Config,
+    agent: Option<&AgentSource>,
+    gpu: Option<anyhow::Result<Gpu>>,
+    cuda: Option<crate::device::CudaIds>,
+    backend: crate::encode::settings::Backend,
+) -> anyhow::Result<(Frames, Option<gstreamer::Context>)> {
+    if let Some(agent) = agent {
+        return Ok((Frames::Agent(start_source(cfg, agent)?), None));
+    }
+    let gpu = gpu.unwrap_or_else(|| Gpu::open(cfg.egl_device, cuda))?;
+    let (plan, renderer) = open_renderer(gpu, cfg, cuda, backend)?;
+    let context = renderer.cuda_context();
+    Ok((Frames::Rendered { renderer: Box::new(renderer), plan }, context))
+}
+
+/// What the encoder is fed, by where the frames come from.
+fn encoder_input(frames: &Frames) -> Input {
+    match frames {
+        Frames::Agent(feed) => Input::Host(feed.format),
+        Frames::Rendered { plan: Plan::Gpu(f), .. } => Input::Yuv(*f),
+        Frames::Rendered { plan: Plan::Cpu(f), .. } => Input::Rgba(*f),
+        Frames::Rendered { plan: Plan::Cuda { .. }, .. } => Input::Cuda,
+    }
+}
+
+/// With --stall-timeout: a watchdog that ends the stream when the frame loop or the encoder stalls.
+fn spawn_watchdog(
+    cfg: &Config,
+    pulse: &Arc<Pulse>,
+    stats: &Arc<SinkStats>,
+    element: &str,
+    outcome: &Sender<Outcome>,
+) -> anyhow::Result<()> {
+    let Some(timeout) = cfg.stall_timeout else { return Ok(()) };
+    let sink_stats = stats.clone();
+    let out = move || sink_stats.pulled.load(Ordering::Relaxed);
+    let outcome = outcome.clone();
+    let stalled = move |stage: String| {
+        let _ = outcome.send(Outcome::Stalled(stage));
+    };
+    watchdog::spawn(pulse.clone(), out, timeout, element.to_string(), stalled)?;
+    Ok(())
+}
+
+/// Runs the frame loop on the encoder session, rebuilding the encoder after its errors and
+/// releasing it while nobody reads, until the loop stops for good.
+fn run_sessions(
+    cfg: &Config,
+    lp: &mut Loop<'_>,
+    frames: &mut Frames,
+    session: &mut Session,
+    source: &sink::Source,
+) -> anyhow::Result<Stop> {
+    loop {
+        match lp.run(frames, session)? {
+            Stop::Rebuild(why) => session.recover(cfg, &why, source)?,
+            Stop::Release => {
+                session.release(source);
+                match lp.wait_for_reader(session.encoder())? {
+                    Some(stop) => return Ok(stop),
+                    None => session.reopen(cfg, source)?,
                 }
             }
-            other => break other,
-        };
-        if let Err(e) = result {
-            break Err(e);
+            stop => return Ok(stop),
         }
-        lp.generation = session.generation;
-    };
-    let result = match stop {
-        Ok(Stop::Finish { drain: true }) => {
-            lp.drain(&mut frames, session.encoder(), session.backend().element(), false)
-        }
-        Ok(Stop::Close) => lp.drain(&mut frames, session.encoder(), session.backend().element(), true),
-        Ok(Stop::SourceEnded(end)) => {
-            let drained = lp.drain(&mut frames, session.encoder(), session.backend().element(), false);
+    }
+}
+
+/// Ends the stream as `stop` says: drains the encoder, or not, and says why the source ended.
+fn finish(lp: &mut Loop<'_>, frames: &mut Frames, session: &Session, stop: anyhow::Result<Stop>) -> anyhow::Result<()> {
+    let (encoder, element) = (session.encoder(), session.backend().element());
+    match stop? {
+        Stop::Finish { drain: true } => lp.drain(frames, encoder, element, LastFrame::Leave),
+        Stop::Close => lp.drain(frames, encoder, element, LastFrame::Take),
+        Stop::SourceEnded(end) => {
+            let drained = lp.drain(frames, encoder, element, LastFrame::Leave);
             match end {
                 SourceEnd::Finished(why) => {
                     info!("{why}");
@@ -302,39 +346,15 @@ pub(super) fn run(cfg: &Config, ctx: Context) -> anyhow::Result<()> {
                 SourceEnd::Failed(exit, why) => drained.and(Err(fail(exit, why))),
             }
         }
-        Ok(Stop::Finish { drain: false }) => Ok(()),
-        Ok(Stop::ReaderGone) => {
+        Stop::Finish { drain: false } => Ok(()),
+        Stop::ReaderGone => {
             info!("the reader closed the stream");
             Ok(())
         }
-        Ok(Stop::Rebuild(_) | Stop::Release) => {
+        Stop::Rebuild(_) | Stop::Release => {
             Err(fail(Exit::Software, "internal error: a pipeline rebuild escaped the frame loop"))
         }
-        Err(e) => Err(e),
-    };
-    // Let the sink finish the access unit it is writing (and remove a FIFO it created).
-    stop_threads.store(true, Ordering::Release);
-    lp.pulse.finished.store(true, Ordering::Release);
-    lp.demand.set_watched(false);
-    if let Frames::Agent(feed) = &frames {
-        feed.latest.close();
     }
-    if !lp.sink_done {
-        wait_for_sink(&rx, STOP_TIMEOUT);
-    }
-    session.retire();
-    drop(agent);
-    drop(registrar);
-    super::report::log_done(started, &lp.counters, &stats);
-    let f = facts(cfg, &frames, &session);
-    let last = if cfg.stats_interval.is_some() || cfg.stats_file.is_some() {
-        lp.reporter.emit(cfg, &f, &lp.counters, &stats, true)
-    } else {
-        lp.reporter.json(cfg, &f, &lp.counters, &stats, "final")
-    };
-    *final_stats.lock().unwrap_or_else(|p| p.into_inner()) = last;
-    lp.answer_stats(&frames, &session);
-    result
 }
 
 /// Opens the renderer on EGL (`gpu`) on the path `--path` and the machine allow (zero-copy, else readback).
@@ -389,7 +409,10 @@ fn spawn_sink(
     timing: sink::FrameTiming,
 ) -> anyhow::Result<()> {
     let (source, stop, stats, tx) = (source.clone(), stop.clone(), stats.clone(), tx.clone());
-    let raw = cfg.mux == Mux::Raw;
+    let payload = match cfg.mux {
+        Mux::Raw => sink::Payload::AnnexB,
+        Mux::Mpegts => sink::Payload::MpegTs,
+    };
     let settings = DemandSettings { budget_aus: cfg.max_lag_frames(), keyframe_every: LAG_KEYFRAME_EVERY };
     thread::Builder::new().name("sink".into()).spawn(move || {
         let end = match destination {
@@ -400,8 +423,10 @@ fn spawn_sink(
                 });
                 sink::rtsp_server::run_served(&source, server, &stop, &stats, notify, &timing)
             }
-            Destination::Stdout(mut out) => sink::run_writer(&source, &mut out, &stop, &stats, raw, &timing),
-            Destination::Rtsp(mut out) => sink::run_writer(&source, &mut out, &stop, &stats, true, &timing),
+            Destination::Stdout(mut out) => sink::run_writer(&source, &mut out, &stop, &stats, payload, &timing),
+            Destination::Rtsp(mut out) => {
+                sink::run_writer(&source, &mut out, &stop, &stats, sink::Payload::AnnexB, &timing)
+            }
             Destination::Demand(mut endpoint) => {
                 let notes = tx.clone();
                 let notify = move |n: Note| {

@@ -15,7 +15,7 @@ use log::{info, warn};
 use super::Event;
 use crate::config::Config;
 use crate::encode::cache::{self, ProbeCache, Remembered};
-use crate::encode::pipeline::{self, Encoder, Input, Setup};
+use crate::encode::pipeline::{Encoder, Input, Setup};
 use crate::encode::select;
 use crate::encode::settings::Backend;
 use crate::exit::{Exit, fail};
@@ -390,7 +390,8 @@ fn open_backend(cfg: &Config, candidates: &[Backend], use_cache: bool) -> anyhow
                 }
             }
         }
-        let opened = pipeline::probe(b, cfg.gpu, &cfg.encoder_settings, cfg.width, cfg.height, PROBE_TIMEOUT);
+        let opened =
+            crate::encode::probe::probe(b, cfg.gpu, &cfg.encoder_settings, cfg.width, cfg.height, PROBE_TIMEOUT);
         match &opened {
             Ok(()) => lease = held,
             // NVENC's own session limit counts as busy too.

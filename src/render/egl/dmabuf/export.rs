@@ -151,7 +151,7 @@ mod tests {
     use super::*;
     use crate::render::egl::Display;
     use crate::render::egl::dmabuf::import::{
-        ExternalBlit, IMPORT_GL, Imported, Importer, bind_external, import_missing,
+        ExternalBlit, Filter, IMPORT_GL, Imported, Importer, bind_external, import_missing,
     };
     use crate::render::egl::dmabuf::{entry, linear_modifier, missing};
     use crate::render::egl::gl::{Gl, Pass, Program};
@@ -294,7 +294,7 @@ void main() {
             if let Err(why) = importer.supports(exported.fourcc, modifier) {
                 panic!("the display refuses the buffer it exported itself: {why}");
             }
-            let imported = importer.import(&exported.dma_buf(), false).unwrap();
+            let imported = importer.import(&exported.dma_buf(), Filter::Nearest).unwrap();
             drop(exported); // the EGL image holds its own reference to the buffer
             let copy = Target::new(&gl, w, h).unwrap();
             ExternalBlit::new(&gl).unwrap().draw(&imported, &copy, [0, 0, w, h]).unwrap();
@@ -314,7 +314,7 @@ void main() {
             };
             match swapped.map(|f| (f, importer.supports(f, modifier))) {
                 Some((fourcc, Ok(()))) => {
-                    let imported = importer.import(&DmaBuf { fourcc, ..exported.dma_buf() }, false).unwrap();
+                    let imported = importer.import(&DmaBuf { fourcc, ..exported.dma_buf() }, Filter::Nearest).unwrap();
                     ExternalBlit::new(&gl).unwrap().draw(&imported, &copy, [0, 0, w, h]).unwrap();
                     let want_swapped: Vec<u8> = want.chunks(4).flat_map(|p| [p[2], p[1], p[0], p[3]]).collect();
                     if let Some(d) = first_difference(&read(&gl, &copy), &want_swapped, w as usize) {
@@ -330,7 +330,7 @@ void main() {
             if exported.modifier == linear_modifier() {
                 let mut wrong = exported.dma_buf();
                 wrong.planes[0].pitch += 256;
-                if let Ok(bad) = importer.import(&wrong, false) {
+                if let Ok(bad) = importer.import(&wrong, Filter::Nearest) {
                     ExternalBlit::new(&gl).unwrap().draw(&bad, &copy, [0, 0, w, h]).unwrap();
                     assert!(read(&gl, &copy) != want, "a DMA-BUF imported with the wrong pitch read back the same");
                 }

@@ -313,9 +313,8 @@ impl Importer {
         check_support(fourcc, modifier, formats.as_deref(), modifiers.as_deref())
     }
 
-    /// Imports `buf` as an external texture; `linear` filtering for scaled draws, nearest for
-    /// exact copies. The fds stay the caller's.
-    pub fn import(&self, buf: &DmaBuf<'_>, linear: bool) -> anyhow::Result<Imported> {
+    /// Imports `buf` as an external texture, sampled as `filter` says. The fds stay the caller's.
+    pub fn import(&self, buf: &DmaBuf<'_>, filter: Filter) -> anyhow::Result<Imported> {
         let attribs = import_attribs(buf, self.explicit_modifiers()).map_err(anyhow::Error::msg)?;
         // SAFETY: the display is initialised (the Rc keeps it so); EGL_LINUX_DMA_BUF_EXT takes
         // EGL_NO_CONTEXT and a NULL client buffer; `attribs` ends with EGL_NONE and its fds are
@@ -341,11 +340,21 @@ impl Importer {
             );
         }
         let image = Image { display: self.display.clone(), raw, destroy: self.destroy };
-        let texture = bind_external(&self.gl, self.target_texture, &image, linear).with_context(|| {
-            format!("binding a {}x{} {} DMA-BUF image to a texture", buf.width, buf.height, buf.fourcc)
-        })?;
+        let texture =
+            bind_external(&self.gl, self.target_texture, &image, filter == Filter::Linear).with_context(|| {
+                format!("binding a {}x{} {} DMA-BUF image to a texture", buf.width, buf.height, buf.fourcc)
+            })?;
         Ok(Imported { texture, _image: image, width: buf.width, height: buf.height, fourcc: buf.fourcc })
     }
+}
+
+/// How an imported texture is sampled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    /// Linear filtering, for draws that scale the picture.
+    Linear,
+    /// Nearest texel, for exact copies.
+    Nearest,
 }
 
 /// A new external texture whose storage is `image`.

@@ -32,7 +32,9 @@ pub mod import;
 pub use export::{EXPORT_EGL, Exported, ExportedPlane, export, export_missing};
 #[cfg(test)]
 pub(crate) use import::default_display_import_missing;
-pub use import::{DmaBuf, ExternalBlit, IMPORT_EGL, IMPORT_GL, Imported, Importer, Plane, gst_planes, import_missing};
+pub use import::{
+    DmaBuf, ExternalBlit, Filter, IMPORT_EGL, IMPORT_GL, Imported, Importer, Plane, gst_planes, import_missing,
+};
 
 type EglImage = *mut c_void;
 

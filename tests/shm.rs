@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use agentcast::frame::PixFmt;
-use agentcast::source::live::{Latest, SourceEnd, Taken};
+use agentcast::source::live::{Latest, Overrun, SourceEnd, Taken};
 use agentcast::source::shm;
 
 use crate::util::*;
@@ -168,7 +168,7 @@ fn reader_takes_whole_frames_from_the_python_writer_and_the_newest_wins() {
     let ring = RingName::new("lib120");
     let mut py = writer(&ring, w, h, 120, 1200, &[]);
     wait_for_first_frame(&ring, &mut py);
-    let latest = Arc::new(Latest::new(false));
+    let latest = Arc::new(Latest::new(Overrun::Replace));
     let reader = shm::spawn(&ring.0, w, h, PixFmt::Rgb24, latest.clone(), Some(Duration::from_secs(5))).unwrap();
     let frames = take_at(&latest, 30.0, Duration::from_secs(2));
     latest.close();
@@ -203,7 +203,7 @@ fn reader_never_takes_the_half_frame_of_a_writer_killed_mid_frame() {
     // about a second after it starts.
     let mut py = writer(&ring, w, h, 30, 100, &["--slots", "1", "--die-mid-frame", "30", "--keep"]);
     wait_for_first_frame(&ring, &mut py);
-    let latest = Arc::new(Latest::new(false));
+    let latest = Arc::new(Latest::new(Overrun::Replace));
     let reader = shm::spawn(&ring.0, w, h, PixFmt::Rgb24, latest.clone(), Some(Duration::from_secs(5))).unwrap();
     let frames = take_at(&latest, 30.0, Duration::from_secs(2));
     let status = wait_bounded(&mut py.0, Duration::from_secs(10));
@@ -222,7 +222,7 @@ fn reader_never_takes_the_half_frame_of_a_writer_killed_mid_frame() {
     assert!(numbers.len() >= 10, "the reader followed the writer before it died");
     // A reader that comes after the death finds `latest` naming slot 0, now odd and half painted
     // with frame 30: it must take nothing.
-    let late = Arc::new(Latest::new(false));
+    let late = Arc::new(Latest::new(Overrun::Replace));
     let reader = shm::spawn(&ring.0, w, h, PixFmt::Rgb24, late.clone(), Some(Duration::from_secs(5))).unwrap();
     let frames = take_at(&late, 30.0, Duration::from_millis(500));
     late.close();
@@ -240,7 +240,7 @@ fn reader_cpu(tag: &str, width: u32, height: u32) -> (f64, u64, usize, f64) {
     let ring = RingName::new(tag);
     let mut py = writer(&ring, width, height, 30, 300, &[]);
     wait_for_first_frame(&ring, &mut py);
-    let latest = Arc::new(Latest::new(false));
+    let latest = Arc::new(Latest::new(Overrun::Replace));
     let reader =
         shm::spawn(&ring.0, width, height, PixFmt::Rgb24, latest.clone(), Some(Duration::from_secs(5))).unwrap();
     let start = Instant::now();
@@ -272,7 +272,7 @@ fn reader_ends_cleanly_when_the_writer_closes_the_ring() {
     let ring = RingName::new("libclose");
     let mut py = writer(&ring, 64, 48, 100, 20, &["--keep"]);
     wait_for_first_frame(&ring, &mut py);
-    let latest = Arc::new(Latest::new(false));
+    let latest = Arc::new(Latest::new(Overrun::Replace));
     let reader = shm::spawn(&ring.0, 64, 48, PixFmt::Rgb24, latest.clone(), Some(Duration::from_secs(5))).unwrap();
     assert!(wait_bounded(&mut py.0, Duration::from_secs(10)).success());
     let deadline = Instant::now() + Duration::from_secs(5);

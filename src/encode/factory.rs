@@ -72,19 +72,27 @@ pub fn factory_for(backend: Backend, gpu: Option<u32>) -> Result<String, String>
     pick_nvenc_factory(base, gpu, &found)
 }
 
+/// How loudly [`apply_properties`] says that the installed element lacks a property.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    /// A warning: the stream runs without that setting.
+    Warn,
+    /// A debug line: a probe opens the element only to see that it works.
+    Debug,
+}
+
 /// Applies the settings table to an encoder element. Properties the installed element lacks are
-/// logged, never silently skipped; a value the element rejects is an error.
-pub fn apply_properties(element: &gst::Element, props: &[settings::Prop], quiet: bool) -> anyhow::Result<()> {
+/// logged (as `missing` says), never silently skipped; a value the element rejects is an error.
+pub fn apply_properties(element: &gst::Element, props: &[settings::Prop], missing: Missing) -> anyhow::Result<()> {
     let factory = element.factory().map(|f| f.name().to_string()).unwrap_or_default();
     for (name, value) in props {
         let Some(pspec) = element.find_property(name) else {
             let msg = format!(
                 "{factory} has no property '{name}' (wanted {value}); this GStreamer version ignores that setting"
             );
-            if quiet {
-                debug!("{msg}");
-            } else {
-                warn!("{msg}");
+            match missing {
+                Missing::Debug => debug!("{msg}"),
+                Missing::Warn => warn!("{msg}"),
             }
             continue;
         };

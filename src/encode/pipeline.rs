@@ -17,7 +17,7 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 use log::{debug, info, warn};
 
-use super::factory::{apply_properties, apply_user_options, factory_for};
+use super::factory::{Missing, apply_properties, apply_user_options, factory_for};
 use crate::encode::settings::{self, Backend, EncoderSettings};
 use crate::exit::{Exit, ExitExt, fail};
 use crate::frame::{Frame, PixFmt, RawFormat};
@@ -424,7 +424,7 @@ fn encoding(s: &Setup) -> anyhow::Result<Vec<gst::Element>> {
 
     let factory = factory_for(s.backend, s.gpu).map_err(|e| fail(Exit::Unavailable, e))?;
     let encoder = make(&factory, s.backend.package())?;
-    apply_properties(&encoder, &settings::properties(s.backend, &s.settings), false).exit(Exit::Unavailable)?;
+    apply_properties(&encoder, &settings::properties(s.backend, &s.settings), Missing::Warn).exit(Exit::Unavailable)?;
     apply_user_options(&encoder, s.backend, s.options)?;
     crate::faults::install(&encoder, s.backend.element(), s.fail_after, s.stall_after);
     chain.push(encoder);

@@ -7,7 +7,7 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
-use super::factory::{apply_properties, factory_for};
+use super::factory::{Missing, apply_properties, factory_for};
 use super::pipeline::first_bus_error;
 use crate::encode::settings::{self, Backend, EncoderSettings};
 use crate::gst_util::caps_for;
@@ -29,7 +29,8 @@ pub fn probe(
     let appsrc = gst_app::AppSrc::builder().caps(&caps).format(gst::Format::Time).build();
     let factory = factory_for(backend, gpu)?;
     let encoder = gst::ElementFactory::make(&factory).build().map_err(|e| e.to_string())?;
-    apply_properties(&encoder, &settings::properties(backend, settings), true).map_err(|e| format!("{e:#}"))?;
+    apply_properties(&encoder, &settings::properties(backend, settings), Missing::Debug)
+        .map_err(|e| format!("{e:#}"))?;
     let appsink = gst_app::AppSink::builder().sync(false).build();
     let pipeline = gst::Pipeline::with_name("probe");
     let chain: [&gst::Element; 3] = [appsrc.upcast_ref(), &encoder, appsink.upcast_ref()];

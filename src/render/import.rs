@@ -7,7 +7,6 @@
 //! A [`DmaBufFrames`] owns its EGL context, which is current on the thread that opened it: open,
 //! use and drop it on one thread.
 
-use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
@@ -19,8 +18,7 @@ use crate::frame::RawFormat;
 use crate::plan::gpu_packs;
 use crate::render::pack::GpuPack;
 
-/// How long a readback may take before the GPU is called hung.
-const READBACK_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::render::READBACK_TIMEOUT;
 
 /// Where a `src` picture goes in a `dst` frame with its aspect ratio kept (square pixels): x, y,
 /// width, height, centred, with borders on two sides (none when the aspects match), as

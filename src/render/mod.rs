@@ -27,7 +27,7 @@ use pack::GpuPack;
 /// glReadPixels never waits on the frame just drawn; paced, each frame is read in its own interval.
 pub const READBACK_SLOTS: usize = 2;
 /// How long to wait for a readback that should long be finished before calling the GPU hung.
-const READBACK_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const READBACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the renderer found, for logs and the convert decision.
 #[derive(Debug, Clone)]

@@ -177,7 +177,14 @@ mod tests {
     use super::*;
 
     fn feed(timeout: Option<Duration>) -> Feed {
-        Feed::new(Arc::new(Latest::new(false)), PixFmt::Gray, (4, 2), false, timeout, "raw:t".into())
+        Feed::new(
+            Arc::new(Latest::new(crate::source::live::Overrun::Replace)),
+            PixFmt::Gray,
+            (4, 2),
+            false,
+            timeout,
+            "raw:t".into(),
+        )
     }
 
     fn offer(f: &Feed, v: u8) {

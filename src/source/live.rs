@@ -4,7 +4,7 @@
 //!
 //! The receiving side never waits for the encoder: a frame that arrives before the previous one
 //! was taken replaces it, and the replaced one is counted as superseded. The frame loop takes the
-//! newest frame at each deadline, or repeats the last one when none came. Only a lossless slot
+//! newest frame at each deadline, or repeats the last one when none came. Only `Overrun::Wait`
 //! (a file read with `--no-pace`) makes the receiving side wait, so that every frame is encoded.
 //! Buffers go round: the loop gives each frame's buffer back and the receiver refills it.
 
@@ -43,13 +43,22 @@ struct Inner {
     closed: bool,
 }
 
+/// What `Latest::offer` does with a frame that arrives before the previous one was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overrun {
+    /// The newest frame wins: the older one is replaced and counted as superseded (paced streams).
+    Replace,
+    /// Nothing is lost: `offer` waits until the previous frame was taken (a file read with
+    /// `--no-pace`, where every frame is encoded).
+    Wait,
+}
+
 /// The newest-frame slot; see the module doc. Shared as `Arc<Latest>`.
 #[derive(Debug)]
 pub struct Latest {
     inner: Mutex<Inner>,
     changed: Condvar,
-    /// Lossless: `offer` waits until the previous frame was taken instead of replacing it.
-    lossless: bool,
+    overrun: Overrun,
     offered: AtomicU64,
     superseded: AtomicU64,
 }
@@ -58,11 +67,11 @@ pub struct Latest {
 const SPARES: usize = 3;
 
 impl Latest {
-    pub fn new(lossless: bool) -> Latest {
+    pub fn new(overrun: Overrun) -> Latest {
         Latest {
             inner: Mutex::default(),
             changed: Condvar::new(),
-            lossless,
+            overrun,
             offered: AtomicU64::new(0),
             superseded: AtomicU64::new(0),
         }
@@ -98,10 +107,10 @@ impl Latest {
     }
 
     /// Offers a whole frame. Returns false once the frame loop has stopped (the receiver should
-    /// stop too). Never waits, except on a lossless slot.
+    /// stop too). Never waits, except with `Overrun::Wait`.
     pub fn offer(&self, frame: HostFrame) -> bool {
         let mut inner = self.lock();
-        if self.lossless {
+        if self.overrun == Overrun::Wait {
             while inner.frame.is_some() && !inner.closed {
                 inner = self.changed.wait(inner).unwrap_or_else(|p| p.into_inner());
             }
@@ -223,7 +232,7 @@ mod tests {
 
     #[test]
     fn the_newest_frame_wins_and_the_rest_are_counted() {
-        let slot = Latest::new(false);
+        let slot = Latest::new(Overrun::Replace);
         for v in 1..=3 {
             assert!(slot.offer(frame(v)));
         }
@@ -236,7 +245,7 @@ mod tests {
 
     #[test]
     fn loaned_bytes_come_back_as_a_spare_buffer() {
-        let slot = Arc::new(Latest::new(false));
+        let slot = Arc::new(Latest::new(Overrun::Replace));
         let loan = Loaned::new(vec![7; 16], &slot);
         assert_eq!(loan.as_ref(), &[7; 16]);
         drop(loan);
@@ -246,7 +255,7 @@ mod tests {
 
     #[test]
     fn frames_offered_before_the_end_are_still_taken() {
-        let slot = Latest::new(false);
+        let slot = Latest::new(Overrun::Replace);
         slot.offer(frame(7));
         slot.end(SourceEnd::Finished("eof".into()));
         assert_eq!(value(slot.wait(Instant::now())), 7);
@@ -255,7 +264,7 @@ mod tests {
 
     #[test]
     fn a_lossless_slot_makes_the_writer_wait_and_close_releases_it() {
-        let slot = Arc::new(Latest::new(true));
+        let slot = Arc::new(Latest::new(Overrun::Wait));
         let writer = {
             let slot = slot.clone();
             std::thread::spawn(move || (1..=5).map(|v| slot.offer(frame(v))).filter(|ok| *ok).count())

@@ -147,7 +147,7 @@ mod tests {
     #[test]
     fn whole_frames_then_a_partial_one_is_bad_data_naming_the_byte_count() {
         let (mut w, mut r) = UnixStream::pair().unwrap();
-        let latest = Latest::new(true);
+        let latest = Latest::new(crate::source::live::Overrun::Wait);
         let writer = thread::spawn(move || {
             w.write_all(&[1; 8]).unwrap();
             w.write_all(&[2; 8]).unwrap();
@@ -183,7 +183,7 @@ mod tests {
         let (mut w, mut r) = UnixStream::pair().unwrap();
         w.write_all(&[9; 4]).unwrap();
         drop(w);
-        let latest = Latest::new(false);
+        let latest = Latest::new(crate::source::live::Overrun::Replace);
         match pump(&mut r, 4, &latest, "raw:t") {
             Err(SourceEnd::Finished(m)) => assert!(m.contains("after 1 frames"), "{m}"),
             other => panic!("{other:?}"),

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info};
 
 use super::Event;
-use super::report::{Counters, Facts, Reporter};
+use super::report::{AgentFrames, Counters, Facts, Reporter};
 use super::session::Session;
 use crate::clock::{FrameClock, frames_due, stream_time};
 use crate::config::Config;
@@ -588,7 +588,13 @@ fn facts<'f>(cfg: &Config, frames: &'f Frames, session: &Session) -> Facts<'f> {
     let (path, host_bytes) = frames.host_path(session.backend().is_nvenc(), cfg);
     let (source, ring) = match frames {
         Frames::Agent(feed) => {
-            (Some((feed.describe(), feed.latest.offered(), feed.superseded(), feed.repeated)), feed.ring.as_deref())
+            let agent = AgentFrames {
+                what: feed.describe(),
+                received: feed.latest.offered(),
+                superseded: feed.superseded(),
+                repeated: feed.repeated,
+            };
+            (Some(agent), feed.ring.as_deref())
         }
         Frames::Rendered { .. } => (None, None),
     };

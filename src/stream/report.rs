@@ -28,6 +28,19 @@ pub(super) struct Counters {
     pub idle_rendered: u64,
 }
 
+/// The agent's frames at the time of a report.
+#[derive(Debug, Clone, Default)]
+pub(super) struct AgentFrames<'a> {
+    /// The source, as `--source` names it (or the socket/ring it resolved to).
+    pub what: std::borrow::Cow<'a, str>,
+    /// Frames the agent sent.
+    pub received: u64,
+    /// Frames a newer one replaced before they were taken.
+    pub superseded: u64,
+    /// Frame slots that repeated the last frame (none came in time).
+    pub repeated: u64,
+}
+
 /// Facts about the frames' path and source at the time of a report.
 pub(super) struct Facts<'a> {
     pub backend: &'a str,
@@ -36,8 +49,8 @@ pub(super) struct Facts<'a> {
     /// host per frame.
     pub path: &'a str,
     pub host_bytes: usize,
-    /// Agent frames: the source, frames received, superseded before they were taken, repeated.
-    pub source: Option<(std::borrow::Cow<'a, str>, u64, u64, u64)>,
+    /// Agent frames: where they come from and what became of them; `None` for rendered frames.
+    pub source: Option<AgentFrames<'a>>,
     /// A shared-memory ring's reader counters (`shm:` sources).
     pub ring: Option<&'a crate::source::shm::Counters>,
 }
@@ -240,7 +253,7 @@ impl Reporter {
         let (t0, rendered0, bytes0) = self.last;
         let secs = now.duration_since(t0).as_secs_f64().max(1e-9);
         let mut samples = if kind == "now" { self.timings.peek() } else { self.timings.take() };
-        let (source, received, superseded, repeated) = f.source.clone().unwrap_or_default();
+        let AgentFrames { what: source, received, superseded, repeated } = f.source.clone().unwrap_or_default();
         let mut dropped = Dropped {
             superseded,
             encoder_busy: c.encoder_busy,
@@ -451,7 +464,7 @@ mod tests {
             slot: Some(2),
             path: "zero-copy",
             host_bytes: 0,
-            source: Some(("shm:/agentcast-test".into(), 21, 8, 9)),
+            source: Some(AgentFrames { what: "shm:/agentcast-test".into(), received: 21, superseded: 8, repeated: 9 }),
             ring: Some(&ring),
         };
         let stats = sink(2, Some(("rtsp://127.0.0.1:8554/agent_07", 8554)));

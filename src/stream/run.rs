@@ -27,7 +27,7 @@ use crate::sink::output::Output;
 use crate::sink::tcp::Tcp;
 use crate::sink::{self, DemandSettings, Endpoint, Note, SinkStats};
 use crate::source::feed::Feed;
-use crate::source::live::{Latest, SourceEnd};
+use crate::source::live::{Latest, Overrun, SourceEnd};
 use crate::watchdog::{self, Pulse};
 
 /// How long a stop waits for the access unit being written (the whole stop stays under 1 s).
@@ -79,7 +79,8 @@ struct AgentSource {
 
 /// Checks the agent's source and claims what it needs (a socket path), before anything heavy.
 fn claim_source(cfg: &Config, push: Option<Arc<Latest>>) -> anyhow::Result<Option<AgentSource>> {
-    let lossless = !cfg.pace;
+    // Unpaced, every frame the agent sends is encoded; paced, the newest wins.
+    let overrun = if cfg.pace { Overrun::Replace } else { Overrun::Wait };
     let source = match &cfg.source {
         SourceSpec::Scene(_) | SourceSpec::Shader(_) => return Ok(None),
         SourceSpec::Push => AgentSource {
@@ -88,19 +89,19 @@ fn claim_source(cfg: &Config, push: Option<Arc<Latest>>) -> anyhow::Result<Optio
         },
         SourceSpec::Raw(path) => {
             crate::source::raw::check(path, cfg.pix_fmt, (cfg.width, cfg.height))?;
-            AgentSource { latest: Arc::new(Latest::new(lossless)), socket: None }
+            AgentSource { latest: Arc::new(Latest::new(overrun)), socket: None }
         }
         SourceSpec::Unix(path) => AgentSource {
-            latest: Arc::new(Latest::new(lossless)),
+            latest: Arc::new(Latest::new(overrun)),
             socket: Some(crate::source::unix::Socket::bind(path)?),
         },
         SourceSpec::Shm(name) => {
             // The ring's writer never waits, so the slot is never lossless.
             crate::source::shm::check(name, cfg.width, cfg.height, cfg.pix_fmt)?;
-            AgentSource { latest: Arc::new(Latest::new(false)), socket: None }
+            AgentSource { latest: Arc::new(Latest::new(Overrun::Replace)), socket: None }
         }
         // A live node: the newest frame wins even unpaced.
-        SourceSpec::Pipewire(_) => AgentSource { latest: Arc::new(Latest::new(false)), socket: None },
+        SourceSpec::Pipewire(_) => AgentSource { latest: Arc::new(Latest::new(Overrun::Replace)), socket: None },
     };
     Ok(Some(source))
 }

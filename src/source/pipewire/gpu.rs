@@ -246,7 +246,7 @@ mod tests {
         gst::init().unwrap();
         let lacking = dmabuf::default_display_import_missing();
         let shared = Shared::for_tests("test", 640, 360);
-        let latest = Arc::new(Latest::new(false));
+        let latest = Arc::new(Latest::new(crate::source::live::Overrun::Replace));
         let route = GpuRoute::new(640, 360, latest.clone(), shared);
         let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Bgrx, 320, 240).build().unwrap();
         let plain = gst::Buffer::with_size(info.size()).unwrap();
@@ -309,7 +309,7 @@ mod tests {
         buffer.get_mut().unwrap().append_memory(memory);
 
         let shared = Shared::for_tests("test", 640, 360);
-        let latest = Arc::new(Latest::new(false));
+        let latest = Arc::new(Latest::new(crate::source::live::Overrun::Replace));
         let route = GpuRoute::new(640, 360, latest.clone(), shared.clone());
         assert_eq!(route.route(&buffer, &info, Some(exported.modifier)), Routed::Gpu);
         drop(buffer);

@@ -164,7 +164,7 @@ pub(super) fn copy_planes(frame: &gst_video::VideoFrameRef<&gst::BufferRef>, out
 mod tests {
     use super::super::State;
     use super::*;
-    use crate::source::live::Latest;
+    use crate::source::live::{Latest, Overrun};
 
     /// A DMA-BUF buffer on a display that cannot import (llvmpipe in CI) goes on to the CPU
     /// mapping, and the source says so with the reason; shared memory says nothing of DMA-BUF.
@@ -176,7 +176,7 @@ mod tests {
         gst::init().unwrap();
         let lacking = crate::render::egl::dmabuf::default_display_import_missing();
         let shared = Shared::for_tests("gamescope", 640, 360);
-        let gpu = gpu::GpuRoute::new(640, 360, Arc::new(Latest::new(false)), shared.clone());
+        let gpu = gpu::GpuRoute::new(640, 360, Arc::new(Latest::new(Overrun::Replace)), shared.clone());
         let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Bgrx, 320, 240).build().unwrap();
         let caps = info.to_caps().unwrap();
         {

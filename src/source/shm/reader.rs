@@ -289,7 +289,7 @@ mod tests {
     fn spawn_waits_for_the_ring_reads_it_and_ends_when_the_writer_closes_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ring");
-        let latest = Arc::new(Latest::new(false));
+        let latest = Arc::new(Latest::new(crate::source::live::Overrun::Replace));
         let reader =
             spawn(path.to_str().unwrap(), 16, 8, PixFmt::Gray, latest.clone(), Some(Duration::from_secs(10))).unwrap();
         std::thread::sleep(Duration::from_millis(50));
@@ -314,7 +314,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ring");
         std::fs::write(&path, vec![7u8; 8192]).unwrap();
-        let latest = Arc::new(Latest::new(false));
+        let latest = Arc::new(Latest::new(crate::source::live::Overrun::Replace));
         let err = spawn(path.to_str().unwrap(), 16, 8, PixFmt::Gray, latest.clone(), None).unwrap_err();
         assert_eq!(crate::exit::classify(&err), Exit::BadData);
         let missing = dir.path().join("none");
@@ -332,7 +332,7 @@ mod tests {
     fn a_closed_frame_loop_stops_the_reader() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ring");
-        let latest = Arc::new(Latest::new(false));
+        let latest = Arc::new(Latest::new(crate::source::live::Overrun::Replace));
         let reader = spawn(path.to_str().unwrap(), 16, 8, PixFmt::Gray, latest.clone(), None).unwrap();
         latest.close();
         reader.thread.join().unwrap();

@@ -493,7 +493,7 @@ mod tests {
         let path = dir.path().join("ring");
         let mut w = Writer::create(&path, Header::rawvideo(16, 8, PixFmt::Rgb24, 3));
         let mut ring = open(&path, 16, 8, PixFmt::Rgb24).unwrap();
-        let latest = Latest::new(false);
+        let latest = Latest::new(crate::source::live::Overrun::Replace);
         assert_eq!(ring.poll(&latest).unwrap(), Step::Nothing);
         for v in 1..=5 {
             w.frame(v);
@@ -520,7 +520,7 @@ mod tests {
         let header = |width: u32, pid: u32| Header { writer_pid: pid, ..Header::rawvideo(width, 8, PixFmt::Gray, 2) };
         let mut w = Writer::create(&path, header(16, 100));
         let mut ring = open(&path, 16, 8, PixFmt::Gray).unwrap();
-        let latest = Latest::new(false);
+        let latest = Latest::new(crate::source::live::Overrun::Replace);
         for v in 1..=5 {
             w.frame(v);
         }
@@ -550,7 +550,7 @@ mod tests {
         let path = dir.path().join("ring");
         let mut w = Writer::create(&path, Header::rawvideo(16, 8, PixFmt::Gray, 1));
         let mut ring = open(&path, 16, 8, PixFmt::Gray).unwrap();
-        let latest = Latest::new(false);
+        let latest = Latest::new(crate::source::live::Overrun::Replace);
         w.frame(1);
         assert!(matches!(ring.poll(&latest).unwrap(), Step::Frame { number: 1, .. }));
         // The writer starts frame 2 in the only slot, publishes (wrongly) early, and dies.
@@ -600,7 +600,7 @@ mod tests {
         let Found::Ready(mut ring) = Ring::from_file(racing, "shm:test", 16, 8, PixFmt::Rgb24).unwrap() else {
             panic!("ring not ready")
         };
-        let latest = Latest::new(false);
+        let latest = Latest::new(crate::source::live::Overrun::Replace);
         // Mid-copy the writer starts over the same slot (seq 2 -> 5, odd).
         ring.file.during_copy.set(Some((Header::entry(0), 5)));
         assert_eq!(ring.poll(&latest).unwrap(), Step::Torn);
@@ -636,7 +636,7 @@ mod tests {
         w.seq(0, 2);
         w.publish(1, 0);
         let mut ring = open(&path, 8, 4, PixFmt::I420).unwrap();
-        let latest = Latest::new(false);
+        let latest = Latest::new(crate::source::live::Overrun::Replace);
         ring.poll(&latest).unwrap();
         let mut want = Vec::new();
         for v in 1..=4u8 {

@@ -3,7 +3,7 @@
 //! read onto the library's `ConfigBuilder` (`keywords`) whose checks validate them, and
 //! `cli_main`, the whole CLI for `python -m agentcast`.
 //!
-//! The Python-facing API (keyword -> flag mapping, docs, the exception classes) lives in the
+//! The Python-facing API (the keywords' values as text, docs, the exception classes) lives in the
 //! pure-Python package `agentcast/`; this module raises those exceptions through
 //! `agentcast.errors.from_code` so every kind carries the CLI's exit code.
 //!

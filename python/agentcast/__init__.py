@@ -6,9 +6,10 @@
             stream.push(frame)            # never waits for the encoder: the newest frame wins
 
 Every keyword is the ``agentcast`` command's flag of the same name (``max_lag=250`` is
-``--max-lag 250``, ``no_stamp=True`` is ``--no-stamp``), parsed and validated by the same code,
-so defaults, checks and error messages are the CLI's. ``agentcast.gym.StreamWrapper`` streams a
-Gymnasium env; ``python -m agentcast`` is the CLI itself.
+``--max-lag 250``, ``no_stamp=True`` is ``--no-stamp``), read by the flag's own parser onto the
+library's settings and validated by the same code, so defaults, checks and error messages are
+the CLI's. ``agentcast.gym.StreamWrapper`` streams a Gymnasium env; ``python -m agentcast`` is the
+CLI itself.
 """
 
 from __future__ import annotations
@@ -58,24 +59,39 @@ def _flag_value(value: Any) -> str:
     return str(value)
 
 
+def _settings(**settings: Any) -> dict[str, bool | list[str]]:
+    """The keywords as their flags' values: ``True`` for a bare flag, else the text of each value
+    (a list or tuple gives one per item, a dict one ``NAME=VALUE`` per item); ``False``, ``None``
+    and empty lists are left out. The extension module reads these onto the library's settings."""
+    given: dict[str, bool | list[str]] = {}
+    for key, value in settings.items():
+        values: bool | list[str]
+        if value is None or value is True or value is False:
+            values = bool(value)
+        elif isinstance(value, dict):
+            values = [f"{k}={_flag_value(v)}" for k, v in value.items()]
+        elif isinstance(value, (list, tuple)):
+            values = [_flag_value(v) for v in value]
+        else:
+            values = [_flag_value(value)]
+        if values:
+            given[key] = values
+    return given
+
+
+def _argv(settings: dict[str, bool | list[str]]) -> list[str]:
+    argv = ["agentcast"]
+    for key, values in settings.items():
+        flag = "--" + key.replace("_", "-")
+        argv += [flag] if values is True else [f"{flag}={v}" for v in values]
+    return argv
+
+
 def cli_argv(**settings: Any) -> list[str]:
     """The ``agentcast`` command line for these settings: ``foo_bar=V`` becomes ``--foo-bar=V``,
     ``True`` a bare ``--foo-bar``, ``False``/``None`` nothing, a list or tuple one flag per item,
     and a dict (``encoder_opt={"speed-preset": "fast"}``) one ``NAME=VALUE`` per item."""
-    argv = ["agentcast"]
-    for key, value in settings.items():
-        flag = "--" + key.replace("_", "-")
-        if value is None or value is False:
-            continue
-        if value is True:
-            argv.append(flag)
-        elif isinstance(value, dict):
-            argv += [f"{flag}={k}={_flag_value(v)}" for k, v in value.items()]
-        elif isinstance(value, (list, tuple)):
-            argv += [f"{flag}={_flag_value(v)}" for v in value]
-        else:
-            argv.append(f"{flag}={_flag_value(value)}")
-    return argv
+    return _argv(_settings(**settings))
 
 
 class Stream:
@@ -102,7 +118,7 @@ class Stream:
         # The agent holds this stream, so its silence is not a dead source (the CLI's
         # --source-timeout is for pipes and sockets): no timeout unless one is given.
         more.setdefault("source_timeout", 0)
-        self.argv = cli_argv(
+        settings = _settings(
             width=width,
             height=height,
             fps=fps,
@@ -112,7 +128,9 @@ class Stream:
             pix_fmt=pix_fmt,
             **more,
         )
-        self._inner = _agentcast._Stream(self.argv)
+        # The equivalent command line, for logs and reproducing a stream with the CLI.
+        self.argv = _argv(settings)
+        self._inner = _agentcast._Stream(settings)
         self.width: int = self._inner.width
         self.height: int = self._inner.height
         self.fps: int = self._inner.fps

@@ -1,9 +1,9 @@
 //! `agentcast._agentcast`, the extension module behind the Python package: a `_Stream` that starts
-//! an agentcast stream fed by `push()` (the library's push source) from an argv (the keywords as
-//! flags) that the CLI's parser reads onto the library's `ConfigBuilder`, whose checks validate it,
-//! and `cli_main`, the whole CLI for `python -m agentcast`.
+//! an agentcast stream fed by `push()` (the library's push source) from the keyword settings,
+//! read onto the library's `ConfigBuilder` (`keywords`) whose checks validate them, and
+//! `cli_main`, the whole CLI for `python -m agentcast`.
 //!
-//! The Python-facing API (keyword -> flag mapping, docs, the exception classes) lives in the
+//! The Python-facing API (the keywords' values as text, docs, the exception classes) lives in the
 //! pure-Python package `agentcast/`; this module raises those exceptions through
 //! `agentcast.errors.from_code` so every kind carries the CLI's exit code.
 //!
@@ -17,8 +17,11 @@ use std::sync::Mutex;
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict};
 
-use agentcast::cli::Cli;
+mod keywords;
+use keywords::Given;
+
 use agentcast::exit::{self, Exit};
 use agentcast::frame::PixFmt;
 use agentcast::stream::{Handle, Stream};
@@ -158,18 +161,22 @@ fn frame_shape(fmt: PixFmt, width: u32, height: u32) -> Vec<usize> {
 
 #[pymethods]
 impl PyStream {
-    /// Parses `argv` with the CLI's parser, validates it with the library's `ConfigBuilder` (as the
-    /// CLI does), and starts a stream fed by `push`.
+    /// Reads the keyword settings onto the library's `ConfigBuilder` (see `keywords`), validates
+    /// them with its checks (as the CLI does), and starts a stream fed by `push`.
     #[new]
-    fn new(py: Python<'_>, argv: Vec<String>) -> PyResult<Self> {
-        let cli = Cli::parse_args(&argv).map_err(|e| error(py, Exit::Usage.code(), agentcast::usage_line(&e)))?;
-        if cli.command.is_some() {
-            return Err(error(py, Exit::Usage.code(), "agentcast.Stream takes stream settings, not a subcommand"));
+    fn new(py: Python<'_>, settings: &Bound<'_, PyDict>) -> PyResult<Self> {
+        let mut given = Vec::with_capacity(settings.len());
+        for (keyword, value) in settings.iter() {
+            let value = match value.cast::<PyBool>() {
+                Ok(flag) if flag.is_true() => Given::Flag,
+                _ => Given::Values(value.extract()?),
+            };
+            given.push((keyword.extract::<String>()?, value));
         }
-        // The keywords are the CLI's flags, so clap reads them (its messages for unknown keywords
-        // and malformed values are the Python API's); the library's builder checks the settings.
-        let cfg = cli.stream.push_builder().build_push().map_err(|e| error(py, Exit::Usage.code(), e.to_string()))?;
-        agentcast::init_logging(cli.log_level.as_deref());
+        let usage = |message: String| error(py, Exit::Usage.code(), message);
+        let settings = keywords::settings(given).map_err(usage)?;
+        let cfg = settings.builder.build_push().map_err(|e| usage(e.to_string()))?;
+        agentcast::init_logging(settings.log_level.as_deref());
         let (fmt, width, height, fps) = (cfg.pix_fmt, cfg.width, cfg.height, cfg.fps);
         let handle = py.detach(|| Stream::start(cfg)).map_err(|e| coded(py, &e))?;
         Ok(PyStream { handle, fmt, width, height, fps, outcome: Mutex::new(None), joining: Mutex::new(()) })

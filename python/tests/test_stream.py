@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -218,6 +219,49 @@ def test_settings_are_validated_by_the_cli_with_its_messages() -> None:
             agentcast.Stream(**kwargs)
         assert caught.value.exit_code == 2
         assert str(caught.value) == cli_error(*flags), kwargs
+
+
+# A valid value for every setting agentcast.Stream takes (the CLI's stream flags, hidden testing
+# aids and --log-level). The checks before --duration's refuse only the ones in REFUSED.
+EVERY_SETTING = dict(
+    width=640, height=480, fps=25, bitrate=1000, gop=15, qp_max=40, profile="main", encoder="auto",
+    encoder_opt={"a": "1"}, nvenc_sessions=2, lock_dir="/tmp", on_busy="wait", wait_timeout=3, stream="s",
+    stats_interval=0, stats_file="/tmp/s.json", stall_timeout=9, debug_stall_after=5, debug_fail_after=5,
+    debug_fail_times=2, debug_lease_encoder="x264enc", debug_cuda_download=True, convert="cpu", path="readback",
+    source="raw:-", pix_fmt="bgra", source_timeout=4, scene="gradient", shader="x.glsl", no_stamp=True, stamp=True,
+    frame_log="/tmp/f.log", frames=10, no_pace=True, output="fifo:/tmp/x.h264", mux="raw", allow_remote=True,
+    register="http://127.0.0.1:1984", name="n", advertise="h", idle="render", max_lag=300, egl_device=0, gpu=0,
+    log_level="warn",
+)
+REFUSED = {"source": "--source raw:-: a stream that takes pushed frames", "frame_log": "--frame-log maps frame stamps"}
+
+
+def test_every_flag_is_a_keyword_read_onto_the_settings() -> None:
+    # Each keyword is read onto the library's settings as its flag's type: a keyword the extension
+    # cannot read fails with its own message; read, the checks go on to refuse --duration.
+    help_text = subprocess.run([sys.executable, "-m", "agentcast", "--help"], capture_output=True, text=True,
+                               timeout=DEADLINE).stdout
+    flags = {flag.replace("-", "_") for flag in re.findall(r"^ +--([a-z0-9-]+)(?: <[^>]+>)?$", help_text, re.M)}
+    assert {"width", "max_lag", "no_stamp", "log_level"} <= flags, help_text
+    missing = flags - set(EVERY_SETTING) - {"help", "version", "duration"}
+    assert not missing, f"no keyword for --{missing} in EVERY_SETTING"
+    for keyword, value in EVERY_SETTING.items():
+        expected = REFUSED.get(keyword, "--duration must be a positive number")
+        with pytest.raises(agentcast.UsageError, match="^" + re.escape(expected)):
+            agentcast.Stream(**{"width": 640, "height": 480, keyword: value, "duration": 0})
+    # All at once (less the two refused, and --scene's exclusive --shader and --stamp's --no-stamp).
+    with pytest.raises(agentcast.UsageError, match=r"^--duration must be a positive number"):
+        agentcast.Stream(**dict(EVERY_SETTING, source=None, shader=None, no_stamp=None, duration=-1))
+
+
+def test_agentcast_variables_fill_in_settings_not_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTCAST_QP_MAX", "99")
+    with pytest.raises(agentcast.UsageError) as caught:
+        agentcast.Stream(W, H, no_stamp=True, duration=0)
+    assert str(caught.value) == cli_error("--qp-max=99").replace(" (from AGENTCAST_QP_MAX)", "")
+    # A keyword wins over its variable: the checks go on to --duration.
+    with pytest.raises(agentcast.UsageError, match="^--duration must be a positive number"):
+        agentcast.Stream(W, H, no_stamp=True, qp_max=30, duration=0)
 
 
 def test_errors_carry_the_cli_exit_codes(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@
 //! A [`DmaBufFrames`] owns its EGL context, which is current on the thread that opened it: open,
 //! use and drop it on one thread.
 
-
 use anyhow::{Context as _, bail};
 
 use super::egl::dmabuf::{self, DmaBuf, ExternalBlit, Filter, Importer};

@@ -102,6 +102,15 @@ impl Gl {
 /// `GL_TEXTURE_EXTERNAL_OES` (GL_OES_EGL_image_external); glow has no constant for it.
 pub const TEXTURE_EXTERNAL_OES: u32 = 0x8D65;
 
+/// How a texture is sampled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    /// Linear filtering, for draws that scale the picture.
+    Linear,
+    /// Nearest texel, for exact copies.
+    Nearest,
+}
+
 /// A texture on `GL_TEXTURE_EXTERNAL_OES` whose storage is an EGL image (see `super::dmabuf`): the
 /// driver samples it in whatever layout the image has (tiled, YUV planes), through a
 /// `samplerExternalOES` in the shader. It cannot be a render target.
@@ -112,11 +121,14 @@ pub struct ExternalTexture {
 
 impl ExternalTexture {
     /// Creates the texture, binds it and calls `attach` with its target while it is bound (the
-    /// caller points it at an EGL image there with glEGLImageTargetTexture2DOES). `linear`
-    /// chooses bilinear filtering (scaling) over nearest (exact copies).
-    pub(super) fn new(gl: &Rc<Gl>, linear: bool, attach: impl FnOnce(u32)) -> anyhow::Result<ExternalTexture> {
+    /// caller points it at an EGL image there with glEGLImageTargetTexture2DOES), sampled as `filter`
+    /// says.
+    pub(super) fn new(gl: &Rc<Gl>, filter: Filter, attach: impl FnOnce(u32)) -> anyhow::Result<ExternalTexture> {
         let g = &gl.gl;
-        let filter = if linear { glow::LINEAR } else { glow::NEAREST } as i32;
+        let filter = match filter {
+            Filter::Linear => glow::LINEAR,
+            Filter::Nearest => glow::NEAREST,
+        } as i32;
         // SAFETY: context current (module docs); the texture is owned by the returned value (or
         // deleted on the error path); external textures take only NEAREST/LINEAR filters and
         // CLAMP_TO_EDGE, which are what is set.

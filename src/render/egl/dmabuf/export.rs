@@ -226,7 +226,7 @@ void main() {
         assert_eq!(first_difference(&read(&gl, &drawn), &want, w as usize), None, "the pattern as drawn");
         let image = texture_image(&ctx, &drawn).unwrap();
         let target_texture = entry(&ctx.display, "glEGLImageTargetTexture2DOES").unwrap();
-        let texture = bind_external(&gl, target_texture, &image, false).unwrap();
+        let texture = bind_external(&gl, target_texture, &image, Filter::Nearest).unwrap();
         let imported = Imported { texture, _image: image, width: w, height: h, fourcc: DrmFourcc::Abgr8888 };
         let blit = ExternalBlit::new(&gl).unwrap();
         let copy = Target::new(&gl, w, h).unwrap();

@@ -18,6 +18,7 @@ use anyhow::{Context as _, anyhow, bail};
 use drm_fourcc::DrmFourcc;
 use khronos_egl as egl;
 
+pub use super::super::gl::Filter;
 use super::super::gl::{ExternalTexture, Gl, Pass, Program, Sampled, Target, Uniform};
 use super::super::{Context, Display};
 use super::{
@@ -340,21 +341,11 @@ impl Importer {
             );
         }
         let image = Image { display: self.display.clone(), raw, destroy: self.destroy };
-        let texture =
-            bind_external(&self.gl, self.target_texture, &image, filter == Filter::Linear).with_context(|| {
-                format!("binding a {}x{} {} DMA-BUF image to a texture", buf.width, buf.height, buf.fourcc)
-            })?;
+        let texture = bind_external(&self.gl, self.target_texture, &image, filter).with_context(|| {
+            format!("binding a {}x{} {} DMA-BUF image to a texture", buf.width, buf.height, buf.fourcc)
+        })?;
         Ok(Imported { texture, _image: image, width: buf.width, height: buf.height, fourcc: buf.fourcc })
     }
-}
-
-/// How an imported texture is sampled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Filter {
-    /// Linear filtering, for draws that scale the picture.
-    Linear,
-    /// Nearest texel, for exact copies.
-    Nearest,
 }
 
 /// A new external texture whose storage is `image`.
@@ -362,9 +353,9 @@ pub(super) fn bind_external(
     gl: &Rc<Gl>,
     target_texture: ImageTargetTexture2dOes,
     image: &Image,
-    linear: bool,
+    filter: Filter,
 ) -> anyhow::Result<ExternalTexture> {
-    ExternalTexture::new(gl, linear, |target| {
+    ExternalTexture::new(gl, filter, |target| {
         // SAFETY: ExternalTexture::new has a fresh texture bound on `target`
         // (GL_TEXTURE_EXTERNAL_OES) on this thread's current context, and `image.raw` is a live
         // EGL image of the same display; a failure is a GL error, which `new` reports.

@@ -11,7 +11,7 @@
 //!   `encode` (backend choice, the settings table, the GStreamer pipeline) -> `sink` (normalised
 //!   access units to stdout, a FIFO, TCP, RTSP); beside them `register` (go2rtc's API), `slots`
 //!   (NVENC leases), `watchdog`. A stage imports no other stage, no config and no client;
-//! - `config`: the validated settings a stream starts from ([`config::Config::validate`]);
+//! - `config`: the validated settings a stream starts from ([`config::ConfigBuilder::build`]);
 //! - `stream`: runs it all ([`stream::Stream`], the library's entry point), and `preflight`;
 //! - **the clients**: the commands (`doctor`, `measure`, `go2rtc`), the command line (`cli`, clap)
 //!   and [`cli_main`]; the Python package (python/) is a client of `stream` too.

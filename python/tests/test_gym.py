@@ -50,6 +50,14 @@ def not_blank(picture: np.ndarray) -> bool:
     return 0.002 < (grey < 100).mean() < 0.5 and (grey > 200).mean() > 0.3
 
 
+def read_pictures(tmp_path: Path, data: bytes, width: int, height: int) -> list[np.ndarray]:
+    """What a viewer read: checked against go2rtc's rules, then decoded to RGB pictures."""
+    out = tmp_path / "read.h264"
+    out.write_bytes(data)
+    check(out)
+    return decode_rgb(out, width, height)
+
+
 def test_wrapper_streams_sixty_steps(tmp_path: Path) -> None:
     out = tmp_path / "cartpole.h264"
     code = AGENT.format(settings="{}", wait="")
@@ -216,10 +224,7 @@ def test_unwatched_renders_nothing_and_watched_at_most_fps(tmp_path: Path) -> No
         data = reader.stop()
     finally:
         env.close()
-    out = tmp_path / "read.h264"
-    out.write_bytes(data)
-    check(out)
-    pictures = decode_rgb(out, *CARTPOLE)
+    pictures = read_pictures(tmp_path, data, *CARTPOLE)
     assert len(pictures) >= 2 and all(not_blank(p) for p in pictures)
 
 
@@ -292,10 +297,7 @@ def test_reset_shows_the_first_frame_and_the_overlay_is_on_the_stream_only(tmp_p
     finally:
         env.close()
     data = reader.stop()
-    out = tmp_path / "read.h264"
-    out.write_bytes(data)
-    check(out)
-    pictures = decode_rgb(out, *CARTPOLE)
+    pictures = read_pictures(tmp_path, data, *CARTPOLE)
     seen = [t for t in ("EP 1 STEP 0 RET 0.0", "EP 1 STEP 1 RET 1.0", "EP 2 STEP 0 RET 0.0", "EP 1 STEP 5 RET 5.0")
             if any(shows(p, t) for p in pictures)]
     sys.stderr.write(f"{len(pictures)} pictures; overlays seen: {seen}\n")
@@ -359,10 +361,7 @@ def test_grid_tiles_eight_envs_and_renders_only_when_watched(tmp_path: Path) -> 
         data = reader.stop()
     finally:
         wrapped.close()
-    out = tmp_path / "read.h264"
-    out.write_bytes(data)
-    check(out)
-    pictures = decode_rgb(out, 1200, 400)
+    pictures = read_pictures(tmp_path, data, 1200, 400)
     assert len(pictures) >= 2
     for p in pictures[-2:]:
         for r in range(2):
@@ -387,10 +386,7 @@ def test_each_streams_every_sub_env_and_renders_only_the_watched_one(tmp_path: P
         assert wrapped.streams[1].stats()["frames"]["written"] == 0
     finally:
         wrapped.close()
-    out = tmp_path / "read.h264"
-    out.write_bytes(data)
-    check(out)
-    pictures = decode_rgb(out, *CARTPOLE)
+    pictures = read_pictures(tmp_path, data, *CARTPOLE)
     assert len(pictures) >= 2 and all(not_blank(p) for p in pictures)
 
 
@@ -411,8 +407,5 @@ def test_async_vector_env_grid(tmp_path: Path) -> None:
         data = reader.stop()
     finally:
         wrapped.close()
-    out = tmp_path / "read.h264"
-    out.write_bytes(data)
-    check(out)
-    pictures = decode_rgb(out, 1200, 400)  # 2 tiles of 600x400 side by side: 2x1
+    pictures = read_pictures(tmp_path, data, 1200, 400)  # 2 tiles of 600x400 side by side: 2x1
     assert len(pictures) >= 2 and all(not_blank(p[:, :600]) and not_blank(p[:, 600:]) for p in pictures[-2:])

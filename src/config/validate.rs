@@ -538,6 +538,8 @@ mod tests {
             "--output tcp:0.0.0.0:9000 listens beyond this machine; use a loopback address (127.0.0.1) or add --allow-remote",
         );
         assert!(build(|b| (b.output, b.allow_remote) = (tcp("0.0.0.0:9000"), true)).is_ok());
+        assert!(build(|b| b.output = tcp("127.0.0.1:9001")).is_ok());
+        assert!(build(|b| b.output = tcp("[::1]:9001")).is_ok());
         refused(
             |b| b.allow_remote = true,
             "--allow-remote",

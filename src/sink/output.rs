@@ -169,16 +169,6 @@ pub fn parse(s: &str) -> Result<Output, String> {
     Err(format!("'{s}' is not stdout, fifo:PATH, tcp:ADDR:PORT, rtsp://HOST:PORT/PATH or rtsp-listen:HOST:PORT/NAME"))
 }
 
-/// Refuses a TCP address other than loopback unless remote readers were allowed explicitly.
-pub fn check_remote(output: &Output, allow_remote: bool) -> Result<(), String> {
-    match output {
-        Output::Tcp(a) if !a.ip().is_loopback() && !allow_remote => Err(format!(
-            "--output tcp:{a} listens beyond this machine; use a loopback address (127.0.0.1) or add --allow-remote"
-        )),
-        _ => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,15 +218,6 @@ mod tests {
         }
         assert!(parse(&format!("rtsp-listen:0.0.0.0:1/{}", "a".repeat(129))).unwrap_err().contains("at most 128"));
         assert!(parse("rtsp-listen:0.0.0.0:1/x").unwrap().demand_paged());
-    }
-
-    #[test]
-    fn remote_addresses_need_allow_remote() {
-        let any = parse("tcp:0.0.0.0:9001").unwrap();
-        assert!(check_remote(&any, false).unwrap_err().contains("--allow-remote"));
-        assert!(check_remote(&any, true).is_ok());
-        assert!(check_remote(&parse("tcp:127.0.0.1:9001").unwrap(), false).is_ok());
-        assert!(check_remote(&parse("tcp:[::1]:9001").unwrap(), false).is_ok());
     }
 
     #[test]

@@ -106,9 +106,14 @@ impl Config {
     pub fn max_lag_frames(&self) -> usize {
         ((self.max_lag.as_secs_f64() * f64::from(self.fps)).ceil() as usize).max(1)
     }
-}
 
-impl Config {
+    /// What a pipe's, socket's or `push`'s frame slot does with a frame that comes before the last
+    /// was taken: unpaced, every frame the agent sends is encoded (the writer waits); paced, the
+    /// newest wins. (A ring or a PipeWire node never waits for us, whatever the pace.)
+    pub fn agent_overrun(&self) -> crate::source::live::Overrun {
+        use crate::source::live::Overrun;
+        if self.pace { Overrun::Replace } else { Overrun::Wait }
+    }
     /// What the renderer draws and how, for a scene source (`scene:`, `shader:`); an error for the
     /// agent's own frames, which are not rendered.
     pub fn render_settings(&self) -> anyhow::Result<crate::render::RenderSettings> {

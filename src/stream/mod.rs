@@ -37,7 +37,7 @@ use crate::config::{Config, SourceSpec};
 use crate::exit::{Exit, fail};
 use crate::frame::HostFrame;
 use crate::sink::{Note, SinkEnd};
-use crate::source::live::{Latest, Overrun};
+use crate::source::live::Latest;
 use demand::Demand;
 pub use report::{Dropped, FrameCounts, Latency, Listen, Register, Ring, Skipped, Stats};
 
@@ -90,7 +90,7 @@ impl Stream {
         let (ready_tx, ready_rx) = mpsc::channel();
         let frame_bytes = cfg.pix_fmt.frame_bytes(cfg.width, cfg.height);
         let push = (cfg.source == SourceSpec::Push).then(|| {
-            let latest = Arc::new(Latest::new(if cfg.pace { Overrun::Replace } else { Overrun::Wait }));
+            let latest = Arc::new(Latest::new(cfg.agent_overrun()));
             latest.prefault(frame_bytes);
             latest
         });

@@ -79,8 +79,7 @@ struct AgentSource {
 
 /// Checks the agent's source and claims what it needs (a socket path), before anything heavy.
 fn claim_source(cfg: &Config, push: Option<Arc<Latest>>) -> anyhow::Result<Option<AgentSource>> {
-    // Unpaced, every frame the agent sends is encoded; paced, the newest wins.
-    let overrun = if cfg.pace { Overrun::Replace } else { Overrun::Wait };
+    let overrun = cfg.agent_overrun();
     let source = match &cfg.source {
         SourceSpec::Scene(_) | SourceSpec::Shader(_) => return Ok(None),
         SourceSpec::Push => AgentSource {

@@ -20,7 +20,7 @@ use crate::encode::factory;
 use crate::encode::pipeline::Input;
 use crate::exit::{Exit, fail};
 use crate::plan::{self, Plan, Route, ZeroCopyRefused};
-use crate::render::{Gpu, Renderer};
+use crate::render::{Gpu, RenderSettings, Renderer};
 use crate::settings::{FramePath, Mux};
 use crate::sink::fifo::Fifo;
 use crate::sink::output::Output;
@@ -155,9 +155,22 @@ pub(super) fn run(cfg: &Config, ctx: Context) -> anyhow::Result<()> {
     let (chosen, gpu) = open_encoder_beside_egl(cfg, cuda, agent.is_none());
     let chosen = chosen?;
     let backend = chosen.backend;
-    let (mut frames, cuda_context) = open_frames(cfg, agent.as_ref(), gpu, cuda, backend)?;
-    let input = FrameInput { input: encoder_input(&frames), cuda_context: cuda_context.as_ref() };
-    let mut session = Session::open(cfg, chosen, input, &tx)?;
+    let cuda_context;
+    let (mut frames, mut session) = match plan_frames(cfg, agent.as_ref(), gpu, cuda, backend)? {
+        Planned::Agent(feed) => {
+            let input = FrameInput { input: Input::Host(feed.format), cuda_context: None };
+            let session = Session::open(cfg, chosen, input, &tx)?;
+            (Frames::Agent(feed), session)
+        }
+        Planned::Readback { gpu, settings, plan } => open_beside_renderer(cfg, gpu, &settings, plan, chosen, &tx)?,
+        Planned::ZeroCopy { gpu, settings, plan } => {
+            let (plan, renderer) = zero_copy_renderer(gpu, cfg, cuda, &settings, plan, backend)?;
+            cuda_context = renderer.cuda_context();
+            let input = FrameInput { input: encoder_input(plan), cuda_context: cuda_context.as_ref() };
+            let session = Session::open(cfg, chosen, input, &tx)?;
+            (Frames::Rendered { renderer: Box::new(renderer), plan }, session)
+        }
+    };
     if let Frames::Agent(feed) = &frames {
         info!(
             "path: host frames ({}, {} bytes each) from {} -> {} -> {}; no GL",
@@ -258,31 +271,89 @@ fn open_encoder_beside_egl(
     })
 }
 
-/// Where the frames come from: the agent's source, started now, or the renderer on `gpu` (opened
-/// here if the encoder thread did not), with the CUDA context of a zero-copy renderer.
-fn open_frames(
+/// Where the frames will come from, decided before anything is built for them.
+enum Planned {
+    /// The agent's source, started now.
+    Agent(Feed),
+    /// Drawn and read back: the encoder's pipeline needs only the plan, so it is built beside the
+    /// renderer ([`open_beside_renderer`]).
+    Readback { gpu: Gpu, settings: RenderSettings, plan: Plan },
+    /// Drawn and copied into CUDA memory: the encoder's pipeline needs the renderer's CUDA context.
+    ZeroCopy { gpu: Gpu, settings: RenderSettings, plan: Plan },
+}
+
+/// Starts the agent's source, or plans the frame path on `gpu` (opened here if the encoder thread
+/// did not).
+fn plan_frames(
     cfg: &Config,
     agent: Option<&AgentSource>,
     gpu: Option<anyhow::Result<Gpu>>,
     cuda: Option<crate::device::CudaIds>,
     backend: crate::encode::settings::Backend,
-) -> anyhow::Result<(Frames, Option<gstreamer::Context>)> {
+) -> anyhow::Result<Planned> {
     if let Some(agent) = agent {
-        return Ok((Frames::Agent(start_source(cfg, agent)?), None));
+        return Ok(Planned::Agent(start_source(cfg, agent)?));
     }
     let gpu = gpu.unwrap_or_else(|| Gpu::open(cfg.egl_device, cuda))?;
-    let (plan, renderer) = open_renderer(gpu, cfg, cuda, backend)?;
-    let context = renderer.cuda_context();
-    Ok((Frames::Rendered { renderer: Box::new(renderer), plan }, context))
+    let settings = cfg.render_settings()?;
+    let takes_cuda = encoder_takes_cuda(cfg, backend);
+    let facts = gpu.info.path_facts(cfg.gpu, takes_cuda, cfg.width, cfg.height);
+    let plan::PathChoice { route, why: why_path } =
+        plan::choose_path(cfg.path, cfg.convert, &facts).map_err(|e| fail(Exit::Unavailable, e.to_string()))?;
+    match cuda.filter(|_| route == Route::ZeroCopy) {
+        Some(c) => {
+            info!("path: zero-copy ({why_path})");
+            Ok(Planned::ZeroCopy { gpu, settings, plan: Plan::Cuda { gpu: c.ordinal } })
+        }
+        None => {
+            info!("path: {why_path}");
+            let plan = readback_plan(cfg, &gpu, backend)?;
+            Ok(Planned::Readback { gpu, settings, plan })
+        }
+    }
 }
 
-/// What the encoder is fed, by where the frames come from.
-fn encoder_input(frames: &Frames) -> Input {
-    match frames {
-        Frames::Agent(feed) => Input::Host(feed.format),
-        Frames::Rendered { plan: Plan::Gpu(f), .. } => Input::Yuv(*f),
-        Frames::Rendered { plan: Plan::Cpu(f), .. } => Input::Rgba(*f),
-        Frames::Rendered { plan: Plan::Cuda { .. }, .. } => Input::Cuda,
+/// The readback plan for `gpu`, logged with its reason.
+fn readback_plan(cfg: &Config, gpu: &Gpu, backend: crate::encode::settings::Backend) -> anyhow::Result<Plan> {
+    let (plan, why) =
+        plan::choose(cfg.convert, gpu.info.software, &gpu.info.renderer, backend.raw_formats(), cfg.width, cfg.height)
+            .map_err(|e| fail(Exit::Usage, e))?;
+    info!("convert: {plan} ({why}); {} bytes read back per frame", plan.readback_bytes(cfg.width, cfg.height));
+    Ok(plan)
+}
+
+/// The renderer compiles its shaders on this thread (its GL context is current here) while the
+/// encoder's pipeline is built and set playing on another: the pipeline needs only the plan. A
+/// renderer that fails is said first, as when they ran one after the other.
+fn open_beside_renderer<'a>(
+    cfg: &Config,
+    gpu: Gpu,
+    settings: &RenderSettings,
+    plan: Plan,
+    chosen: Chosen,
+    tx: &Sender<Event>,
+) -> anyhow::Result<(Frames, Session<'a>)> {
+    thread::scope(|scope| {
+        let input = FrameInput { input: encoder_input(plan), cuda_context: None };
+        let encoder = thread::Builder::new()
+            .name("encoder-open".into())
+            .spawn_scoped(scope, move || Session::open(cfg, chosen, input, tx));
+        let renderer = Renderer::new(gpu, settings, plan);
+        let session = match encoder {
+            Ok(thread) => thread.join().unwrap_or_else(|_| Err(fail(Exit::Software, "the encoder thread panicked"))),
+            Err(e) => Err(anyhow::Error::from(e).context("starting the encoder thread")),
+        };
+        let renderer = renderer?;
+        Ok((Frames::Rendered { renderer: Box::new(renderer), plan }, session?))
+    })
+}
+
+/// What the encoder is fed from rendered frames.
+fn encoder_input(plan: Plan) -> Input {
+    match plan {
+        Plan::Gpu(f) => Input::Yuv(f),
+        Plan::Cpu(f) => Input::Rgba(f),
+        Plan::Cuda { .. } => Input::Cuda,
     }
 }
 
@@ -357,44 +428,24 @@ fn finish(lp: &mut Loop<'_>, frames: &mut Frames, session: &Session, stop: anyho
     }
 }
 
-/// Opens the renderer on EGL (`gpu`) on the path `--path` and the machine allow (zero-copy, else readback).
-fn open_renderer(
+/// The zero-copy renderer; where it cannot be set up and the path was not asked for, the frames
+/// are read back instead (EGL brought up again, without CUDA's device).
+fn zero_copy_renderer(
     gpu: Gpu,
     cfg: &Config,
     cuda: Option<crate::device::CudaIds>,
+    settings: &RenderSettings,
+    plan: Plan,
     backend: crate::encode::settings::Backend,
 ) -> anyhow::Result<(Plan, Renderer)> {
-    let settings = cfg.render_settings()?;
-    let takes_cuda = encoder_takes_cuda(cfg, backend);
-    let facts = gpu.info.path_facts(cfg.gpu, takes_cuda, cfg.width, cfg.height);
-    let plan::PathChoice { route, why: why_path } =
-        plan::choose_path(cfg.path, cfg.convert, &facts).map_err(|e| fail(Exit::Unavailable, e.to_string()))?;
-    let readback_plan = |gpu: &Gpu| {
-        plan::choose(cfg.convert, gpu.info.software, &gpu.info.renderer, backend.raw_formats(), cfg.width, cfg.height)
-            .map_err(|e| fail(Exit::Usage, e))
-    };
-    match cuda.filter(|_| route == Route::ZeroCopy) {
-        Some(c) => {
-            let plan = Plan::Cuda { gpu: c.ordinal };
-            info!("path: zero-copy ({why_path})");
-            match Renderer::new(gpu, &settings, plan) {
-                Ok(r) => Ok((plan, r)),
-                Err(e) if cfg.path == FramePath::ZeroCopy => {
-                    Err(fail(Exit::Unavailable, format!("--path zero-copy: {e:#}")))
-                }
-                Err(e) => {
-                    warn!("path: zero-copy failed to set up ({e:#}); reading frames back instead");
-                    let gpu = Gpu::open(cfg.egl_device, cuda)?;
-                    let (plan, _) = readback_plan(&gpu)?;
-                    Ok((plan, Renderer::new(gpu, &settings, plan)?))
-                }
-            }
-        }
-        None => {
-            info!("path: {why_path}");
-            let (plan, why) = readback_plan(&gpu)?;
-            info!("convert: {plan} ({why}); {} bytes read back per frame", plan.readback_bytes(cfg.width, cfg.height));
-            Ok((plan, Renderer::new(gpu, &settings, plan)?))
+    match Renderer::new(gpu, settings, plan) {
+        Ok(r) => Ok((plan, r)),
+        Err(e) if cfg.path == FramePath::ZeroCopy => Err(fail(Exit::Unavailable, format!("--path zero-copy: {e:#}"))),
+        Err(e) => {
+            warn!("path: zero-copy failed to set up ({e:#}); reading frames back instead");
+            let gpu = Gpu::open(cfg.egl_device, cuda)?;
+            let plan = readback_plan(cfg, &gpu, backend)?;
+            Ok((plan, Renderer::new(gpu, settings, plan)?))
         }
     }
 }

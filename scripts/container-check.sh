@@ -13,7 +13,8 @@
 #      image's own entrypoint with docker/go2rtc.exec.yaml bound to loopback on free ports, runs the
 #      healthcheck command from the image (it must fail before go2rtc is up and pass after), plays
 #      agent_01 from the host through the image's go2rtc as MP4 (frames counted by ffprobe), and
-#      checks the raw bytes the stream's own exec command writes with `agentcast check`;
+#      counts the frames of the MPEG-TS the stream's own exec command writes, and checks the raw
+#      bytes of the same command without --mux mpegts with `agentcast check`;
 #   5. validates docker/*.yml against the Compose Specification's schema (dclint, offline), and
 #      resolves each compose file with docker-compose 1.29 (`config -q`, extends included);
 #   6. reports the image's size and the build time.
@@ -401,15 +402,30 @@ say "MP4: $(stat -c %s "$mp4") bytes, $mp4_codec $mp4_size, $mp4_frames frames d
 # not below a third of that.
 ((mp4_frames >= 60)) || fail "only $mp4_frames frames in $mp4_seconds s of MP4 (expected at least 60)"
 
-step "the stream's own exec command inside the image: raw H.264 for agentcast check"
+step "the stream's own exec command inside the image: its MPEG-TS, and raw H.264 for agentcast check"
 # agent_01's exec command from the config, minus go2rtc's #options, for a fixed number of frames.
 exec_cmd=$(sed -n 's/^  agent_01: "exec:\([^#"]*\).*$/\1/p' "$config")
 [[ -n $exec_cmd ]] || fail "no agent_01 exec stream in docker/go2rtc.exec.yaml"
+[[ $exec_cmd == *" --mux mpegts"* ]] || fail "agent_01's exec command does not ask for MPEG-TS (--mux mpegts): $exec_cmd"
 raw_frames=60
+ts=$work/agent_01.ts
+# shellcheck disable=SC2086 # the command is split into words as go2rtc splits it
+run_in "$ctr" $exec_cmd --frames "$raw_frames" >"$ts" 2>"$state/logs/exec-ts.log" ||
+    fail_log "$state/logs/exec-ts.log" "$exec_cmd --frames $raw_frames exited non-zero inside the image"
+ts_probe=$(timeout 120 ffprobe -v error -f mpegts -count_frames -select_streams v:0 \
+    -show_entries stream=codec_name,nb_read_frames -of default=nw=1 "$ts") || fail "ffprobe cannot read the MPEG-TS"
+# ffprobe lists a TS stream twice (under its program and on its own): the first is enough.
+ts_codec=$(sed -n 's/^codec_name=//p' <<<"$ts_probe" | head -n 1)
+ts_decoded=$(sed -n 's/^nb_read_frames=//p' <<<"$ts_probe" | head -n 1)
+say "MPEG-TS: $(stat -c %s "$ts") bytes, $ts_codec, $ts_decoded of $raw_frames frames decoded"
+[[ $ts_codec == h264 && $ts_decoded == "$raw_frames" ]] ||
+    fail "the MPEG-TS holds $ts_decoded $ts_codec frames, expected $raw_frames h264"
+# The same command with raw H.264 on stdout, for go2rtc's byte rules.
+raw_cmd=${exec_cmd/ --mux mpegts/}
 raw=$work/agent_01.h264
 # shellcheck disable=SC2086 # the command is split into words as go2rtc splits it
-run_in "$ctr" $exec_cmd --frames "$raw_frames" >"$raw" 2>"$state/logs/exec.log" ||
-    fail_log "$state/logs/exec.log" "$exec_cmd --frames $raw_frames exited non-zero inside the image"
+run_in "$ctr" $raw_cmd --frames "$raw_frames" >"$raw" 2>"$state/logs/exec.log" ||
+    fail_log "$state/logs/exec.log" "$raw_cmd --frames $raw_frames exited non-zero inside the image"
 checker=(target/debug/agentcast check -)
 checker_name="this checkout's target/debug/agentcast"
 if [[ ! -x target/debug/agentcast ]]; then
@@ -451,6 +467,6 @@ for b in "${bases[@]}"; do echo "base: $b"; done
 echo "image: $image, $size, built in $build_s s (buildah bud --isolation chroot --layers)"
 echo "user: $user (uid $uid inside); healthcheck: fails without go2rtc, passes with it"
 echo "mp4 through the image's go2rtc: $mp4_frames frames ($mp4_codec $mp4_size) in $mp4_seconds s"
-echo "raw exec output: agentcast check pass, $raw_decoded/$raw_frames frames decoded"
+echo "exec output: MPEG-TS $ts_decoded/$raw_frames frames decoded; raw: agentcast check pass, $raw_decoded/$raw_frames frames decoded"
 echo "compose: dclint $dclint_version schema check and docker-compose config pass"
 echo "container-check: PASS in $((SECONDS - step_start)) s"

@@ -29,10 +29,12 @@ const AFTER_HELP: &str = concat!(
     "\
 go2rtc (go2rtc.yaml):
   streams:
-    agent_01: exec:/usr/local/bin/agentcast --fps 30#killsignal=15#killtimeout=5
+    agent_01: exec:/usr/local/bin/agentcast --mux mpegts --fps 30#killsignal=15#killtimeout=5
 
-  Without #killsignal=15 go2rtc stops the producer with SIGKILL. go2rtc cuts the command at the
-  first '#', so no argument may contain one.
+  With --mux mpegts go2rtc passes each frame on as soon as it is in; with raw H.264 it waits for
+  the next frame to start (one frame interval, the first picture's too). Without #killsignal=15
+  go2rtc stops the producer with SIGKILL. go2rtc cuts the command at the first '#', so no argument
+  may contain one.
 
 By hand, into MPEG-TS:
   agentcast --frames 300 | ffmpeg -f h264 -i - -c copy -f mpegts out.ts

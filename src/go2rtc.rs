@@ -9,7 +9,8 @@ use std::fmt::Write as _;
 /// How go2rtc gets each agent's stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
-    /// go2rtc starts one agentcast per viewer session and reads its stdout.
+    /// go2rtc starts one agentcast per viewer session and reads its stdout, MPEG-TS (`--mux
+    /// mpegts`): go2rtc passes each frame on as soon as it is in, where raw H.264 waits for the next.
     Exec,
     /// agentcast runs on its own and writes a FIFO; go2rtc runs `cat FIFO` while someone watches.
     Fifo,
@@ -133,6 +134,13 @@ impl Fleet {
         }
         words.push("--stream".into());
         words.push(quote_arg(name)?);
+        // stdout (exec mode): MPEG-TS, whose PES lengths let go2rtc pass each frame on at once; raw
+        // H.264 waits in go2rtc's framing until the next frame starts (one frame interval, at the
+        // first picture too). A producer argument that names the mux wins.
+        if self.mode == Mode::Exec && !self.args.iter().any(|a| a == "--mux" || a.starts_with("--mux=")) {
+            words.push("--mux".into());
+            words.push("mpegts".into());
+        }
         for a in &self.args {
             words.push(quote_arg(a)?);
         }
@@ -201,7 +209,8 @@ impl Fleet {
             }
             Mode::Exec => {
                 writeln!(w, "# go2rtc starts one producer per viewer session and stops it with SIGTERM").unwrap();
-                writeln!(w, "# (#killsignal=15), then SIGKILL 5 s later (#killtimeout=5).").unwrap();
+                writeln!(w, "# (#killsignal=15), then SIGKILL 5 s later (#killtimeout=5). MPEG-TS on stdout").unwrap();
+                writeln!(w, "# (--mux mpegts): go2rtc passes each frame on as soon as it is in.").unwrap();
             }
             Mode::Rtsp => {
                 writeln!(w, "# go2rtc starts one producer per viewer session; it publishes to go2rtc's RTSP").unwrap();
@@ -287,13 +296,27 @@ mod tests {
         let text = fleet(Mode::Exec).render().unwrap();
         assert!(
             text.contains(
-                "  agent_01: \"exec:/usr/local/bin/agentcast --stream agent_01 --fps 30#killsignal=15#killtimeout=5\""
+                "  agent_01: \"exec:/usr/local/bin/agentcast --stream agent_01 --mux mpegts --fps 30#killsignal=15#killtimeout=5\""
             ),
             "{text}"
         );
         assert!(text.contains("    - \"/usr/local/bin/agentcast\""));
         assert!(text.contains("listen: \"127.0.0.1:1984\""));
         assert!(text.contains("ice_servers: []"));
+    }
+
+    #[test]
+    fn exec_mux_given_by_the_user_wins() {
+        for args in [vec!["--mux", "raw"], vec!["--mux=raw"]] {
+            let f = Fleet { args: args.iter().map(|a| a.to_string()).collect(), ..fleet(Mode::Exec) };
+            let text = f.render().unwrap();
+            assert!(!text.contains("mpegts\""), "{text}");
+            assert!(text.contains(&format!("--stream agent_01 {}#", args.join(" "))), "{text}");
+        }
+        // Only stdout gets MPEG-TS: the other modes' producers keep raw H.264.
+        for mode in [Mode::Rtsp, Mode::Fifo, Mode::Tcp] {
+            assert!(!fleet(mode).render().unwrap().contains("--mux"), "{mode:?}");
+        }
     }
 
     #[test]

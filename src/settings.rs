@@ -78,9 +78,10 @@ pub enum FramePath {
 /// The container on stdout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mux {
-    /// Raw Annex-B H.264, timed by arrival (go2rtc's exec default).
+    /// Raw Annex-B H.264: go2rtc times frames by arrival and passes each on when the next starts.
     Raw,
-    /// MPEG-TS from GStreamer's mpegtsmux, with PTS from the frame clock (go2rtc uses them).
+    /// MPEG-TS from GStreamer's mpegtsmux, with PTS from the frame clock: go2rtc uses them and
+    /// passes each frame on as soon as it is in (what `go2rtc-config --mode exec` writes).
     Mpegts,
 }
 

@@ -47,7 +47,7 @@ fn go2rtc_configs_parse_back_for_every_mode_and_listen_on_loopback() {
             _ => {
                 assert_eq!(
                     first,
-                    "exec:/usr/local/bin/agentcast --stream agent_01 --fps 30#killsignal=15#killtimeout=5"
+                    "exec:/usr/local/bin/agentcast --stream agent_01 --mux mpegts --fps 30#killsignal=15#killtimeout=5"
                 );
                 assert_eq!(doc["exec"]["allow_paths"][0].as_str(), Some("/usr/local/bin/agentcast"));
             }
@@ -63,7 +63,7 @@ fn go2rtc_config_quotes_arguments_and_refuses_hash() {
     let command = line.strip_prefix("exec:").unwrap().split('#').next().unwrap();
     assert_eq!(
         agentcast::go2rtc::split_like_go2rtc(command),
-        ["/usr/local/bin/agentcast", "--stream", "agent_01", "--shader", "/my scenes/a.glsl"]
+        ["/usr/local/bin/agentcast", "--stream", "agent_01", "--mux", "mpegts", "--shader", "/my scenes/a.glsl"]
     );
     assert_usage_error(&run(&["go2rtc-config", "--", "--shader", "a#b.glsl"]), 2, "contains '#'");
     let out = run(&["go2rtc-config", "--listen", "0.0.0.0", "--name", "cam-1"]);

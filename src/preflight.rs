@@ -1,9 +1,10 @@
 //! Errors first: everything the user gave is checked before any encoder is probed or EGL is set up,
 //! so a mistake fails in milliseconds and its `agentcast:` line is the first thing on stderr. go2rtc
 //! keeps only the first 512 bytes of a failed producer's stderr, so a cause printed after a dozen
-//! start-up lines never reaches the viewer. Nothing here logs or opens an encoder; a `--shader` is
-//! compiled on a throwaway GL context with the start-up lines held back. What can only be known by
-//! starting (an encoder that does not open, the frame path) is left to start-up.
+//! start-up lines never reaches the viewer. Nothing here logs, opens an encoder or sets EGL up. What
+//! can only be known by starting (a `--shader` that does not compile, an encoder that does not open,
+//! the frame path) is left to start-up, whose lines are held back until it has succeeded (see
+//! `stderr`), so its `agentcast:` line comes first too.
 
 use std::path::Path;
 
@@ -20,16 +21,10 @@ use crate::sink::output::Output;
 pub fn preflight(cfg: &Config) -> anyhow::Result<()> {
     match &cfg.source {
         SourceSpec::Shader(path) => {
+            // Read now; compiled at start-up on the stream's own GL context (EGL comes up once), where
+            // a syntax error (exit 65) still comes first: the start-up lines are held back.
             std::fs::read_to_string(path)
                 .map_err(|e| fail(Exit::NoInput, format!("--shader {}: {}", path.display(), e)))?;
-            // Compiled now, on a throwaway context with the start-up lines held back, so a syntax
-            // error is the first thing on stderr (exit 65) instead of following the encoder probes.
-            let level = log::max_level();
-            log::set_max_level(log::LevelFilter::Warn.min(level));
-            let scene = crate::render::SceneSpec::Shader(path.clone());
-            let compiled = crate::render::check_scene(cfg.egl_device, &scene);
-            log::set_max_level(level);
-            compiled?;
         }
         SourceSpec::Raw(path) => {
             crate::source::raw::check(path, cfg.pix_fmt, (cfg.width, cfg.height))?;

@@ -164,7 +164,8 @@ fn bad_invocations_fail_first_clearly_and_with_their_code() {
         case("missing shader", &["--shader", "/nonexistent/scene.glsl"], 66, "--shader /nonexistent/scene.glsl"),
         case("shader is a directory", &["--shader", &dir_path], 66, "--shader"),
         case("shader not UTF-8", &["--shader", not_utf8.to_str().unwrap()], 66, "latin1.glsl"),
-        // A shader that does not compile (65): compiled before the encoder probes.
+        // A shader that does not compile (65): compiled at start-up on the stream's own GL context,
+        // its line first all the same (the start-up lines are held back).
         case("shader syntax error", &["--shader", syntax_error.to_str().unwrap()], 65, "syntax.glsl"),
         // Outputs and files we would create (can't create, 73).
         case("fifo path is a directory", &["--output", &fifo(&dir_path)], 73, "is a directory, not a FIFO"),

@@ -104,13 +104,6 @@ impl Gpu {
     }
 }
 
-/// Compiles the source's scene on a throwaway context, so `agentcast` can refuse a shader that does
-/// not compile before anything else starts (see `preflight`). Nothing is drawn.
-pub fn check_scene(egl_device: Option<u32>, scene: &SceneSpec) -> anyhow::Result<()> {
-    let gpu = Gpu::open(egl_device, None)?;
-    scene::Scene::load(&gpu.ctx.gl, scene).map(drop)
-}
-
 /// What a renderer is asked for: its scene, picture size and rate, whether it stamps each frame's
 /// number into the picture (`--stamp`), and whether the stream runs paced.
 #[derive(Debug, Clone, PartialEq, Eq)]

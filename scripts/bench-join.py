@@ -5,15 +5,19 @@ Two measures, each over --spawns runs per contender, the contenders alternated s
 drift hits both alike:
 
   spawn -> SPS+PPS+IDR   from just before the process is spawned until its stdout has delivered an
-                         SPS, a PPS and an IDR slice (behind 4-byte start codes), which is what a
-                         viewer needs before it can show anything; then the process is killed
-                         (SIGKILL, as go2rtc does when the last viewer leaves)
+                         SPS, a PPS and an IDR slice (behind 4-byte start codes; for MPEG-TS, in the
+                         video PES payloads), which is what a viewer needs before it can show
+                         anything; then the process is killed (SIGKILL, as go2rtc does when the last
+                         viewer leaves)
   click -> first mp4 byte  through a real go2rtc (`exec:` on stdout): from the request for
                          /api/stream.mp4 until the first byte of the MP4 body arrives; the viewer
                          then leaves and go2rtc kills the producer
 
 Contenders, both at --size (default 640x360) and 30 fps with agentcast's x264 settings:
-  agentcast   agentcast --width W --height H (the demo scene, rendered; encoder chosen as usual)
+  agentcast   agentcast --width W --height H (the demo scene, rendered; encoder chosen as usual):
+              raw H.264, which go2rtc passes on only when the next frame starts
+  agentcast-ts  the same with --mux mpegts, as `agentcast go2rtc-config --mode exec` writes it:
+              go2rtc passes each frame on as soon as its PES is in
   gst-launch  gst-launch-1.0 -q videotestsrc is-live=true ! x264enc ... ! h264parse ! fdsink
               (encode only: no rendering, no encoder choice)
 
@@ -21,8 +25,10 @@ Prints a markdown table (p50, p99, min, max in ms, and agentcast's p50 over gst-
 it with the raw samples to --out (bench-join.md, bench-join.json).
 
   agentcast-before  (with --before BIN) an earlier build, the same way
+  agentcast-shader  (with --shader FILE) agentcast drawing FILE instead of the built-in scene (and
+                    agentcast-before-shader with --before)
 
-Usage: scripts/bench-join.py [--bin target/release/agentcast] [--before BIN] [--spawns 30]
+Usage: scripts/bench-join.py [--bin target/release/agentcast] [--before BIN] [--shader FILE] [--spawns 30]
                              [--size 640x360] [--go2rtc ../shared/bin/go2rtc] [--out bench-results]
 """
 
@@ -44,11 +50,15 @@ import bench  # noqa: E402  (the shared x264 settings and the machine descriptio
 FPS = 30
 
 
-def contenders(binary, w, h, before=None):
+def contenders(binary, w, h, before=None, shader=None):
     own = lambda b: [b, "--width", str(w), "--height", str(h), "--fps", str(FPS), "--log-level", "error"]  # noqa: E731
-    cmds = {"agentcast": own(binary)}
+    cmds = {"agentcast": own(binary), "agentcast-ts": own(binary) + ["--mux", "mpegts"]}
+    if shader:
+        cmds["agentcast-shader"] = own(binary) + ["--shader", shader]
     if before:
         cmds["agentcast-before"] = own(before)
+        if shader:
+            cmds["agentcast-before-shader"] = own(before) + ["--shader", shader]
     # bench.command's live gst-x264 with pattern=smpte; num-buffers=-1 runs until killed.
     cmds["gst-launch"] = bench.command("gst-x264", binary, w, h, FPS, None)
     return cmds
@@ -63,6 +73,25 @@ def nal_types(buf):
     return types
 
 
+def ts_video(buf):
+    """The video elementary stream carried in whole 188-byte TS packets (PES headers removed)."""
+    es, vpid = b"", None
+    for i in range(0, len(buf) - len(buf) % 188, 188):
+        p = buf[i:i + 188]
+        if p[0] != 0x47:
+            break
+        pusi, pid, afc = p[1] & 0x40, ((p[1] & 0x1F) << 8) | p[2], p[3] >> 4
+        start = 5 + p[4] if afc & 2 else 4
+        payload = p[start:] if afc & 1 and start < 188 else b""
+        if pusi and payload[:3] == b"\x00\x00\x01" and 0xE0 <= payload[3] <= 0xEF:
+            vpid = pid
+            payload = payload[9 + payload[8]:]
+        elif pid != vpid:
+            continue
+        es += payload
+    return es
+
+
 def spawn_to_idr(cmd, limit=20.0):
     """ms from spawn until stdout has held an SPS, a PPS and an IDR slice."""
     start = time.monotonic()
@@ -74,8 +103,9 @@ def spawn_to_idr(cmd, limit=20.0):
             if not chunk:
                 sys.exit(f"bench-join: {cmd[0]} ended before an IDR (status {p.wait()})")
             buf += chunk
+            es = ts_video(buf) if buf[:1] == b"\x47" else buf
             # The IDR slice's header is complete once its first bytes are there.
-            if {7, 8, 5} <= nal_types(buf[:-1] if len(buf) > 5 else b""):
+            if {7, 8, 5} <= nal_types(es[:-1] if len(es) > 5 else b""):
                 return (time.monotonic() - start) * 1000.0
             if time.monotonic() - start > limit:
                 sys.exit(f"bench-join: no SPS+PPS+IDR from {cmd[0]} within {limit} s")
@@ -185,6 +215,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bin", default="target/release/agentcast")
     ap.add_argument("--before", help="another agentcast binary to run alongside (an earlier build)")
+    ap.add_argument("--shader", help="also run agentcast (and --before) with this --shader file")
     ap.add_argument("--spawns", type=int, default=30)
     ap.add_argument("--size", default="640x360")
     ap.add_argument("--go2rtc", default=os.environ.get("AGENTCAST_TEST_GO2RTC") or "../shared/bin/go2rtc")
@@ -195,7 +226,7 @@ def main():
     for tool in [binary, "gst-launch-1.0"]:
         if not shutil.which(tool) and not os.path.exists(tool):
             sys.exit(f"bench-join: {tool} not found")
-    cmds = contenders(binary, w, h, a.before and os.path.abspath(a.before))
+    cmds = contenders(binary, w, h, a.before and os.path.abspath(a.before), a.shader and os.path.abspath(a.shader))
     spawn = {n: [] for n in cmds}
     click = {n: [] for n in cmds}
     # One warm-up of each (page cache, GStreamer's registry) that is not counted.

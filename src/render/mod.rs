@@ -66,6 +66,9 @@ impl GpuInfo {
 
 /// An EGL context with nothing drawn yet: enough to learn what the GPU is before choosing the plan.
 pub struct Gpu {
+    /// Compiled by [`Gpu::compile_scene`] before the plan is known; [`Renderer::new`] takes it.
+    /// Declared before `ctx`: its program is deleted while the context still exists.
+    scene: Option<(SceneSpec, scene::Scene)>,
     ctx: egl::Context,
     pub info: GpuInfo,
 }
@@ -100,7 +103,16 @@ impl Gpu {
             if software { " (software rasteriser)" } else { "" }
         );
         log::debug!("start-up: EGL display and GL context up at {:.1} ms", crate::clock::startup_ms());
-        Ok(Gpu { ctx, info })
+        Ok(Gpu { scene: None, ctx, info })
+    }
+
+    /// Compiles the scene now, while the encoder may still be being chosen: the scene does not
+    /// depend on the plan, so its compile need not wait for it.
+    pub fn compile_scene(&mut self, spec: &SceneSpec) -> anyhow::Result<()> {
+        let scene = scene::Scene::load(&self.ctx.gl, spec)?;
+        log::debug!("start-up: scene compiled at {:.1} ms", crate::clock::startup_ms());
+        self.scene = Some((spec.clone(), scene));
+        Ok(())
     }
 }
 
@@ -144,9 +156,12 @@ pub struct Renderer {
 }
 
 impl Renderer {
-    pub fn new(gpu: Gpu, cfg: &RenderSettings, plan: Plan) -> anyhow::Result<Renderer> {
+    pub fn new(mut gpu: Gpu, cfg: &RenderSettings, plan: Plan) -> anyhow::Result<Renderer> {
         let gl = gpu.ctx.gl.clone();
-        let scene = scene::Scene::load(&gl, &cfg.scene)?;
+        let scene = match gpu.scene.take() {
+            Some((spec, scene)) if spec == cfg.scene => scene,
+            _ => scene::Scene::load(&gl, &cfg.scene)?,
+        };
         let target = Target::new(&gl, cfg.width, cfg.height).exit(Exit::Software)?;
         let stamp = if cfg.stamp {
             let layout = StampLayout::for_size(cfg.width, cfg.height).context("frame stamp layout")?;

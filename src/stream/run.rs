@@ -246,8 +246,8 @@ fn open_frame_log(cfg: &Config) -> anyhow::Result<Option<crate::stats::FrameLog>
 }
 
 /// GStreamer comes up, the encoder is chosen (remembered, or probed) and the pipeline's plugins
-/// are loaded on a thread of their own while this one brings EGL up (for drawn frames, `egl`):
-/// neither needs the other until the frame path is planned. The caller says the encoder's error,
+/// are loaded on a thread of their own while this one brings EGL up and compiles the scene (for
+/// drawn frames, `egl`): neither needs the other until the frame path is planned. The caller says the encoder's error,
 /// if any, first, as when they ran one after the other.
 fn open_encoder_beside_egl(
     cfg: &Config,
@@ -262,7 +262,11 @@ fn open_encoder_beside_egl(
             factory::preload(chosen.backend, cfg.gpu);
             Ok(chosen)
         });
-        let gpu = egl.then(|| Gpu::open(cfg.egl_device, cuda));
+        let gpu = egl.then(|| {
+            let mut gpu = Gpu::open(cfg.egl_device, cuda)?;
+            gpu.compile_scene(&cfg.render_settings()?.scene)?;
+            Ok(gpu)
+        });
         let chosen = match encoder {
             Ok(thread) => thread.join().unwrap_or_else(|_| Err(fail(Exit::Software, "the encoder thread panicked"))),
             Err(e) => Err(anyhow::Error::from(e).context("starting the encoder thread")),

@@ -43,7 +43,9 @@ pub struct GpuInfo {
 
 impl GpuInfo {
     /// The facts the plan chooses the path from, for this renderer on CUDA device `cuda`; probes
-    /// libgstcuda and libcuda's GL entry points (`encoder_takes_cuda` is the caller's).
+    /// libgstcuda and libcuda's GL entry points (`encoder_takes_cuda` is the caller's). Those
+    /// probes (about 1.5 ms of library loading at start-up) are skipped where no CUDA device or no
+    /// EGL device on one is here, which rules the zero-copy path out before they would count.
     pub fn path_facts(
         &self,
         cuda: Option<u32>,
@@ -51,13 +53,21 @@ impl GpuInfo {
         width: u32,
         height: u32,
     ) -> PathFacts {
+        let egl_on_cuda_device = self.cuda_device.is_some();
+        let probe = |f: fn() -> Result<(), String>| {
+            if cuda.is_some() && egl_on_cuda_device {
+                f()
+            } else {
+                Err("not probed: no EGL device on a CUDA device".into())
+            }
+        };
         PathFacts {
             cuda,
-            egl_on_cuda_device: self.cuda_device.is_some(),
+            egl_on_cuda_device,
             software_renderer: self.software,
             encoder_takes_cuda,
-            gst_cuda: crate::cuda::gst_cuda_ready(),
-            gl_interop: crate::cuda::gl_interop_ready(),
+            gst_cuda: probe(crate::cuda::gst_cuda_ready),
+            gl_interop: probe(crate::cuda::gl_interop_ready),
             width,
             height,
         }

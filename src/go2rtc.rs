@@ -136,8 +136,10 @@ impl Fleet {
         words.push(quote_arg(name)?);
         // stdout (exec mode): MPEG-TS, whose PES lengths let go2rtc pass each frame on at once; raw
         // H.264 waits in go2rtc's framing until the next frame starts (one frame interval, at the
-        // first picture too). A producer argument that names the mux wins.
-        if self.mode == Mode::Exec && !self.args.iter().any(|a| a == "--mux" || a.starts_with("--mux=")) {
+        // first picture too). A producer argument that names the mux, or another output (MPEG-TS
+        // is for stdout only), wins.
+        let named = |flag: &str| self.args.iter().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+        if self.mode == Mode::Exec && !named("--mux") && !named("--output") {
             words.push("--mux".into());
             words.push("mpegts".into());
         }
@@ -306,8 +308,8 @@ mod tests {
     }
 
     #[test]
-    fn exec_mux_given_by_the_user_wins() {
-        for args in [vec!["--mux", "raw"], vec!["--mux=raw"]] {
+    fn exec_mux_or_output_given_by_the_user_wins() {
+        for args in [vec!["--mux", "raw"], vec!["--mux=raw"], vec!["--output", "tcp:127.0.0.1:9000"]] {
             let f = Fleet { args: args.iter().map(|a| a.to_string()).collect(), ..fleet(Mode::Exec) };
             let text = f.render().unwrap();
             assert!(!text.contains("mpegts\""), "{text}");

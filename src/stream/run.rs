@@ -247,8 +247,8 @@ fn open_frame_log(cfg: &Config) -> anyhow::Result<Option<crate::stats::FrameLog>
 
 /// GStreamer comes up, the encoder is chosen (remembered, or probed) and the pipeline's plugins
 /// are loaded on a thread of their own while this one brings EGL up and compiles the scene (for
-/// drawn frames, `egl`): neither needs the other until the frame path is planned. The caller says the encoder's error,
-/// if any, first, as when they ran one after the other.
+/// drawn frames, `egl`): neither needs the other until the frame path is planned. The caller says
+/// the encoder's error, if any, first, as when they ran one after the other.
 fn open_encoder_beside_egl(
     cfg: &Config,
     cuda: Option<crate::device::CudaIds>,

@@ -267,11 +267,7 @@ fn open_encoder_beside_egl(
             gpu.compile_scene(&cfg.render_settings()?.scene)?;
             Ok(gpu)
         });
-        let chosen = match encoder {
-            Ok(thread) => thread.join().unwrap_or_else(|_| Err(fail(Exit::Software, "the encoder thread panicked"))),
-            Err(e) => Err(anyhow::Error::from(e).context("starting the encoder thread")),
-        };
-        (chosen, gpu)
+        (join_encoder_thread(encoder), gpu)
     })
 }
 
@@ -343,13 +339,20 @@ fn open_beside_renderer<'a>(
             .name("encoder-open".into())
             .spawn_scoped(scope, move || Session::open(cfg, chosen, input, tx));
         let renderer = Renderer::new(gpu, settings, plan);
-        let session = match encoder {
-            Ok(thread) => thread.join().unwrap_or_else(|_| Err(fail(Exit::Software, "the encoder thread panicked"))),
-            Err(e) => Err(anyhow::Error::from(e).context("starting the encoder thread")),
-        };
+        let session = join_encoder_thread(encoder);
         let renderer = renderer?;
         Ok((Frames::Rendered { renderer: Box::new(renderer), plan }, session?))
     })
+}
+
+/// What a scoped "encoder-open" thread returned, with its spawn failing or its panic as errors.
+fn join_encoder_thread<T>(
+    spawned: std::io::Result<thread::ScopedJoinHandle<'_, anyhow::Result<T>>>,
+) -> anyhow::Result<T> {
+    match spawned {
+        Ok(thread) => thread.join().unwrap_or_else(|_| Err(fail(Exit::Software, "the encoder thread panicked"))),
+        Err(e) => Err(anyhow::Error::from(e).context("starting the encoder thread")),
+    }
 }
 
 /// What the encoder is fed from rendered frames.

@@ -162,14 +162,15 @@ pub(super) fn run(cfg: &Config, ctx: Context) -> anyhow::Result<()> {
             let session = Session::open(cfg, chosen, input, &tx)?;
             (Frames::Agent(feed), session)
         }
-        Planned::Readback { gpu, settings, plan } => open_beside_renderer(cfg, gpu, &settings, plan, chosen, &tx)?,
-        Planned::ZeroCopy { gpu, settings, plan } => {
+        // Zero-copy: the encoder's pipeline needs the renderer's CUDA context, so it comes after.
+        Planned::Drawn { gpu, settings, plan: plan @ Plan::Cuda { .. } } => {
             let (plan, renderer) = zero_copy_renderer(gpu, cfg, cuda, &settings, plan, backend)?;
             cuda_context = renderer.cuda_context();
             let input = FrameInput { input: encoder_input(plan), cuda_context: cuda_context.as_ref() };
             let session = Session::open(cfg, chosen, input, &tx)?;
             (Frames::Rendered { renderer: Box::new(renderer), plan }, session)
         }
+        Planned::Drawn { gpu, settings, plan } => open_beside_renderer(cfg, gpu, &settings, plan, chosen, &tx)?,
     };
     if let Frames::Agent(feed) = &frames {
         info!(
@@ -275,11 +276,8 @@ fn open_encoder_beside_egl(
 enum Planned {
     /// The agent's source, started now.
     Agent(Feed),
-    /// Drawn and read back: the encoder's pipeline needs only the plan, so it is built beside the
-    /// renderer ([`open_beside_renderer`]).
-    Readback { gpu: Gpu, settings: RenderSettings, plan: Plan },
-    /// Drawn and copied into CUDA memory: the encoder's pipeline needs the renderer's CUDA context.
-    ZeroCopy { gpu: Gpu, settings: RenderSettings, plan: Plan },
+    /// Drawn on `gpu`: read back, or (`Plan::Cuda`) copied into CUDA memory.
+    Drawn { gpu: Gpu, settings: RenderSettings, plan: Plan },
 }
 
 /// Starts the agent's source, or plans the frame path on `gpu` (opened here if the encoder thread
@@ -303,12 +301,12 @@ fn plan_frames(
     match cuda.filter(|_| route == Route::ZeroCopy) {
         Some(c) => {
             info!("path: zero-copy ({why_path})");
-            Ok(Planned::ZeroCopy { gpu, settings, plan: Plan::Cuda { gpu: c.ordinal } })
+            Ok(Planned::Drawn { gpu, settings, plan: Plan::Cuda { gpu: c.ordinal } })
         }
         None => {
             info!("path: {why_path}");
             let plan = readback_plan(cfg, &gpu, backend)?;
-            Ok(Planned::Readback { gpu, settings, plan })
+            Ok(Planned::Drawn { gpu, settings, plan })
         }
     }
 }

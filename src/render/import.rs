@@ -150,7 +150,7 @@ mod tests {
         let gl = frames.ctx().gl.clone();
         let grey = Program::fullscreen(&gl, "#version 300 es\nprecision highp float;\nout vec4 o;\nvoid main() { o = vec4(200.0 / 255.0, 200.0 / 255.0, 200.0 / 255.0, 1.0); }\n").unwrap();
         let source = Target::new(&gl, 320, 240).unwrap();
-        Pass { program: &grey, target: &source, source: None, uniforms: &[] }.draw().unwrap();
+        Pass { program: &grey, target: &source, source: None, uniforms: &[], scissor: None }.draw().unwrap();
         let exported = dmabuf::export(frames.ctx(), &source).unwrap();
         let format = match exported.fourcc {
             drm_fourcc::DrmFourcc::Abgr8888 => PixFmt::Rgba,

@@ -19,8 +19,8 @@ use crate::cuda::frames::ZeroCopy;
 use crate::exit::{Exit, ExitExt};
 use crate::frame::Frame;
 use crate::plan::{self, PathFacts, Plan};
-use crate::stamp::StampLayout;
-use egl::gl::{Readback, Target};
+use crate::stamp::{self, StampLayout};
+use egl::gl::{Pass, Program, Readback, Target, Uniform};
 use pack::GpuPack;
 
 /// Pixel-pack buffers: unpaced, the frame drawn now is read while the previous one is handed on, so
@@ -117,12 +117,12 @@ impl Gpu {
         Ok(Gpu { scene: None, ctx, info })
     }
 
-    /// Compiles the scene (with its frame stamp) now, while the encoder may still be being chosen:
-    /// the scene does not depend on the plan, so its compile need not wait for it.
-    pub fn compile_scene(&mut self, cfg: &RenderSettings) -> anyhow::Result<()> {
-        let scene = scene::Scene::load(&self.ctx.gl, &cfg.scene, cfg.stamp_layout()?)?;
+    /// Compiles the scene now, while the encoder may still be being chosen: the scene does not
+    /// depend on the plan, so its compile need not wait for it.
+    pub fn compile_scene(&mut self, spec: &SceneSpec) -> anyhow::Result<()> {
+        let scene = scene::Scene::load(&self.ctx.gl, spec)?;
         log::debug!("start-up: scene compiled at {:.1} ms", crate::clock::startup_ms());
-        self.scene = Some((cfg.scene.clone(), scene));
+        self.scene = Some((spec.clone(), scene));
         Ok(())
     }
 }
@@ -158,16 +158,6 @@ pub struct RenderSettings {
     pub pace: bool,
 }
 
-impl RenderSettings {
-    /// Where the frame stamp goes, when frames are stamped.
-    fn stamp_layout(&self) -> anyhow::Result<Option<StampLayout>> {
-        if !self.stamp {
-            return Ok(None);
-        }
-        StampLayout::for_size(self.width, self.height).context("frame stamp layout").map(Some)
-    }
-}
-
 /// How finished frames leave the renderer.
 enum Handoff {
     /// Read back through a ring of pixel-pack buffers; `in_flight` holds (slot, frame index).
@@ -182,7 +172,7 @@ pub struct Renderer {
     // registers, every GL object before the context.
     handoff: Handoff,
     pack: Option<GpuPack>,
-    /// Draws the frame stamp too, when frames are stamped (one pass, one program).
+    stamp: Option<(Program, StampLayout)>,
     scene: scene::Scene,
     target: Target,
     /// Keeps the GL context current for the objects above (and flushes it for the CUDA copy).
@@ -198,12 +188,19 @@ pub struct Renderer {
 impl Renderer {
     pub fn new(mut gpu: Gpu, cfg: &RenderSettings, plan: Plan) -> anyhow::Result<Renderer> {
         let gl = gpu.ctx.gl.clone();
-        let stamp = cfg.stamp_layout()?;
         let scene = match gpu.scene.take() {
-            Some((spec, scene)) if spec == cfg.scene && scene.stamp() == stamp => scene,
-            _ => scene::Scene::load(&gl, &cfg.scene, stamp)?,
+            Some((spec, scene)) if spec == cfg.scene => scene,
+            _ => scene::Scene::load(&gl, &cfg.scene)?,
         };
         let target = Target::new(&gl, cfg.width, cfg.height).exit(Exit::Software)?;
+        let stamp = if cfg.stamp {
+            let layout = StampLayout::for_size(cfg.width, cfg.height).context("frame stamp layout")?;
+            let program = Program::fullscreen(&gl, include_str!("shaders/stamp.glsl"))
+                .map_err(|e| anyhow::anyhow!("built-in stamp shader: {e}"))?;
+            Some((program, layout))
+        } else {
+            None
+        };
         let pack = match plan {
             Plan::Cpu(_) => None,
             Plan::Gpu(_) | Plan::Cuda { .. } => Some(GpuPack::new(&gl, plan.encoder_format(), cfg.width, cfg.height)?),
@@ -223,13 +220,39 @@ impl Renderer {
         log::debug!("start-up: renderer ready (shaders compiled) at {:.1} ms", crate::clock::startup_ms());
         // Half an interval: the loop still meets its next deadline when a readback is slow.
         let own_interval_wait = cfg.pace.then(|| crate::clock::stream_time(1, cfg.fps) / 2);
-        Ok(Renderer { handoff, pack, scene, target, ctx: gpu.ctx, fps: cfg.fps, own_interval_wait, deferred: (0, 0) })
+        Ok(Renderer {
+            handoff,
+            pack,
+            stamp,
+            scene,
+            target,
+            ctx: gpu.ctx,
+            fps: cfg.fps,
+            own_interval_wait,
+            deferred: (0, 0),
+        })
     }
 
     /// Draws frame `frame` (stream time `frame / fps`) and queues its readback.
     pub fn render(&mut self, frame: u64) -> anyhow::Result<()> {
         let time = frame as f64 / f64::from(self.fps);
         self.scene.draw(&self.target, frame, time as f32, self.fps)?;
+        if let Some((program, layout)) = &self.stamp {
+            let number = frame as u32; // wraps after 2^32 frames (4.5 years at 30 fps)
+            Pass {
+                program,
+                target: &self.target,
+                source: None,
+                uniforms: &[
+                    ("u_frame", Uniform::U32(number)),
+                    ("u_crc", Uniform::U32(u32::from(stamp::crc8(number)))),
+                    ("u_x", Uniform::F32(layout.x as f32)),
+                    ("u_block", Uniform::F32(layout.block as f32)),
+                ],
+                scissor: Some([layout.x, layout.y, layout.width(), layout.block]),
+            }
+            .draw()?;
+        }
         let source = match &self.pack {
             Some(pack) => {
                 pack.run(&self.target)?;

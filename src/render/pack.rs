@@ -30,6 +30,7 @@ impl GpuPack {
             target: &self.target,
             source: Some(("u_src", source.into())),
             uniforms: &[("u_nv12", Uniform::I32(i32::from(self.nv12))), ("u_size", Uniform::IVec2(self.size))],
+            scissor: None,
         }
         .draw()
     }

@@ -265,7 +265,7 @@ fn open_encoder_beside_egl(
         });
         let gpu = egl.then(|| {
             let mut gpu = Gpu::open(cfg.egl_device, cuda)?;
-            gpu.compile_scene(&cfg.render_settings()?)?;
+            gpu.compile_scene(&cfg.render_settings()?.scene)?;
             Ok(gpu)
         });
         (join_encoder_thread(encoder), gpu)

@@ -324,13 +324,15 @@ impl Drop for Target {
     }
 }
 
-/// One full-screen pass: `program` draws into the whole of `target`, reading `source` as texture
-/// unit 0 (the sampler uniform named by its first element).
+/// One full-screen pass: `program` draws into `target` (optionally only inside `scissor`,
+/// x/y/width/height in target pixels), reading `source` as texture unit 0 (the sampler uniform
+/// named by its first element).
 pub struct Pass<'a> {
     pub program: &'a Program,
     pub target: &'a Target,
     pub source: Option<(&'a str, Sampled<'a>)>,
     pub uniforms: &'a [(&'a str, Uniform)],
+    pub scissor: Option<[u32; 4]>,
 }
 
 impl Pass<'_> {
@@ -342,6 +344,13 @@ impl Pass<'_> {
         unsafe {
             g.bind_framebuffer(glow::FRAMEBUFFER, Some(self.target.fbo));
             g.viewport(0, 0, self.target.width as i32, self.target.height as i32);
+            match self.scissor {
+                Some([x, y, w, h]) => {
+                    g.enable(glow::SCISSOR_TEST);
+                    g.scissor(x as i32, y as i32, w as i32, h as i32);
+                }
+                None => g.disable(glow::SCISSOR_TEST),
+            }
             g.use_program(Some(self.program.raw));
             if let Some((name, src)) = self.source {
                 let (kind, texture) = src.binding();
@@ -369,6 +378,7 @@ impl Pass<'_> {
             if let Some((_, src)) = self.source {
                 g.bind_texture(src.binding().0, None);
             }
+            g.disable(glow::SCISSOR_TEST);
             g.bind_framebuffer(glow::FRAMEBUFFER, None);
         }
         gl.check("drawing a full-screen pass")

@@ -5,10 +5,4 @@ void main() {
     vec4 color = vec4(0.0, 0.0, 0.0, 1.0);
     mainImage(color, vec2(gl_FragCoord.x, iResolution.y - gl_FragCoord.y));
     agentcast_FragColor = vec4(clamp(color.rgb, 0.0, 1.0), 1.0);
-#ifdef AGENTCAST_STAMP
-    bool white;
-    if (agentcast_in_stamp(gl_FragCoord.xy, white)) {
-        agentcast_FragColor = vec4(vec3(white ? 1.0 : 0.0), 1.0);
-    }
-#endif
 }

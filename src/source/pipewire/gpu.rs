@@ -287,7 +287,7 @@ mod tests {
             let grey = "#version 300 es\nprecision highp float;\nout vec4 o;\nvoid main() { o = vec4(vec3(200.0 / 255.0), 1.0); }\n";
             let program = Program::fullscreen(&ctx.gl, grey).unwrap();
             let target = Target::new(&ctx.gl, 320, 240).unwrap();
-            Pass { program: &program, target: &target, source: None, uniforms: &[] }.draw().unwrap();
+            Pass { program: &program, target: &target, source: None, uniforms: &[], scissor: None }.draw().unwrap();
             dmabuf::export(&ctx, &target).unwrap_or_else(|e| panic!("{e:#}"))
         };
         let format = match exported.fourcc {

@@ -202,7 +202,7 @@ void main() {
     fn draw_pattern(gl: &Rc<Gl>, w: u32, h: u32) -> Target {
         let program = Program::fullscreen(gl, PATTERN_GLSL).unwrap();
         let target = Target::new(gl, w, h).unwrap();
-        Pass { program: &program, target: &target, source: None, uniforms: &[] }.draw().unwrap();
+        Pass { program: &program, target: &target, source: None, uniforms: &[], scissor: None }.draw().unwrap();
         target
     }
 

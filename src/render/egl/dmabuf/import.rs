@@ -399,6 +399,7 @@ impl ExternalBlit {
             target,
             source: Some(("u_src", Sampled::External(&src.texture))),
             uniforms: &[("u_rect", Uniform::Vec4([x, y, w, h]))],
+            scissor: None,
         }
         .draw()
     }

@@ -1,6 +1,7 @@
-//! The render stage: draws the scene and the frame stamp into an RGBA8 target, runs the GPU
-//! conversion pass when the plan says so, and hands frames on: read back asynchronously through a
-//! ring of pixel-pack buffers, or (zero-copy) copied on the GPU into CUDA memory.
+//! The render stage: draws the scene into an RGBA8 target, runs the GPU conversion pass when the
+//! plan says so, and hands frames on: read back asynchronously through a ring of pixel-pack
+//! buffers, or (zero-copy) copied on the GPU into CUDA memory. The frame stamp is drawn before the
+//! conversion pass, or painted into read-back RGBA frames (see `Stamp`).
 
 pub mod egl;
 pub mod import;
@@ -10,6 +11,7 @@ pub mod scene;
 pub use scene::SceneSpec;
 
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -17,7 +19,7 @@ use log::info;
 
 use crate::cuda::frames::ZeroCopy;
 use crate::exit::{Exit, ExitExt};
-use crate::frame::Frame;
+use crate::frame::{Frame, PixFmt};
 use crate::plan::{self, PathFacts, Plan};
 use crate::stamp::{self, StampLayout};
 use egl::gl::{Pass, Program, Readback, Target, Uniform};
@@ -146,6 +148,29 @@ fn reserve_thread_heap() {
     drop(std::hint::black_box(pieces));
 }
 
+/// How the frame stamp gets into the picture.
+enum Stamp {
+    /// Drawn by a scissored GL pass over its row, before the GPU pass packs the frame or CUDA copies
+    /// it.
+    Pass(Program, StampLayout),
+    /// Painted into the read-back RGBA bytes (`Plan::Cpu`), the same pixels as the pass draws. No GL
+    /// program: on llvmpipe a program's first draw has LLVM compile its draw variants, and the
+    /// stamp's cost 3-4 ms of the first frame on the 2-core machine; painting costs microseconds.
+    ReadBack,
+}
+
+impl Stamp {
+    fn new(gl: &Rc<egl::gl::Gl>, plan: Plan, width: u32, height: u32) -> anyhow::Result<Stamp> {
+        let layout = StampLayout::for_size(width, height).context("frame stamp layout")?;
+        if let Plan::Cpu(_) = plan {
+            return Ok(Stamp::ReadBack);
+        }
+        let program = Program::fullscreen(gl, include_str!("shaders/stamp.glsl"))
+            .map_err(|e| anyhow::anyhow!("built-in stamp shader: {e}"))?;
+        Ok(Stamp::Pass(program, layout))
+    }
+}
+
 /// What a renderer is asked for: its scene, picture size and rate, whether it stamps each frame's
 /// number into the picture (`--stamp`), and whether the stream runs paced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,7 +197,7 @@ pub struct Renderer {
     // registers, every GL object before the context.
     handoff: Handoff,
     pack: Option<GpuPack>,
-    stamp: Option<(Program, StampLayout)>,
+    stamp: Option<Stamp>,
     scene: scene::Scene,
     target: Target,
     /// Keeps the GL context current for the objects above (and flushes it for the CUDA copy).
@@ -193,14 +218,7 @@ impl Renderer {
             _ => scene::Scene::load(&gl, &cfg.scene)?,
         };
         let target = Target::new(&gl, cfg.width, cfg.height).exit(Exit::Software)?;
-        let stamp = if cfg.stamp {
-            let layout = StampLayout::for_size(cfg.width, cfg.height).context("frame stamp layout")?;
-            let program = Program::fullscreen(&gl, include_str!("shaders/stamp.glsl"))
-                .map_err(|e| anyhow::anyhow!("built-in stamp shader: {e}"))?;
-            Some((program, layout))
-        } else {
-            None
-        };
+        let stamp = if cfg.stamp { Some(Stamp::new(&gl, plan, cfg.width, cfg.height)?) } else { None };
         let pack = match plan {
             Plan::Cpu(_) => None,
             Plan::Gpu(_) | Plan::Cuda { .. } => Some(GpuPack::new(&gl, plan.encoder_format(), cfg.width, cfg.height)?),
@@ -237,7 +255,7 @@ impl Renderer {
     pub fn render(&mut self, frame: u64) -> anyhow::Result<()> {
         let time = frame as f64 / f64::from(self.fps);
         self.scene.draw(&self.target, frame, time as f32, self.fps)?;
-        if let Some((program, layout)) = &self.stamp {
+        if let Some(Stamp::Pass(program, layout)) = &self.stamp {
             let number = frame as u32; // wraps after 2^32 frames (4.5 years at 30 fps)
             Pass {
                 program,
@@ -308,9 +326,17 @@ impl Renderer {
                 }
             }
             Handoff::Readback { pbo, in_flight, .. } => {
+                let (width, height) = (self.target.width, self.target.height);
                 while in_flight.len() > keep {
                     let (slot, frame) = in_flight.pop_front().expect("checked non-empty");
-                    pbo.read(slot, READBACK_TIMEOUT, |bytes| f(frame, Frame::Bytes(bytes)))??;
+                    if let Some(Stamp::ReadBack) = self.stamp {
+                        pbo.read_writable(slot, READBACK_TIMEOUT, |bytes| {
+                            stamp::paint_host(bytes, PixFmt::Rgba, width, height, frame as u32);
+                            f(frame, Frame::Bytes(bytes))
+                        })??;
+                    } else {
+                        pbo.read(slot, READBACK_TIMEOUT, |bytes| f(frame, Frame::Bytes(bytes)))??;
+                    }
                 }
             }
         }

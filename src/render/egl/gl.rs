@@ -473,6 +473,33 @@ impl Readback {
 
     /// Waits (at most `timeout`) for `slot`'s transfer, then calls `f` with its bytes.
     pub fn read<R>(&mut self, slot: usize, timeout: Duration, f: impl FnOnce(&[u8]) -> R) -> anyhow::Result<R> {
+        // SAFETY: `map` passes a pointer to `len` mapped, readable bytes that stay mapped, and
+        // are not otherwise accessed, for this call; the slice does not outlive it.
+        self.map(slot, timeout, glow::MAP_READ_BIT, |ptr, len| f(unsafe { std::slice::from_raw_parts(ptr, len) }))
+    }
+
+    /// [`Readback::read`], with the bytes mapped writable too, for `f` to change before it hands
+    /// them on.
+    pub fn read_writable<R>(
+        &mut self,
+        slot: usize,
+        timeout: Duration,
+        f: impl FnOnce(&mut [u8]) -> R,
+    ) -> anyhow::Result<R> {
+        let access = glow::MAP_READ_BIT | glow::MAP_WRITE_BIT;
+        // SAFETY: as in `read`, and the mapping is writable (MAP_WRITE_BIT).
+        self.map(slot, timeout, access, |ptr, len| f(unsafe { std::slice::from_raw_parts_mut(ptr, len) }))
+    }
+
+    /// Waits for `slot`'s transfer, maps its buffer with `access` and calls `f` with the mapping's
+    /// address and length; the buffer is unmapped when `f` returns.
+    fn map<R>(
+        &mut self,
+        slot: usize,
+        timeout: Duration,
+        access: u32,
+        f: impl FnOnce(*mut u8, usize) -> R,
+    ) -> anyhow::Result<R> {
         let g = &self.gl.gl;
         let s = &mut self.slots[slot];
         let Some(fence) = s.fence.take() else { bail!("readback slot {slot} was never started") };
@@ -491,16 +518,16 @@ impl Readback {
         }
         // SAFETY: context current; the buffer holds `self.size` bytes and its transfer has
         // completed (fence above). The mapped pointer is valid until glUnmapBuffer, which runs
-        // before this function returns, and the slice does not escape the closure call.
+        // after `f` returns, and nothing else maps or touches this buffer meanwhile.
         unsafe {
             g.bind_buffer(glow::PIXEL_PACK_BUFFER, Some(s.buffer));
-            let ptr = g.map_buffer_range(glow::PIXEL_PACK_BUFFER, 0, self.size as i32, glow::MAP_READ_BIT);
+            let ptr = g.map_buffer_range(glow::PIXEL_PACK_BUFFER, 0, self.size as i32, access);
             if ptr.is_null() {
                 g.bind_buffer(glow::PIXEL_PACK_BUFFER, None);
                 self.gl.check("glMapBufferRange")?;
                 bail!("glMapBufferRange returned NULL");
             }
-            let out = f(std::slice::from_raw_parts(ptr, self.size));
+            let out = f(ptr, self.size);
             g.unmap_buffer(glow::PIXEL_PACK_BUFFER);
             g.bind_buffer(glow::PIXEL_PACK_BUFFER, None);
             Ok(out)

@@ -154,8 +154,8 @@ enum Stamp {
     /// it.
     Pass(Program, StampLayout),
     /// Painted into the read-back RGBA bytes (`Plan::Cpu`), the same pixels as the pass draws. No GL
-    /// program: on llvmpipe a program's first draw has LLVM compile its draw variants, and the
-    /// stamp's cost 3-4 ms of the first frame on the 2-core machine; painting costs microseconds.
+    /// program: on llvmpipe a program's first draw has LLVM compile its draw variants, which for the
+    /// stamp's program cost the first frame 3-4 ms on the 2-core machine; painting takes microseconds.
     ReadBack,
 }
 

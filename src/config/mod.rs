@@ -114,6 +114,7 @@ impl Config {
         use crate::source::live::Overrun;
         if self.pace { Overrun::Replace } else { Overrun::Wait }
     }
+
     /// What the renderer draws and how, for a scene source (`scene:`, `shader:`); an error for the
     /// agent's own frames, which are not rendered.
     pub fn render_settings(&self) -> anyhow::Result<crate::render::RenderSettings> {
